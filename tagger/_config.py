@@ -1,0 +1,21 @@
+"""Tunables of the compiled kernels, in one place so that tests can patch them.
+
+Values read at *decoration* time (``FASTMATH``, ``CACHE``) are frozen into the compiled code and the
+on-disk cache: change them through the environment before ``tagger.kernels`` is imported. Values
+read at *call* time (thread counts, block sizes) can be patched at any moment.
+"""
+
+from __future__ import annotations
+
+import os
+
+# LLVM fast-math flags for the kernels. 'nnan' and 'ninf' are left out on purpose: the kernels rely
+# on exp() overflowing to inf (sigmoid and tanh written through exp saturate correctly that way).
+FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# On-disk cache of compiled kernels. TAGGER_NO_CACHE=1 disables it; TAGGER_CACHE_DIR moves it.
+CACHE: bool = os.environ.get("TAGGER_NO_CACHE", "") in ("", "0")
+CACHE_DIR: str | None = os.environ.get("TAGGER_CACHE_DIR") or None
+
+# Number of threads the CPU kernels use when the caller gives none (None: Numba's current value).
+NUM_THREADS: int | None = None

@@ -1,0 +1,543 @@
+"""CPU kernels for recurrent layers: LSTM, GRU and Elman RNN (tanh or ReLU), one direction each.
+
+Layout and conventions (shared with the CUDA kernels):
+
+* Batch-major, right-padded: inputs ``x`` are ``(B, T, D)``, a ``lengths`` array ``(B,)`` gives the
+  valid steps of each sequence. Positions ``t >= lengths[b]`` are padding: they never enter a
+  result, and every output is zero there.
+* ``reverse=True`` runs each sequence from ``t = lengths[b] - 1`` down to ``0``; the outputs stay in
+  time order, so a reverse layer on ``x`` equals a forward layer on ``x`` reversed within its length.
+* Weights: input matrix ``W`` ``(D, G*H)``, recurrent matrix ``U`` ``(H, G*H)``, bias ``b`` ``(G*H,)``
+  with the gates side by side (LSTM: i, f, g, o; GRU: r, z, n; RNN: one block). The GRU applies its
+  reset gate after the recurrent product (the cuDNN/PyTorch form), so it has a separate recurrent
+  bias ``b_rn`` ``(H,)`` for the candidate, inside the reset product.
+* Outputs are written into preallocated arrays. Backward kernels overwrite (never accumulate) their
+  gradient outputs.
+
+Speed: the input projection of all steps is one matrix product (BLAS); each step does one matrix
+product of the active rows' states with ``U`` and one fused pass over the gates. Rows are processed
+up to the last sequence still running, so a batch sorted by decreasing length computes no padding.
+``tanh`` and the sigmoid are written through ``exp`` (several times faster than ``np.tanh`` here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
+
+from .. import _config
+from ._jit import kernel
+
+
+def sigmoid(x):
+    """Logistic function of a float scalar (Numba-only; see the overload below)."""
+    raise NotImplementedError("sigmoid is only callable from compiled code")
+
+
+def tanh(x):
+    """Hyperbolic tangent of a float scalar (Numba-only; see the overload below)."""
+    raise NotImplementedError("tanh is only callable from compiled code")
+
+
+@overload(sigmoid, jit_options={"fastmath": set(_config.FASTMATH)})
+def _sigmoid_overload(x):
+    if isinstance(x, types.Float):
+        # A constant of the argument's own dtype keeps float32 arithmetic in float32.
+        one = as_dtype(x).type(1.0)
+
+        def impl(x):
+            return one / (one + np.exp(-x))
+
+        return impl
+    return None
+
+
+@overload(tanh, jit_options={"fastmath": set(_config.FASTMATH)})
+def _tanh_overload(x):
+    if isinstance(x, types.Float):
+        one = as_dtype(x).type(1.0)
+        two = as_dtype(x).type(2.0)
+
+        def impl(x):
+            # exp overflows to inf for large x, giving exactly 1; exp -> 0 gives exactly -1.
+            return one - two / (np.exp(two * x) + one)
+
+        return impl
+    return None
+
+
+def one_of(arr):
+    """1 in the dtype of ``arr`` (Numba-only)."""
+    raise NotImplementedError("one_of is only callable from compiled code")
+
+
+def zero_of(arr):
+    """0 in the dtype of ``arr`` (Numba-only)."""
+    raise NotImplementedError("zero_of is only callable from compiled code")
+
+
+@overload(one_of)
+def _one_of_overload(arr):
+    one = as_dtype(arr.dtype).type(1)
+    return lambda arr: one
+
+
+@overload(zero_of)
+def _zero_of_overload(arr):
+    zero = as_dtype(arr.dtype).type(0)
+    return lambda arr: zero
+
+
+@kernel()
+def active_rows(lengths, step):
+    """One past the last row whose sequence is still running at ``step`` (0 if none)."""
+    n = 0
+    for b in range(lengths.shape[0]):
+        if lengths[b] > step:
+            n = b + 1
+    return n
+
+
+@kernel()
+def _project_inputs(x, W, out):
+    """out[b, t] = x[b, t] @ W for all rows in one matrix product."""
+    B, T, D = x.shape
+    np.dot(x.reshape((B * T, D)), W, out.reshape((B * T, W.shape[1])))
+
+
+@kernel()
+def _input_gradients(x, W, d_pre, dx, dW, db):
+    """dW = x^T d_pre, db = column sums of d_pre, dx = d_pre W^T (padding rows of d_pre are 0)."""
+    B, T, D = x.shape
+    G = W.shape[1]
+    x2 = x.reshape((B * T, D))
+    d2 = d_pre.reshape((B * T, G))
+    np.dot(x2.T, d2, dW)
+    np.dot(d2, W.T, dx.reshape((B * T, D)))
+    db[:] = 0
+    for r in range(B * T):
+        for k in range(G):
+            db[k] += d2[r, k]
+
+
+@kernel()
+def _zero_padding(lengths, arr):
+    for b in range(arr.shape[0]):
+        for t in range(lengths[b], arr.shape[1]):
+            arr[b, t, :] = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# LSTM
+# --------------------------------------------------------------------------------------------------
+
+
+@kernel()
+def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last, c_last):
+    """LSTM forward pass for one direction.
+
+    Parameters
+    ----------
+    x : ndarray (B, T, D)
+        Inputs, right-padded.
+    lengths : ndarray (B,) of int
+        Valid steps per sequence (0 <= lengths[b] <= T).
+    W, U, b : ndarray (D, 4H), (H, 4H), (4H,)
+        Input weights, recurrent weights and bias, gate order i, f, g, o.
+    h0, c0 : ndarray (B, H)
+        Initial hidden and cell states.
+    reverse : bool
+        Run each sequence from its last valid step to its first.
+    h_out, c_out : ndarray (B, T, H)
+        Out: hidden and cell state at every step (zero at padding).
+    gates : ndarray (B, T, 4H)
+        Out: activated gates (i, f, g, o) at every step, kept for the backward pass.
+    h_prev : ndarray (B, T, H)
+        Out: the hidden state each step started from (kept for the backward pass).
+    h_last, c_last : ndarray (B, H)
+        Out: final states (the state after each sequence's last processed step).
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    _project_inputs(x, W, gates)
+    h_state = h_last
+    c_state = c_last
+    h_state[:] = h0
+    c_state[:] = c0
+    rec = np.empty((B, 4 * H), dtype=x.dtype)
+    for s in range(T):
+        n = active_rows(lengths, s)
+        if n == 0:
+            break
+        np.dot(h_state[:n], U, rec[:n])
+        for row in range(n):
+            L = lengths[row]
+            if L <= s:
+                continue
+            t = L - 1 - s if reverse else s
+            g_row = gates[row, t]
+            r_row = rec[row]
+            for j in range(H):
+                gi = sigmoid(g_row[j] + b[j] + r_row[j])
+                gf = sigmoid(g_row[H + j] + b[H + j] + r_row[H + j])
+                gg = tanh(g_row[2 * H + j] + b[2 * H + j] + r_row[2 * H + j])
+                go = sigmoid(g_row[3 * H + j] + b[3 * H + j] + r_row[3 * H + j])
+                c = gf * c_state[row, j] + gi * gg
+                h = go * tanh(c)
+                g_row[j] = gi
+                g_row[H + j] = gf
+                g_row[2 * H + j] = gg
+                g_row[3 * H + j] = go
+                h_prev[row, t, j] = h_state[row, j]
+                c_out[row, t, j] = c
+                h_out[row, t, j] = h
+                h_state[row, j] = h
+                c_state[row, j] = c
+    _zero_padding(lengths, h_out)
+    _zero_padding(lengths, c_out)
+    _zero_padding(lengths, h_prev)
+    _zero_padding(lengths, gates)
+
+
+@kernel()
+def lstm_backward(
+    x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
+    d_gates, dx, dW, dU, db, dh0, dc0,
+):
+    """LSTM backward pass (backpropagation through time) for one direction.
+
+    Parameters
+    ----------
+    x, lengths, W, U, c0, reverse
+        As given to :func:`lstm_forward`.
+    gates, c_out, h_prev
+        As filled by :func:`lstm_forward`.
+    d_h : ndarray (B, T, H)
+        Gradient of the loss with respect to ``h_out`` (padding ignored).
+    d_h_last, d_c_last : ndarray (B, H)
+        Gradients with respect to the final states.
+    d_gates : ndarray (B, T, 4H)
+        Out: gradient with respect to the gate pre-activations (zero at padding).
+    dx, dW, dU, db : ndarray
+        Out: gradients with respect to ``x``, ``W``, ``U`` and ``b``.
+    dh0, dc0 : ndarray (B, H)
+        Out: gradients with respect to the initial states.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    one = one_of(x)
+    dh_state = dh0
+    dc_state = dc0
+    dh_state[:] = d_h_last
+    dc_state[:] = d_c_last
+    step = np.empty((B, 4 * H), dtype=x.dtype)
+    dh_rec = np.empty((B, H), dtype=x.dtype)
+    d_gates[:] = 0
+    for s in range(T - 1, -1, -1):
+        n = active_rows(lengths, s)
+        if n == 0:
+            continue
+        for row in range(n):
+            L = lengths[row]
+            if L <= s:
+                step[row, :] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            g_row = gates[row, t]
+            for j in range(H):
+                gi = g_row[j]
+                gf = g_row[H + j]
+                gg = g_row[2 * H + j]
+                go = g_row[3 * H + j]
+                c = c_out[row, t, j]
+                if s == 0:
+                    cp = c0[row, j]
+                elif reverse:
+                    cp = c_out[row, t + 1, j]
+                else:
+                    cp = c_out[row, t - 1, j]
+                tc = tanh(c)
+                dh = d_h[row, t, j] + dh_state[row, j]
+                dc = dc_state[row, j] + dh * go * (one - tc * tc)
+                step[row, j] = dc * gg * gi * (one - gi)
+                step[row, H + j] = dc * cp * gf * (one - gf)
+                step[row, 2 * H + j] = dc * gi * (one - gg * gg)
+                step[row, 3 * H + j] = dh * tc * go * (one - go)
+                dc_state[row, j] = dc * gf
+            d_gates[row, t, :] = step[row]
+        np.dot(step[:n], U.T, dh_rec[:n])
+        for row in range(n):
+            if lengths[row] > s:
+                dh_state[row, :] = dh_rec[row]
+    _input_gradients(x, W, d_gates, dx, dW, db)
+    np.dot(h_prev.reshape((B * T, H)).T, d_gates.reshape((B * T, 4 * H)), dU)
+
+
+# --------------------------------------------------------------------------------------------------
+# GRU (reset gate after the recurrent product)
+# --------------------------------------------------------------------------------------------------
+
+
+@kernel()
+def gru_forward(x, lengths, W, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h_prev, h_last):
+    """GRU forward pass for one direction (cuDNN/PyTorch form).
+
+    ``r = σ(x W_r + b_r + h U_r)``, ``z = σ(x W_z + b_z + h U_z)``,
+    ``n = tanh(x W_n + b_n + r ⊙ (h U_n + b_rn))``, ``h' = (1 − z) ⊙ n + z ⊙ h``.
+
+    Parameters
+    ----------
+    x, lengths, reverse
+        As for :func:`lstm_forward`.
+    W, U, b : ndarray (D, 3H), (H, 3H), (3H,)
+        Gate order r, z, n.
+    b_rn : ndarray (H,)
+        Recurrent bias of the candidate, inside the reset product.
+    h0 : ndarray (B, H)
+        Initial hidden state.
+    h_out : ndarray (B, T, H)
+        Out: hidden states.
+    gates : ndarray (B, T, 3H)
+        Out: activated r, z, n.
+    rec_n : ndarray (B, T, H)
+        Out: ``h U_n + b_rn`` at every step (kept for the backward pass).
+    h_prev : ndarray (B, T, H)
+        Out: the hidden state each step started from.
+    h_last : ndarray (B, H)
+        Out: final hidden state.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    _project_inputs(x, W, gates)
+    h_state = h_last
+    h_state[:] = h0
+    rec = np.empty((B, 3 * H), dtype=x.dtype)
+    for s in range(T):
+        n_rows = active_rows(lengths, s)
+        if n_rows == 0:
+            break
+        np.dot(h_state[:n_rows], U, rec[:n_rows])
+        for row in range(n_rows):
+            L = lengths[row]
+            if L <= s:
+                continue
+            t = L - 1 - s if reverse else s
+            g_row = gates[row, t]
+            r_row = rec[row]
+            for j in range(H):
+                r = sigmoid(g_row[j] + b[j] + r_row[j])
+                z = sigmoid(g_row[H + j] + b[H + j] + r_row[H + j])
+                rn = r_row[2 * H + j] + b_rn[j]
+                nn = tanh(g_row[2 * H + j] + b[2 * H + j] + r * rn)
+                hp = h_state[row, j]
+                h = nn + z * (hp - nn)
+                g_row[j] = r
+                g_row[H + j] = z
+                g_row[2 * H + j] = nn
+                rec_n[row, t, j] = rn
+                h_prev[row, t, j] = hp
+                h_out[row, t, j] = h
+                h_state[row, j] = h
+    _zero_padding(lengths, h_out)
+    _zero_padding(lengths, h_prev)
+    _zero_padding(lengths, gates)
+    _zero_padding(lengths, rec_n)
+
+
+@kernel()
+def gru_backward(
+    x, lengths, W, U, reverse, gates, rec_n, h_prev, d_h, d_h_last,
+    d_gates, dx, dW, dU, db, db_rn, dh0,
+):
+    """GRU backward pass for one direction.
+
+    Parameters
+    ----------
+    x, lengths, W, U, reverse
+        As given to :func:`gru_forward`.
+    gates, rec_n, h_prev
+        As filled by :func:`gru_forward`.
+    d_h : ndarray (B, T, H)
+        Gradient with respect to ``h_out``.
+    d_h_last : ndarray (B, H)
+        Gradient with respect to the final state.
+    d_gates : ndarray (B, T, 3H)
+        Out: gradient with respect to the input pre-activations ``x W + b``.
+    dx, dW, dU, db, db_rn, dh0 : ndarray
+        Out: gradients.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    one = one_of(x)
+    dh_state = dh0
+    dh_state[:] = d_h_last
+    direct = np.empty((B, H), dtype=x.dtype)
+    step = np.empty((B, 3 * H), dtype=x.dtype)
+    dh_rec = np.empty((B, H), dtype=x.dtype)
+    # Gradient of the recurrent pre-activations (differs from d_gates in the candidate block).
+    d_rec = np.zeros((B, T, 3 * H), dtype=x.dtype)
+    d_gates[:] = 0
+    db_rn[:] = 0
+    for s in range(T - 1, -1, -1):
+        n_rows = active_rows(lengths, s)
+        if n_rows == 0:
+            continue
+        for row in range(n_rows):
+            L = lengths[row]
+            if L <= s:
+                step[row, :] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            g_row = gates[row, t]
+            for j in range(H):
+                r = g_row[j]
+                z = g_row[H + j]
+                nn = g_row[2 * H + j]
+                hp = h_prev[row, t, j]
+                dh = d_h[row, t, j] + dh_state[row, j]
+                dan = dh * (one - z) * (one - nn * nn)
+                daz = dh * (hp - nn) * z * (one - z)
+                dar = dan * rec_n[row, t, j] * r * (one - r)
+                d_gates[row, t, j] = dar
+                d_gates[row, t, H + j] = daz
+                d_gates[row, t, 2 * H + j] = dan
+                step[row, j] = dar
+                step[row, H + j] = daz
+                step[row, 2 * H + j] = dan * r
+                direct[row, j] = dh * z
+                db_rn[j] += dan * r
+            d_rec[row, t, :] = step[row]
+        np.dot(step[:n_rows], U.T, dh_rec[:n_rows])
+        for row in range(n_rows):
+            if lengths[row] > s:
+                for j in range(H):
+                    dh_state[row, j] = dh_rec[row, j] + direct[row, j]
+    _input_gradients(x, W, d_gates, dx, dW, db)
+    np.dot(h_prev.reshape((B * T, H)).T, d_rec.reshape((B * T, 3 * H)), dU)
+
+
+# --------------------------------------------------------------------------------------------------
+# Elman RNN (tanh or ReLU; with identity recurrent initialisation this is the IRNN)
+# --------------------------------------------------------------------------------------------------
+
+
+@kernel()
+def rnn_forward(x, lengths, W, U, b, h0, relu, reverse, h_out, h_prev, h_last):
+    """Elman RNN forward pass for one direction: ``h' = act(x W + b + h U)``.
+
+    Parameters
+    ----------
+    x, lengths, reverse
+        As for :func:`lstm_forward`.
+    W, U, b : ndarray (D, H), (H, H), (H,)
+        Weights and bias.
+    h0 : ndarray (B, H)
+        Initial hidden state.
+    relu : bool
+        ReLU activation instead of tanh.
+    h_out : ndarray (B, T, H)
+        Out: hidden states.
+    h_prev : ndarray (B, T, H)
+        Out: the hidden state each step started from.
+    h_last : ndarray (B, H)
+        Out: final hidden state.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    _project_inputs(x, W, h_out)
+    zero = zero_of(x)
+    h_state = h_last
+    h_state[:] = h0
+    rec = np.empty((B, H), dtype=x.dtype)
+    for s in range(T):
+        n = active_rows(lengths, s)
+        if n == 0:
+            break
+        np.dot(h_state[:n], U, rec[:n])
+        for row in range(n):
+            L = lengths[row]
+            if L <= s:
+                continue
+            t = L - 1 - s if reverse else s
+            o_row = h_out[row, t]
+            for j in range(H):
+                a = o_row[j] + b[j] + rec[row, j]
+                if relu:
+                    h = a if a > zero else zero
+                else:
+                    h = tanh(a)
+                h_prev[row, t, j] = h_state[row, j]
+                o_row[j] = h
+                h_state[row, j] = h
+    _zero_padding(lengths, h_out)
+    _zero_padding(lengths, h_prev)
+
+
+@kernel()
+def rnn_backward(
+    x, lengths, W, U, relu, reverse, h_out, h_prev, d_h, d_h_last, d_pre, dx, dW, dU, db, dh0
+):
+    """Elman RNN backward pass for one direction.
+
+    Parameters
+    ----------
+    x, lengths, W, U, relu, reverse
+        As given to :func:`rnn_forward`.
+    h_out, h_prev
+        As filled by :func:`rnn_forward`.
+    d_h : ndarray (B, T, H)
+        Gradient with respect to ``h_out``.
+    d_h_last : ndarray (B, H)
+        Gradient with respect to the final state.
+    d_pre : ndarray (B, T, H)
+        Out: gradient with respect to the pre-activations.
+    dx, dW, dU, db, dh0 : ndarray
+        Out: gradients.
+    """
+    B, T, _ = x.shape
+    H = U.shape[0]
+    zero = zero_of(x)
+    one = one_of(x)
+    dh_state = dh0
+    dh_state[:] = d_h_last
+    step = np.empty((B, H), dtype=x.dtype)
+    dh_rec = np.empty((B, H), dtype=x.dtype)
+    d_pre[:] = 0
+    for s in range(T - 1, -1, -1):
+        n = active_rows(lengths, s)
+        if n == 0:
+            continue
+        for row in range(n):
+            L = lengths[row]
+            if L <= s:
+                step[row, :] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            for j in range(H):
+                h = h_out[row, t, j]
+                dh = d_h[row, t, j] + dh_state[row, j]
+                if relu:
+                    da = dh if h > zero else zero
+                else:
+                    da = dh * (one - h * h)
+                step[row, j] = da
+            d_pre[row, t, :] = step[row]
+        np.dot(step[:n], U.T, dh_rec[:n])
+        for row in range(n):
+            if lengths[row] > s:
+                dh_state[row, :] = dh_rec[row]
+    _input_gradients(x, W, d_pre, dx, dW, db)
+    np.dot(h_prev.reshape((B * T, H)).T, d_pre.reshape((B * T, H)), dU)
+
+
+@kernel()
+def reverse_padded(x, lengths, out):
+    """out[b, t] = x[b, lengths[b] - 1 - t] for valid t, zero at padding."""
+    for b in range(x.shape[0]):
+        L = lengths[b]
+        for t in range(L):
+            out[b, t, :] = x[b, L - 1 - t]
+        for t in range(L, x.shape[1]):
+            out[b, t, :] = 0

@@ -1,0 +1,170 @@
+"""Optimizers over plain dicts of NumPy arrays, gradient clipping and learning-rate decay.
+
+Optimizers update the parameter arrays in place. Their state (moments, step count) is a dict of
+arrays too, so that it can be saved with the model and training can resume exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def global_norm(grads: dict[str, np.ndarray]) -> float:
+    """L2 norm of all gradients together, summed in a fixed (sorted-key) order in float64."""
+    total = 0.0
+    for name in sorted(grads):
+        g = grads[name].astype(np.float64, copy=False).ravel()
+        total += float(g @ g)
+    return math.sqrt(total)
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None) -> float:
+    """Scale all gradients in place so that their global L2 norm is at most ``max_norm``.
+
+    Clipping the global norm keeps the update's direction (Pascanu et al. 2013).
+
+    Parameters
+    ----------
+    grads : dict
+        Gradients, modified in place.
+    max_norm : float or None
+        Largest allowed norm; None or a non-positive value disables clipping.
+
+    Returns
+    -------
+    float
+        The norm before clipping (inf or nan when a gradient is not finite).
+    """
+    norm = global_norm(grads)
+    if max_norm is not None and max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-12)
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm
+
+
+def decayed_learning_rate(base: float, decay: float, epoch: int) -> float:
+    """``base / (1 + decay * epoch)``, the schedule of Lample et al. (2016) and Ma & Hovy (2016)."""
+    return base / (1.0 + decay * epoch)
+
+
+class Optimizer:
+    """Base class: ``step(params, grads)`` updates ``params`` in place."""
+
+    def __init__(self, learning_rate: float):
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+        self.learning_rate = float(learning_rate)
+        self.state: dict[str, np.ndarray] = {}
+        self.steps = 0
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.steps += 1
+        for name in sorted(grads):
+            self._update(name, params[name], grads[name])
+
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _slot(self, key: str, like: np.ndarray) -> np.ndarray:
+        slot = self.state.get(key)
+        if slot is None:
+            slot = self.state[key] = np.zeros_like(like)
+        return slot
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The optimizer's state as arrays (including the step count)."""
+        out = {f"slot.{k}": v for k, v in self.state.items()}
+        out["steps"] = np.array(self.steps, dtype=np.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.steps = int(state["steps"])
+        self.state = {k[len("slot."):]: np.array(v) for k, v in state.items() if k != "steps"}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and weight decay.
+
+    Parameters
+    ----------
+    learning_rate : float
+        Step size.
+    momentum : float
+        Momentum coefficient (0 disables it).
+    nesterov : bool
+        Use Nesterov momentum.
+    weight_decay : float
+        L2 penalty coefficient added to the gradient.
+    """
+
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(learning_rate)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+
+    def _update(self, name, param, grad):
+        dtype = param.dtype.type
+        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        if self.momentum:
+            v = self._slot(name, param)
+            v *= dtype(self.momentum)
+            v += g
+            g = g + dtype(self.momentum) * v if self.nesterov else v
+        param -= dtype(self.learning_rate) * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction.
+
+    Parameters
+    ----------
+    learning_rate : float
+        Step size.
+    beta1, beta2 : float
+        Decay rates of the first and second moment estimates.
+    eps : float
+        Added to the denominator for stability.
+    weight_decay : float
+        L2 penalty coefficient added to the gradient.
+    """
+
+    def __init__(self, learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(learning_rate)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay = weight_decay
+
+    def _update(self, name, param, grad):
+        dtype = param.dtype.type
+        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        m = self._slot("m." + name, param)
+        v = self._slot("v." + name, param)
+        m *= dtype(self.beta1)
+        m += dtype(1 - self.beta1) * g
+        v *= dtype(self.beta2)
+        v += dtype(1 - self.beta2) * (g * g)
+        lr_t = self.learning_rate * math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
+        # eps scaled like the bias-corrected denominator, so this equals the paper's update.
+        eps_t = self.eps * math.sqrt(1 - self.beta2**self.steps)
+        param -= dtype(lr_t) * m / (np.sqrt(v) + dtype(eps_t))
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def make_optimizer(name: str, learning_rate: float, **options) -> Optimizer:
+    """Build an optimizer by name (``"sgd"`` or ``"adam"``)."""
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}") \
+            from None
+    return cls(learning_rate, **options)

@@ -1,0 +1,317 @@
+"""Recurrent layers over the compiled kernels: one direction, and bidirectional stacked networks.
+
+Parameters are plain dicts of NumPy arrays. A layer object holds only its configuration; ``forward``
+returns the output and a cache for ``backward``, which returns the input gradient and a dict of
+parameter gradients with the same keys as the parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import rnn_cpu
+from . import init
+
+CELLS = ("lstm", "gru", "rnn", "irnn")
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}
+
+
+def check_cell(cell: str) -> str:
+    """Return ``cell`` if it names a known cell type, else raise ``ValueError``."""
+    if cell not in _GATES:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
+    return cell
+
+
+def init_direction(cell: str, input_size: int, hidden_size: int, rng: np.random.Generator,
+                   dtype=np.float32) -> dict[str, np.ndarray]:
+    """Initial parameters of one direction of one layer.
+
+    Input weights are Glorot-uniform per gate, recurrent weights orthogonal per gate (identity for
+    the IRNN), biases zero except the LSTM forget gate, which starts at 1 so that memory is kept
+    at the start of training (Jozefowicz et al. 2015).
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn", "irnn"}
+        Cell type.
+    input_size, hidden_size : int
+        Input width D and state width H.
+    rng : numpy.random.Generator
+        Source of randomness.
+    dtype : numpy dtype
+        Parameter dtype.
+
+    Returns
+    -------
+    dict
+        ``W`` (D, G*H), ``U`` (H, G*H), ``b`` (G*H,), and for the GRU ``b_rn`` (H,).
+    """
+    gates = _GATES[check_cell(cell)]
+    H = hidden_size
+    W = np.concatenate([init.glorot_uniform(rng, (input_size, H), dtype) for _ in range(gates)], 1)
+    if cell == "irnn":
+        U = init.identity((H, H), dtype=dtype)
+    else:
+        U = init.recurrent_orthogonal(rng, H, gates, dtype)
+    b = np.zeros(gates * H, dtype=dtype)
+    params = {"W": W, "U": U, "b": b}
+    if cell == "lstm":
+        b[H : 2 * H] = 1.0
+    elif cell == "gru":
+        params["b_rn"] = np.zeros(H, dtype=dtype)
+    return params
+
+
+@dataclass
+class DirectionCache:
+    """What the forward pass of one direction keeps for its backward pass."""
+
+    cell: str
+    reverse: bool
+    x: np.ndarray
+    lengths: np.ndarray
+    h_out: np.ndarray
+    h_prev: np.ndarray
+    c0: np.ndarray | None = None
+    c_out: np.ndarray | None = None
+    gates: np.ndarray | None = None
+    rec_n: np.ndarray | None = None
+
+
+def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarray,
+                      reverse: bool = False, h0: np.ndarray | None = None,
+                      c0: np.ndarray | None = None):
+    """Run one direction of one recurrent layer.
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn", "irnn"}
+        Cell type.
+    params : dict
+        As returned by :func:`init_direction`.
+    x : ndarray (B, T, D)
+        Right-padded inputs, C-contiguous, same dtype as the parameters.
+    lengths : ndarray (B,) of int64
+        Valid steps per sequence.
+    reverse : bool
+        Run each sequence backwards in time.
+    h0, c0 : ndarray (B, H), optional
+        Initial states (zeros when omitted; ``c0`` only for the LSTM).
+
+    Returns
+    -------
+    h_out : ndarray (B, T, H)
+        Hidden state at every step, zero at padding.
+    h_last : ndarray (B, H)
+        Final hidden state.
+    c_last : ndarray (B, H) or None
+        Final cell state (LSTM only).
+    cache : DirectionCache
+        For :func:`direction_backward`.
+    """
+    B, T, _ = x.shape
+    U = params["U"]
+    H = U.shape[0]
+    dtype = x.dtype
+    h0 = np.zeros((B, H), dtype) if h0 is None else np.ascontiguousarray(h0, dtype)
+    h_out = np.empty((B, T, H), dtype)
+    h_prev = np.empty((B, T, H), dtype)
+    h_last = np.empty((B, H), dtype)
+    cache = DirectionCache(cell, reverse, x, lengths, h_out, h_prev)
+    c_last = None
+    if cell == "lstm":
+        c0 = np.zeros((B, H), dtype) if c0 is None else np.ascontiguousarray(c0, dtype)
+        cache.c0 = c0
+        cache.c_out = np.empty((B, T, H), dtype)
+        cache.gates = np.empty((B, T, 4 * H), dtype)
+        c_last = np.empty((B, H), dtype)
+        rnn_cpu.lstm_forward(x, lengths, params["W"], U, params["b"], h0, c0, reverse, h_out,
+                             cache.c_out, cache.gates, h_prev, h_last, c_last)
+    elif cell == "gru":
+        cache.gates = np.empty((B, T, 3 * H), dtype)
+        cache.rec_n = np.empty((B, T, H), dtype)
+        rnn_cpu.gru_forward(x, lengths, params["W"], U, params["b"], params["b_rn"], h0, reverse,
+                            h_out, cache.gates, cache.rec_n, h_prev, h_last)
+    else:
+        rnn_cpu.rnn_forward(x, lengths, params["W"], U, params["b"], h0, cell == "irnn", reverse,
+                            h_out, h_prev, h_last)
+    return h_out, h_last, c_last, cache
+
+
+def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
+                       d_h_last: np.ndarray | None = None, d_c_last: np.ndarray | None = None):
+    """Backpropagate through one direction.
+
+    Parameters
+    ----------
+    params : dict
+        The parameters the forward pass used.
+    cache : DirectionCache
+        From :func:`direction_forward`.
+    d_h : ndarray (B, T, H)
+        Gradient of the loss with respect to ``h_out``.
+    d_h_last, d_c_last : ndarray (B, H), optional
+        Gradients with respect to the final states (zero when omitted).
+
+    Returns
+    -------
+    dx : ndarray (B, T, D)
+        Gradient with respect to the inputs.
+    grads : dict
+        Gradients with the keys of ``params``.
+    dh0, dc0 : ndarray (B, H)
+        Gradients with respect to the initial states (``dc0`` is None except for the LSTM).
+    """
+    x, lengths, cell = cache.x, cache.lengths, cache.cell
+    B, T, D = x.shape
+    W, U = params["W"], params["U"]
+    H = U.shape[0]
+    dtype = x.dtype
+    d_h = np.ascontiguousarray(d_h, dtype)
+    zeros = np.zeros((B, H), dtype)
+    d_h_last = zeros if d_h_last is None else np.ascontiguousarray(d_h_last, dtype)
+    dx = np.empty_like(x)
+    grads = {"W": np.empty_like(W), "U": np.empty_like(U), "b": np.empty_like(params["b"])}
+    d_pre = np.empty((B, T, W.shape[1]), dtype)
+    dh0 = np.empty((B, H), dtype)
+    dc0 = None
+    if cell == "lstm":
+        d_c_last = zeros if d_c_last is None else np.ascontiguousarray(d_c_last, dtype)
+        dc0 = np.empty((B, H), dtype)
+        rnn_cpu.lstm_backward(x, lengths, W, U, cache.c0, cache.reverse, cache.gates, cache.c_out,
+                              cache.h_prev, d_h, d_h_last, d_c_last, d_pre, dx, grads["W"],
+                              grads["U"], grads["b"], dh0, dc0)
+    elif cell == "gru":
+        grads["b_rn"] = np.empty_like(params["b_rn"])
+        rnn_cpu.gru_backward(x, lengths, W, U, cache.reverse, cache.gates, cache.rec_n,
+                             cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
+                             grads["b"], grads["b_rn"], dh0)
+    else:
+        rnn_cpu.rnn_backward(x, lengths, W, U, cell == "irnn", cache.reverse, cache.h_out,
+                             cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
+                             grads["b"], dh0)
+    return dx, grads, dh0, dc0
+
+
+class RNNStack:
+    """A stack of (bidirectional) recurrent layers with inverted dropout between layers.
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn", "irnn"}
+        Cell type of every layer.
+    input_size : int
+        Width of the inputs.
+    hidden_size : int
+        State width of each direction.
+    num_layers : int
+        Number of stacked layers.
+    bidirectional : bool
+        Run a reverse direction too and concatenate both outputs (forward first).
+    dropout : float
+        Probability of zeroing a unit of a layer's input, for every layer after the first,
+        during training.
+    prefix : str
+        Prefix of the parameter names (``{prefix}.{layer}.{fwd|bwd}.{W|U|b|b_rn}``).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = True, dropout: float = 0.0, prefix: str = "rnn"):
+        self.cell = check_cell(cell)
+        if num_layers < 1 or hidden_size < 1 or input_size < 1:
+            raise ValueError("input_size, hidden_size and num_layers must be positive")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
+        self.prefix = prefix
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("fwd", "bwd") if self.bidirectional else ("fwd",)
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * len(self.directions)
+
+    def _key(self, layer: int, direction: str) -> str:
+        return f"{self.prefix}.{layer}.{direction}."
+
+    def _direction_params(self, params: dict, layer: int, direction: str) -> dict:
+        key = self._key(layer, direction)
+        return {name[len(key):]: value for name, value in params.items() if name.startswith(key)}
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Initial parameters of every layer and direction (see :func:`init_direction`)."""
+        params = {}
+        for layer in range(self.num_layers):
+            size = self.input_size if layer == 0 else self.output_size
+            for direction in self.directions:
+                for name, value in init_direction(self.cell, size, self.hidden_size, rng,
+                                                  dtype).items():
+                    params[self._key(layer, direction) + name] = value
+        return params
+
+    def forward(self, params: dict, x: np.ndarray, lengths: np.ndarray,
+                rng: np.random.Generator | None = None):
+        """Run the stack. ``rng`` given means training: dropout masks are drawn from it.
+
+        Returns
+        -------
+        out : ndarray (B, T, output_size)
+            Outputs of the last layer, zero at padding.
+        cache : list
+            For :meth:`backward`.
+        """
+        caches = []
+        inputs = x
+        for layer in range(self.num_layers):
+            mask = None
+            if layer > 0 and rng is not None and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                mask = (rng.random(inputs.shape) < keep).astype(inputs.dtype) / inputs.dtype.type(keep)
+                inputs = inputs * mask
+            outs, dir_caches = [], []
+            for direction in self.directions:
+                h_out, _, _, cache = direction_forward(
+                    self.cell, self._direction_params(params, layer, direction), inputs, lengths,
+                    reverse=direction == "bwd")
+                outs.append(h_out)
+                dir_caches.append(cache)
+            inputs = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
+            caches.append((mask, dir_caches))
+        return inputs, caches
+
+    def backward(self, params: dict, caches: list, d_out: np.ndarray):
+        """Backpropagate through the stack.
+
+        Returns
+        -------
+        dx : ndarray (B, T, input_size)
+            Gradient with respect to the stack's input.
+        grads : dict
+            Gradients with the keys of ``params``.
+        """
+        grads = {}
+        H = self.hidden_size
+        d = d_out
+        for layer in range(self.num_layers - 1, -1, -1):
+            mask, dir_caches = caches[layer]
+            dx = None
+            for k, direction in enumerate(self.directions):
+                p = self._direction_params(params, layer, direction)
+                d_dir = np.ascontiguousarray(d[:, :, k * H:(k + 1) * H])
+                dx_dir, g, _, _ = direction_backward(p, dir_caches[k], d_dir)
+                for name, value in g.items():
+                    grads[self._key(layer, direction) + name] = value
+                dx = dx_dir if dx is None else dx + dx_dir
+            if mask is not None:
+                dx *= mask
+            d = dx
+        return d, grads

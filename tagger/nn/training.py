@@ -1,0 +1,107 @@
+"""Training utilities: batching by length, padding, thread control and one optimisation step."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .optim import Optimizer, clip_grad_norm
+
+
+def length_batches(lengths: Sequence[int], batch_size: int,
+                   rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Split indices into batches of similar length, so that little padding is computed.
+
+    Indices are sorted by decreasing length (ties in a random order when ``rng`` is given), cut into
+    batches of ``batch_size``, and the batches are shuffled with ``rng``. Within a batch the order
+    is by decreasing length, which lets the recurrent kernels skip finished sequences.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Length of every example.
+    batch_size : int
+        Examples per batch.
+    rng : numpy.random.Generator, optional
+        Shuffles ties and batch order; None keeps a deterministic order.
+
+    Returns
+    -------
+    list of ndarray
+        Index arrays, one per batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    lengths = np.asarray(lengths)
+    tie = rng.random(len(lengths)) if rng is not None else np.arange(len(lengths))
+    order = np.lexsort((tie, -lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def pad_sequences(sequences: Sequence[np.ndarray], dtype=None, value=0):
+    """Stack variable-length arrays (L_i, ...) into one right-padded array (B, T, ...).
+
+    Returns
+    -------
+    padded : ndarray
+        Shape (B, max L_i, ...), ``value`` at padding.
+    lengths : ndarray (B,) of int64
+    """
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    first = np.asarray(sequences[0]) if len(sequences) else np.zeros(0)
+    T = int(lengths.max()) if len(lengths) else 0
+    out = np.full((len(sequences), T) + first.shape[1:], value, dtype=dtype or first.dtype)
+    for i, s in enumerate(sequences):
+        out[i, : len(s)] = s
+    return out, lengths
+
+
+@contextlib.contextmanager
+def thread_limit(n_threads: int | None):
+    """Run the block with ``n_threads`` Numba and BLAS threads, restoring both afterwards.
+
+    ``None`` leaves everything as it is. Values above Numba's maximum are capped.
+    """
+    if n_threads is None:
+        yield
+        return
+    n = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def train_step(network, params: dict, optimizer: Optimizer, x: np.ndarray, lengths: np.ndarray,
+               tags: np.ndarray, rng: np.random.Generator | None, clip_norm: float | None = 5.0):
+    """One optimisation step on a batch: loss, gradients, clipping, update.
+
+    Returns
+    -------
+    loss : float
+        The batch loss before the update.
+    grad_norm : float
+        The global gradient norm before clipping.
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss or the gradients are not finite; the parameters are left unchanged.
+    """
+    loss, grads, _ = network.loss_and_grads(params, x, lengths, tags, rng)
+    norm = clip_grad_norm(grads, clip_norm)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
+    optimizer.step(params, grads)
+    return loss, norm

@@ -1,0 +1,98 @@
+"""Optimizers, clipping and initialisers against their textbook formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tagger.nn import init
+from tagger.nn.optim import SGD, Adam, clip_grad_norm, decayed_learning_rate, make_optimizer
+
+
+def test_adam_matches_the_paper_update():
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=5)
+    grads = [rng.normal(size=5) for _ in range(4)]
+    params = {"w": p0.copy()}
+    opt = Adam(0.1, beta1=0.9, beta2=0.99, eps=1e-8)
+    m = v = np.zeros(5)
+    expected = p0.copy()
+    for t, g in enumerate(grads, start=1):
+        opt.step(params, {"w": g})
+        m = 0.9 * m + 0.1 * g
+        v = 0.99 * v + 0.01 * g * g
+        m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.99**t)
+        expected = expected - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-12)
+
+
+def test_sgd_momentum_and_nesterov():
+    g1, g2 = np.array([1.0, -2.0]), np.array([0.5, 0.5])
+    params = {"w": np.zeros(2)}
+    opt = SGD(0.1, momentum=0.9)
+    opt.step(params, {"w": g1})
+    opt.step(params, {"w": g2})
+    # v1 = g1, v2 = 0.9 g1 + g2
+    np.testing.assert_allclose(params["w"], -0.1 * g1 - 0.1 * (0.9 * g1 + g2))
+    params = {"w": np.zeros(2)}
+    opt = SGD(0.1, momentum=0.9, nesterov=True)
+    opt.step(params, {"w": g1})
+    np.testing.assert_allclose(params["w"], -0.1 * (g1 + 0.9 * g1))
+
+
+def test_optimizer_state_round_trip_resumes_exactly():
+    rng = np.random.default_rng(1)
+    grads = [{"a": rng.normal(size=3), "b": rng.normal(size=(2, 2))} for _ in range(5)]
+    full = {"a": np.ones(3), "b": np.ones((2, 2))}
+    opt = Adam(0.05)
+    for g in grads:
+        opt.step(full, g)
+    resumed = {"a": np.ones(3), "b": np.ones((2, 2))}
+    first = Adam(0.05)
+    for g in grads[:2]:
+        first.step(resumed, g)
+    second = Adam(0.05)
+    second.load_state_dict(first.state_dict())
+    for g in grads[2:]:
+        second.step(resumed, g)
+    for k in full:
+        np.testing.assert_array_equal(full[k], resumed[k])
+
+
+def test_clip_grad_norm_scales_globally():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[0.0, 4.0]])}
+    norm = clip_grad_norm(grads, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0])
+    np.testing.assert_allclose(grads["b"], [[0.0, 0.8]])
+    assert math.isclose(clip_grad_norm(grads, 10.0), 1.0, rel_tol=1e-9)  # under the limit
+    np.testing.assert_allclose(grads["a"], [0.6, 0.0])
+
+
+def test_clip_reports_non_finite_norm_without_touching_gradients():
+    grads = {"a": np.array([np.nan, 1.0])}
+    assert math.isnan(clip_grad_norm(grads, 1.0))
+    assert grads["a"][1] == 1.0
+
+
+def test_learning_rate_decay_and_bad_names():
+    assert decayed_learning_rate(0.1, 0.05, 0) == 0.1
+    assert decayed_learning_rate(0.1, 0.05, 10) == pytest.approx(0.1 / 1.5)
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        make_optimizer("adamw", 0.1)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        SGD(0.0)
+
+
+def test_initialisers():
+    rng = np.random.default_rng(0)
+    q = init.orthogonal(rng, (6, 4), dtype=np.float64)
+    np.testing.assert_allclose(q.T @ q, np.eye(4), atol=1e-12)
+    q = init.orthogonal(rng, (3, 5), dtype=np.float64)
+    np.testing.assert_allclose(q @ q.T, np.eye(3), atol=1e-12)
+    w = init.glorot_uniform(rng, (100, 300))
+    assert w.dtype == np.float32 and np.abs(w).max() <= np.sqrt(6 / 400)
+    assert abs(w.std() - np.sqrt(6 / 400) / np.sqrt(3)) < 0.01
+    np.testing.assert_array_equal(init.identity((3, 3), gain=2.0), 2 * np.eye(3))

@@ -1,0 +1,183 @@
+"""The recurrent kernels against the NumPy references, finite differences and their invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import naive
+from tagger.kernels import rnn_cpu
+from tagger.nn import recurrent as R
+
+CELLS = ["lstm", "gru", "rnn", "irnn"]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def make_case(cell, dtype, seed=0, B=6, T=9, D=5, H=4, lengths=None):
+    rng = np.random.default_rng(seed)
+    params = R.init_direction(cell, D, H, rng, dtype)
+    # Perturb every parameter so that no gate sits at its initial value (biases, identity U).
+    params = {k: (v + rng.normal(0, 0.3, v.shape)).astype(dtype) for k, v in params.items()}
+    if cell == "irnn":
+        params["U"] = (0.5 * params["U"]).astype(dtype)  # keep ReLU activations bounded
+    x = rng.normal(size=(B, T, D)).astype(dtype)
+    if lengths is None:
+        lengths = rng.integers(0, T + 1, size=B)
+        lengths[0], lengths[-1] = T, 0  # always a full and an empty sequence
+    lengths = np.asarray(lengths, dtype=np.int64)
+    h0 = rng.normal(size=(B, H)).astype(dtype)
+    c0 = rng.normal(size=(B, H)).astype(dtype)
+    return params, x, lengths, h0, c0
+
+
+def reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    args = (x.astype(np.float64), lengths)
+    if cell == "lstm":
+        out, h, c = naive.lstm_forward(*args, p["W"], p["U"], p["b"], h0, c0, reverse)
+        g = naive.lstm_backward(*args, p["W"], p["U"], p["b"], h0, c0, d_out, d_h, d_c, reverse)
+        return out, h, c, g
+    if cell == "gru":
+        out, h = naive.gru_forward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, reverse)
+        g = naive.gru_backward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, d_out, d_h, reverse)
+        return out, h, None, g
+    relu = cell == "irnn"
+    out, h = naive.rnn_forward(*args, p["W"], p["U"], p["b"], h0, relu, reverse)
+    g = naive.rnn_backward(*args, p["W"], p["U"], p["b"], h0, d_out, d_h, relu, reverse)
+    return out, h, None, g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_reference(cell, reverse, dtype):
+    params, x, lengths, h0, c0 = make_case(cell, dtype)
+    rng = np.random.default_rng(1)
+    d_out = rng.normal(size=x.shape[:2] + (h0.shape[1],)).astype(dtype)
+    d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=h0.shape).astype(dtype)
+    out, h_last, c_last, cache = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
+    dx, grads, dh0, dc0 = R.direction_backward(params, cache, d_out, d_h, d_c)
+    ref_out, ref_h, ref_c, ref = reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h,
+                                           d_c)
+    tol = TOL[dtype]
+    assert out.dtype == dtype and dx.dtype == dtype and grads["W"].dtype == dtype
+    np.testing.assert_allclose(out, ref_out, **tol)
+    np.testing.assert_allclose(h_last, ref_h, **tol)
+    np.testing.assert_allclose(dx, ref["dx"], **tol)
+    np.testing.assert_allclose(dh0, ref["dh0"], **tol)
+    for name in params:
+        np.testing.assert_allclose(grads[name], ref["d" + name], **tol, err_msg=name)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, ref_c, **tol)
+        np.testing.assert_allclose(dc0, ref["dc0"], **tol)
+
+
+def relative_error(a, b):
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_finite_differences(cell, reverse):
+    params, x, lengths, h0, c0 = make_case(cell, np.float64, seed=3, B=3, T=5, D=3, H=2,
+                                           lengths=[5, 3, 2])
+    rng = np.random.default_rng(4)
+    w_out = rng.normal(size=x.shape[:2] + (2,))
+    w_h, w_c = rng.normal(size=h0.shape), rng.normal(size=h0.shape)
+
+    def loss():
+        out, h, c, _ = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
+        return (out * w_out).sum() + (h * w_h).sum() + ((c * w_c).sum() if c is not None else 0.0)
+
+    _, _, _, cache = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
+    dx, grads, dh0, dc0 = R.direction_backward(params, cache, w_out, w_h, w_c)
+    analytic = dict(grads, x=dx, h0=dh0)
+    arrays = dict(params, x=x, h0=h0)
+    if cell == "lstm":
+        analytic["c0"], arrays["c0"] = dc0, c0
+    eps = 1e-6
+    for name, arr in arrays.items():
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            saved = arr[idx]
+            arr[idx] = saved + eps
+            up = loss()
+            arr[idx] = saved - eps
+            down = loss()
+            arr[idx] = saved
+            numeric[idx] = (up - down) / (2 * eps)
+        assert relative_error(numeric, analytic[name]) < 1e-6, name
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_changes_nothing(cell):
+    params, x, lengths, h0, c0 = make_case(cell, np.float64, seed=5)
+    B, T, D = x.shape
+    wide = np.random.default_rng(6).normal(size=(B, T + 4, D)) * 100  # garbage in the padding
+    wide[:, :T] = x
+    mask = (np.arange(T)[None, :] < lengths[:, None])[..., None]
+    x = x * mask  # the narrow batch has zeros in its padding, the wide one garbage
+    wide[:, :T] = np.where(mask, wide[:, :T], 7.0)
+    for reverse in (False, True):
+        out, h, _, cache = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
+        out_w, h_w, _, cache_w = R.direction_forward(cell, params, wide, lengths, reverse, h0, c0)
+        np.testing.assert_allclose(out_w[:, :T], out, rtol=1e-12, atol=1e-12)
+        assert not out_w[:, T:].any() and not out[~mask[..., 0]].any()
+        np.testing.assert_allclose(h_w, h, rtol=1e-12, atol=1e-12)
+        d = np.random.default_rng(7).normal(size=out_w.shape)
+        dx, g, _, _ = R.direction_backward(params, cache, d[:, :T])
+        dx_w, g_w, _, _ = R.direction_backward(params, cache_w, d)
+        np.testing.assert_allclose(dx_w[:, :T], dx, rtol=1e-12, atol=1e-12)
+        assert not dx_w[:, T:].any()
+        for name in g:
+            np.testing.assert_allclose(g_w[name], g[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_reverse_equals_forward_on_reversed_input(cell):
+    params, x, lengths, h0, c0 = make_case(cell, np.float64, seed=8)
+    x_rev = np.empty_like(x)
+    rnn_cpu.reverse_padded(x, lengths, x_rev)
+    out_rev, h_rev, _, _ = R.direction_forward(cell, params, x, lengths, True, h0, c0)
+    out_fwd, h_fwd, _, _ = R.direction_forward(cell, params, x_rev, lengths, False, h0, c0)
+    back = np.empty_like(out_fwd)
+    rnn_cpu.reverse_padded(out_fwd, lengths, back)
+    np.testing.assert_allclose(out_rev, back, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h_rev, h_fwd, rtol=1e-12, atol=1e-12)
+
+
+def test_reverse_padded_reverses_within_length():
+    x = np.arange(12, dtype=np.float64).reshape(2, 3, 2)
+    out = np.empty_like(x)
+    rnn_cpu.reverse_padded(x, np.array([3, 2]), out)
+    np.testing.assert_array_equal(out[0], x[0, ::-1])
+    np.testing.assert_array_equal(out[1], [x[1, 1], x[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_same_inputs_same_bits(cell):
+    params, x, lengths, h0, c0 = make_case(cell, np.float32, seed=9)
+    runs = []
+    for _ in range(2):
+        out, h, _, cache = R.direction_forward(cell, params, x, lengths, True, h0, c0)
+        dx, g, _, _ = R.direction_backward(params, cache, out)
+        runs.append([out, h, dx] + [g[k] for k in sorted(g)])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lstm_forget_bias_starts_at_one_and_irnn_is_identity():
+    rng = np.random.default_rng(0)
+    p = R.init_direction("lstm", 3, 4, rng)
+    np.testing.assert_array_equal(p["b"], np.r_[np.zeros(4), np.ones(4), np.zeros(8)])
+    p = R.init_direction("irnn", 3, 4, rng)
+    np.testing.assert_array_equal(p["U"], np.eye(4))
+    p = R.init_direction("gru", 3, 4, rng)
+    for k in range(3):  # one orthogonal block per gate
+        block = p["U"][:, 4 * k : 4 * (k + 1)].astype(np.float64)
+        np.testing.assert_allclose(block @ block.T, np.eye(4), atol=1e-6)
+
+
+def test_unknown_cell_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown cell 'lstn'"):
+        R.init_direction("lstn", 3, 4, np.random.default_rng(0))
