@@ -84,7 +84,10 @@ def kernel(parallel: bool = False, **options):
     """
 
     def decorate(func):
-        opts = {"fastmath": set(_config.FASTMATH), "nogil": True, "parallel": parallel}
+        # error_model="numpy": division by zero gives inf/nan instead of raising, which drops the
+        # zero test before every division and lets LLVM vectorize loops that divide.
+        opts = {"fastmath": set(_config.FASTMATH), "nogil": True, "parallel": parallel,
+                "error_model": "numpy"}
         opts.update(options)
         if CACHE_DIR is None:
             return numba.njit(cache=False, **opts)(func)
