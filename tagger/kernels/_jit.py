@@ -1,6 +1,6 @@
 """The one decorator every CPU kernel is compiled with.
 
-Kernels are cached on disk (compiling the full set takes tens of seconds, loading it well under one).
+Kernels are cached on disk (compiling the full set takes tens of seconds, loading it under one).
 Numba's own cache lives next to the source file, which fails for a read-only installation, and it
 does not notice edits to a helper imported from another module. We therefore point the kernels'
 cache at a user-writable directory whose name is keyed on the library version and on the size and

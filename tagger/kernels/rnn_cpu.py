@@ -6,8 +6,10 @@ Layout and conventions (shared with the CUDA kernels):
   valid steps of each sequence. Positions ``t >= lengths[b]`` are padding: they never enter a
   result, and every output is zero there.
 * ``reverse=True`` runs each sequence from ``t = lengths[b] - 1`` down to ``0``; the outputs stay in
-  time order, so a reverse layer on ``x`` equals a forward layer on ``x`` reversed within its length.
-* Weights: input matrix ``W`` ``(D, G*H)``, recurrent matrix ``U`` ``(H, G*H)``, bias ``b`` ``(G*H,)``
+  time order, so a reverse layer on ``x`` equals a forward layer on ``x`` reversed within its
+  length.
+* Weights: input matrix ``W`` ``(D, G*H)``, recurrent matrix ``U`` ``(H, G*H)``, bias ``b``
+  ``(G*H,)``
   with the gates side by side (LSTM: i, f, g, o; GRU: r, z, n; RNN: one block). The GRU applies its
   reset gate after the recurrent product (the cuDNN/PyTorch form), so it has a separate recurrent
   bias ``b_rn`` ``(H,)`` for the candidate, inside the reset product.
@@ -33,7 +35,7 @@ from ._jit import kernel
 
 
 def fast_exp(x):
-    """exp of a float scalar (Numba-only): a vectorisable polynomial for float32, libm for float64."""
+    """exp of a float scalar (Numba-only): vectorisable polynomial for float32, libm for float64."""
     raise NotImplementedError("fast_exp is only callable from compiled code")
 
 

@@ -111,7 +111,8 @@ class CRFHead:
         s, e, t = self._masks(K)
         nll = np.empty(B, scores.dtype)
         d_scores = np.empty_like(scores)
-        grads = {name: np.empty_like(params[name]) for name in ("crf.start", "crf.end", "crf.trans")}
+        names = ("crf.start", "crf.end", "crf.trans")
+        grads = {name: np.empty_like(params[name]) for name in names}
         crf_cpu.crf_nll(scores, np.ascontiguousarray(tags, np.int64), lengths, params["crf.start"],
                         params["crf.end"], params["crf.trans"], s, e, t, nll, d_scores,
                         grads["crf.start"], grads["crf.end"], grads["crf.trans"])

@@ -17,7 +17,7 @@ def glorot_uniform(rng: np.random.Generator, shape, dtype=np.float32) -> np.ndar
 
 
 def orthogonal(rng: np.random.Generator, shape, gain: float = 1.0, dtype=np.float32) -> np.ndarray:
-    """A (semi-)orthogonal matrix (Saxe et al. 2014): rows or columns orthonormal, times ``gain``."""
+    """A (semi-)orthogonal matrix (Saxe et al. 2014): orthonormal rows or columns, times gain."""
     rows, cols = shape
     a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)

@@ -1,4 +1,4 @@
-"""The tagging network: (numeric) inputs → stacked (bi)RNN → dropout → linear → CRF or softmax head."""
+"""The tagging network: inputs → stacked (bi)RNN → dropout → linear → CRF or softmax head."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from . import init
 from .heads import CRFHead, SoftmaxHead, linear_backward, linear_forward
-from .recurrent import RNNStack
+from .recurrent import RNNStack, dropout_mask
 
 
 class TaggingNetwork:
@@ -56,8 +56,7 @@ class TaggingNetwork:
         hidden, rnn_cache = self.rnn.forward(params, x, lengths, rng)
         mask = None
         if rng is not None and self.dropout > 0:
-            keep = 1.0 - self.dropout
-            mask = (rng.random(hidden.shape) < keep).astype(hidden.dtype) / hidden.dtype.type(keep)
+            mask = dropout_mask(rng, hidden.shape, self.dropout, hidden.dtype)
             hidden = hidden * mask
         scores = linear_forward(hidden, params["out.W"], params["out.b"])
         return scores, (hidden, mask, rnn_cache)
@@ -93,7 +92,8 @@ class TaggingNetwork:
         """
         scores, (hidden, mask, rnn_cache) = self._forward(params, x, lengths, rng)
         loss, d_scores, grads = self.head.loss(params, scores, tags, lengths)
-        d_hidden, grads["out.W"], grads["out.b"] = linear_backward(hidden, params["out.W"], d_scores)
+        d_hidden, grads["out.W"], grads["out.b"] = linear_backward(hidden, params["out.W"],
+                                                                   d_scores)
         if mask is not None:
             d_hidden *= mask
         dx, rnn_grads = self.rnn.backward(params, rnn_cache, d_hidden)

@@ -151,7 +151,8 @@ class Adam(Optimizer):
         m += dtype(1 - self.beta1) * g
         v *= dtype(self.beta2)
         v += dtype(1 - self.beta2) * (g * g)
-        lr_t = self.learning_rate * math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
+        correction = math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
+        lr_t = self.learning_rate * correction
         # eps scaled like the bias-corrected denominator, so this equals the paper's update.
         eps_t = self.eps * math.sqrt(1 - self.beta2**self.steps)
         param -= dtype(lr_t) * m / (np.sqrt(v) + dtype(eps_t))

@@ -18,6 +18,12 @@ CELLS = ("lstm", "gru", "rnn", "irnn")
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}
 
 
+def dropout_mask(rng: np.random.Generator, shape, rate: float, dtype) -> np.ndarray:
+    """Inverted-dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
+    keep = 1.0 - rate
+    return (rng.random(shape) < keep).astype(dtype) / np.dtype(dtype).type(keep)
+
+
 def check_cell(cell: str) -> str:
     """Return ``cell`` if it names a known cell type, else raise ``ValueError``."""
     if cell not in _GATES:
@@ -274,8 +280,7 @@ class RNNStack:
         for layer in range(self.num_layers):
             mask = None
             if layer > 0 and rng is not None and self.dropout > 0:
-                keep = 1.0 - self.dropout
-                mask = (rng.random(inputs.shape) < keep).astype(inputs.dtype) / inputs.dtype.type(keep)
+                mask = dropout_mask(rng, inputs.shape, self.dropout, inputs.dtype)
                 inputs = inputs * mask
             outs, dir_caches = [], []
             for direction in self.directions:

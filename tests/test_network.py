@@ -1,0 +1,147 @@
+"""The whole network: gradients by finite differences, determinism, batching, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagger.demo import train_lookahead
+from tagger.nn.network import TaggingNetwork
+from tagger.nn.optim import Adam
+from tagger.nn.training import length_batches, pad_sequences, thread_limit, train_step
+
+
+def small_batch(seed=0, B=3, T=5, D=3, K=4, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, T, D)).astype(dtype)
+    lengths = np.array([T, T - 2, 2][:B], np.int64)
+    tags = rng.integers(0, K, size=(B, T))
+    return x, lengths, tags
+
+
+def perturbed_params(net, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    params = net.init_params(rng, dtype)
+    return {k: v + rng.normal(0, 0.2, v.shape) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_two_layer_bidirectional_network_gradients(crf):
+    """Central differences through embeddings-to-loss: 2 BiLSTM layers, dropout, linear, head."""
+    x, lengths, tags = small_batch()
+    net = TaggingNetwork(3, 4, cell="lstm", hidden_size=2, num_layers=2, bidirectional=True,
+                         crf=crf, dropout=0.3)
+    params = perturbed_params(net, 1)
+
+    def loss():  # a fresh generator with the same seed draws the same dropout masks
+        return net.loss_and_grads(params, x, lengths, tags, np.random.default_rng(7))[0]
+
+    _, grads, dx = net.loss_and_grads(params, x, lengths, tags, np.random.default_rng(7))
+    assert set(grads) == set(params)
+    eps = 1e-6
+    for name, arr in list(params.items()) + [("x", x)]:
+        analytic = dx if name == "x" else grads[name]
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            saved = arr[idx]
+            arr[idx] = saved + eps
+            up = loss()
+            arr[idx] = saved - eps
+            down = loss()
+            arr[idx] = saved
+            numeric[idx] = (up - down) / (2 * eps)
+        err = np.linalg.norm(numeric - analytic) / max(
+            np.linalg.norm(numeric) + np.linalg.norm(analytic), 1e-300)
+        assert err < 1e-6, (name, err)
+
+
+def test_softmax_head_loss_is_mean_token_cross_entropy():
+    x, lengths, tags = small_batch(seed=2)
+    net = TaggingNetwork(3, 4, hidden_size=3, crf=False)
+    params = perturbed_params(net, 3)
+    scores = net.scores(params, x, lengths)
+    expected = 0.0
+    for b, L in enumerate(lengths):
+        s = scores[b, :L]
+        logp = s - np.log(np.exp(s).sum(-1, keepdims=True))
+        expected -= logp[np.arange(L), tags[b, :L]].sum()
+    loss, _, _ = net.loss_and_grads(params, x, lengths, tags)
+    assert loss == pytest.approx(expected / len(lengths), rel=1e-12)
+    p = net.predict_marginals(params, x, lengths)
+    np.testing.assert_allclose(p.sum(-1), (np.arange(5) < lengths[:, None]).astype(float))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "irnn"])
+def test_training_is_reproducible_bit_for_bit(cell):
+    def run():
+        x, lengths, tags = small_batch(seed=4, dtype=np.float32)
+        net = TaggingNetwork(3, 4, cell=cell, hidden_size=5, num_layers=2, dropout=0.2)
+        rng = np.random.default_rng(11)
+        params = net.init_params(rng)
+        opt = Adam(0.01)
+        losses = [train_step(net, params, opt, x, lengths, tags, rng)[0] for _ in range(3)]
+        return losses, params
+
+    (losses_a, params_a), (losses_b, params_b) = run(), run()
+    assert losses_a == losses_b
+    for k in params_a:
+        np.testing.assert_array_equal(params_a[k], params_b[k])
+
+
+def test_predictions_do_not_depend_on_batch_composition():
+    """A sentence tagged alone or inside a padded batch gets the same tags and marginals."""
+    rng = np.random.default_rng(5)
+    net = TaggingNetwork(4, 5, hidden_size=6, num_layers=2)
+    params = net.init_params(rng)
+    seqs = [rng.normal(size=(n, 4)).astype(np.float32) for n in (9, 3, 6)]
+    x, lengths = pad_sequences(seqs)
+    tags = net.predict(params, x, lengths)
+    marg = net.predict_marginals(params, x, lengths)
+    for i, s in enumerate(seqs):
+        alone_x, alone_len = pad_sequences([s])
+        np.testing.assert_array_equal(net.predict(params, alone_x, alone_len)[0],
+                                      tags[i, : len(s)])
+        np.testing.assert_allclose(net.predict_marginals(params, alone_x, alone_len)[0],
+                                   marg[i, : len(s)], rtol=1e-5, atol=1e-6)
+        assert (tags[i, len(s):] == -1).all()
+
+
+def test_non_finite_loss_stops_the_step_and_keeps_the_weights():
+    x, lengths, tags = small_batch(dtype=np.float32)
+    net = TaggingNetwork(3, 4, hidden_size=2)
+    params = net.init_params(np.random.default_rng(0))
+    before = {k: v.copy() for k, v in params.items()}
+    x[0, 0, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train_step(net, params, Adam(0.1), x, lengths, tags, None)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+
+
+def test_length_batches_cover_every_index_once_sorted_within_batch():
+    lengths = np.random.default_rng(0).integers(1, 30, size=103)
+    batches = length_batches(lengths, 16, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+    assert all(len(b) <= 16 for b in batches)
+    for b in batches:
+        assert (np.diff(lengths[b]) <= 0).all()
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches(lengths, 0)
+
+
+def test_thread_limit_restores_numba_threads():
+    import numba
+
+    before = numba.get_num_threads()
+    with thread_limit(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_bidirectional_crf_learns_a_task_that_needs_right_context():
+    """Tag = the symbol two steps ahead: only a network that reads the future can do it."""
+    bi = train_lookahead(bidirectional=True, epochs=8, seed=0)
+    uni = train_lookahead(bidirectional=False, epochs=8, seed=0)
+    assert bi > 0.99
+    assert uni < 0.6
