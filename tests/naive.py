@@ -6,6 +6,8 @@ Written for clarity, not speed: one sequence at a time, explicit loops over step
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -181,3 +183,235 @@ def rnn_backward(x, lengths, W, U, b, h0, d_out, d_h_last, relu=False, reverse=F
             dh = U @ da
         grads["dh0"][n] = dh
     return grads
+
+
+# --------------------------------------------------------------------------------------------------
+# Linear-chain CRF, one sequence at a time, in log space.
+#
+# Every function takes the emissions of ONE sequence, ``(T, K)`` with ``T`` its true length (no
+# padding), and the scores ``start`` (K,), ``end`` (K,) and ``trans`` (K, K), where ``trans[i, j]``
+# scores tag i followed by tag j. The optional boolean masks ``allowed_start``, ``allowed_end`` and
+# ``allowed_trans`` (True = allowed; None = everything allowed) give forbidden scores of -inf.
+# Clarity over speed: loops and ``np.logaddexp`` only. The ``brute_force_*`` functions enumerate
+# all ``K**T`` paths.
+# --------------------------------------------------------------------------------------------------
+
+
+
+
+def _masked(start, end, trans, allowed_start=None, allowed_end=None, allowed_trans=None):
+    """float64 copies of the scores with -inf where forbidden."""
+    start = np.array(start, dtype=np.float64)
+    end = np.array(end, dtype=np.float64)
+    trans = np.array(trans, dtype=np.float64)
+    if allowed_start is not None:
+        start[~np.asarray(allowed_start, dtype=bool)] = -np.inf
+    if allowed_end is not None:
+        end[~np.asarray(allowed_end, dtype=bool)] = -np.inf
+    if allowed_trans is not None:
+        trans[~np.asarray(allowed_trans, dtype=bool)] = -np.inf
+    return start, end, trans
+
+
+def _logsumexp(x, axis=None):
+    """log(sum(exp(x))) that returns -inf (without warnings) when every entry is -inf."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out.squeeze() if axis is None else np.squeeze(out, axis=axis)
+
+
+def crf_path_score(emissions, tags, start, end, trans, allowed_start=None, allowed_end=None,
+                   allowed_trans=None):
+    """Score of one tag path: -inf if it uses a forbidden start, transition or end; 0 if empty."""
+    em = np.asarray(emissions, dtype=np.float64)
+    start, end, trans = _masked(start, end, trans, allowed_start, allowed_end, allowed_trans)
+    T = em.shape[0]
+    if T == 0:
+        return 0.0
+    score = start[tags[0]] + em[0, tags[0]]
+    for t in range(1, T):
+        score += trans[tags[t - 1], tags[t]] + em[t, tags[t]]
+    return float(score + end[tags[T - 1]])
+
+
+def _forward(em, start, end, trans):
+    """Log forward vectors (T, K) of masked float64 scores."""
+    T, K = em.shape
+    alpha = np.empty((T, K))
+    alpha[0] = start + em[0]
+    for t in range(1, T):
+        for j in range(K):
+            alpha[t, j] = _logsumexp(alpha[t - 1] + trans[:, j]) + em[t, j]
+    return alpha
+
+
+def _backward(em, end, trans):
+    """Log backward vectors (T, K) of masked float64 scores."""
+    T, K = em.shape
+    beta = np.empty((T, K))
+    beta[T - 1] = end
+    for t in range(T - 2, -1, -1):
+        for i in range(K):
+            beta[t, i] = _logsumexp(trans[i] + em[t + 1] + beta[t + 1])
+    return beta
+
+
+def crf_log_partition(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                      allowed_trans=None):
+    """log Z by the forward algorithm; 0 for an empty sequence, -inf if no path is allowed."""
+    em = np.asarray(emissions, dtype=np.float64)
+    if em.shape[0] == 0:
+        return 0.0
+    start, end, trans = _masked(start, end, trans, allowed_start, allowed_end, allowed_trans)
+    alpha = _forward(em, start, end, trans)
+    return float(_logsumexp(alpha[-1] + end))
+
+
+def crf_nll(emissions, tags, start, end, trans, allowed_start=None, allowed_end=None,
+            allowed_trans=None):
+    """log Z - score(tags); +inf when the gold path is forbidden; 0 for an empty sequence."""
+    masks = (allowed_start, allowed_end, allowed_trans)
+    score = crf_path_score(emissions, tags, start, end, trans, *masks)
+    if score == -np.inf:
+        return np.inf
+    return crf_log_partition(emissions, start, end, trans, *masks) - score
+
+
+def crf_marginals(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                  allowed_trans=None):
+    """P(y_t = k) as a (T, K) array by forward-backward in log space (zeros if no path)."""
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    if T == 0:
+        return np.zeros((0, K))
+    start, end, trans = _masked(start, end, trans, allowed_start, allowed_end, allowed_trans)
+    alpha = _forward(em, start, end, trans)
+    beta = _backward(em, end, trans)
+    log_z = _logsumexp(alpha[-1] + end)
+    if log_z == -np.inf:
+        return np.zeros((T, K))
+    return np.exp(alpha + beta - log_z)
+
+
+def crf_pair_marginals(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                       allowed_trans=None):
+    """P(y_{t-1} = i, y_t = j) as a (T - 1, K, K) array, log-space forward-backward."""
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    if T < 2:
+        return np.zeros((0, K, K))
+    start, end, trans = _masked(start, end, trans, allowed_start, allowed_end, allowed_trans)
+    alpha = _forward(em, start, end, trans)
+    beta = _backward(em, end, trans)
+    log_z = _logsumexp(alpha[-1] + end)
+    out = np.zeros((T - 1, K, K))
+    if log_z == -np.inf:
+        return out
+    for t in range(1, T):
+        out[t - 1] = np.exp(alpha[t - 1][:, None] + trans + (em[t] + beta[t])[None, :] - log_z)
+    return out
+
+
+def crf_nll_grad(emissions, tags, start, end, trans, allowed_start=None, allowed_end=None,
+                 allowed_trans=None):
+    """Gradients of :func:`crf_nll` w.r.t. (emissions, start, end, trans), from the marginals.
+
+    All zero when the sequence is empty or its gold path is forbidden (nll = +inf).
+    """
+    masks = (allowed_start, allowed_end, allowed_trans)
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    d_em, d_start, d_end, d_trans = np.zeros((T, K)), np.zeros(K), np.zeros(K), np.zeros((K, K))
+    if T == 0 or not np.isfinite(crf_nll(em, tags, start, end, trans, *masks)):
+        return d_em, d_start, d_end, d_trans
+    p = crf_marginals(em, start, end, trans, *masks)
+    pair = crf_pair_marginals(em, start, end, trans, *masks)
+    d_em[:] = p
+    d_em[np.arange(T), tags] -= 1.0
+    d_start[:] = p[0]
+    d_start[tags[0]] -= 1.0
+    d_end[:] = p[T - 1]
+    d_end[tags[T - 1]] -= 1.0
+    d_trans[:] = pair.sum(axis=0)
+    for t in range(1, T):
+        d_trans[tags[t - 1], tags[t]] -= 1.0
+    return d_em, d_start, d_end, d_trans
+
+
+def viterbi(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+            allowed_trans=None):
+    """Best path (int64 array) and its score by max-plus dynamic programming.
+
+    Ties go to the lowest tag index (first argmax for the last tag and every back-pointer). An
+    empty sequence gives ``([], 0.0)``; no allowed path gives ``(all -1, -inf)``.
+    """
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    if T == 0:
+        return np.zeros(0, dtype=np.int64), 0.0
+    start, end, trans = _masked(start, end, trans, allowed_start, allowed_end, allowed_trans)
+    delta = start + em[0]
+    backptr = np.zeros((T, K), dtype=np.int64)
+    for t in range(1, T):
+        cand = delta[:, None] + trans  # cand[i, j]: come from i into j
+        backptr[t] = np.argmax(cand, axis=0)
+        delta = cand[backptr[t], np.arange(K)] + em[t]
+    final = delta + end
+    last = int(np.argmax(final))
+    if final[last] == -np.inf:
+        return np.full(T, -1, dtype=np.int64), -np.inf
+    path = np.empty(T, dtype=np.int64)
+    path[T - 1] = last
+    for t in range(T - 1, 0, -1):
+        path[t - 1] = backptr[t, path[t]]
+    return path, float(final[last])
+
+
+def _all_paths(T, K):
+    return itertools.product(range(K), repeat=T)
+
+
+def brute_force_log_partition(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                              allowed_trans=None):
+    """log Z by summing over all K**T paths (-inf if none is allowed; 0 if empty)."""
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    masks = (allowed_start, allowed_end, allowed_trans)
+    scores = [crf_path_score(em, p, start, end, trans, *masks) for p in _all_paths(T, K)]
+    return float(_logsumexp(np.array(scores)))
+
+
+def brute_force_viterbi(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                        allowed_trans=None):
+    """Best path and score over all K**T paths (first in lexicographic order on ties)."""
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    masks = (allowed_start, allowed_end, allowed_trans)
+    best_path, best = np.full(T, -1, dtype=np.int64), -np.inf
+    if T == 0:
+        return np.zeros(0, dtype=np.int64), 0.0
+    for p in _all_paths(T, K):
+        s = crf_path_score(em, p, start, end, trans, *masks)
+        if s > best:
+            best_path, best = np.array(p, dtype=np.int64), s
+    return best_path, best
+
+
+def brute_force_marginals(emissions, start, end, trans, allowed_start=None, allowed_end=None,
+                          allowed_trans=None):
+    """P(y_t = k) (T, K) by weighting all K**T paths (zeros if no path is allowed)."""
+    em = np.asarray(emissions, dtype=np.float64)
+    T, K = em.shape
+    masks = (allowed_start, allowed_end, allowed_trans)
+    out = np.zeros((T, K))
+    log_z = brute_force_log_partition(em, start, end, trans, *masks)
+    if log_z == -np.inf:
+        return out
+    for p in _all_paths(T, K):
+        s = crf_path_score(em, p, start, end, trans, *masks)
+        if s > -np.inf:
+            out[np.arange(T), list(p)] += np.exp(s - log_z)
+    return out
