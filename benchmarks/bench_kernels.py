@@ -80,6 +80,41 @@ def child_speed(repeats: int) -> dict:
                 seconds = float(np.median(samples))
                 row[mode] = {"ms": seconds * 1e3, "tokens_per_s": B * T / seconds}
             out[name] = row
+        out["crf"] = crf_timings(rng, repeats)
+    return out
+
+
+def crf_timings(rng, repeats: int, B: int = 32, T: int = 40, K: int = 17) -> dict:
+    """Milliseconds per call of the CRF kernels on a batch like shape A with K tags."""
+    import numpy as np
+
+    from tagger.kernels import crf_cpu
+
+    em = rng.normal(size=(B, T, K)).astype(np.float32)
+    tags = rng.integers(0, K, size=(B, T))
+    lengths = np.full(B, T, np.int64)
+    start, end = np.zeros(K, np.float32), np.zeros(K, np.float32)
+    trans = rng.normal(size=(K, K)).astype(np.float32)
+    ok_k, ok_kk = np.ones(K, bool), np.ones((K, K), bool)
+    scores = (start, end, trans, ok_k, ok_k, ok_kk)
+    nll, d_em = np.empty(B, np.float32), np.empty_like(em)
+    d_start, d_end, d_trans = np.empty_like(start), np.empty_like(end), np.empty_like(trans)
+    path, best = np.empty((B, T), np.int64), np.empty(B, np.float32)
+    calls = {
+        "crf_nll (loss and gradients)": lambda: crf_cpu.crf_nll(
+            em, tags, lengths, *scores, nll, d_em, d_start, d_end, d_trans),
+        "viterbi_decode": lambda: crf_cpu.viterbi_decode(em, lengths, *scores, path, best),
+    }
+    out = {}
+    for name, fn in calls.items():
+        fn()
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                fn()
+            samples.append((time.perf_counter() - t0) / 100)
+        out[name] = float(np.median(samples)) * 1e3
     return out
 
 
@@ -169,6 +204,10 @@ def main() -> None:
                 f"{row['forward']['tokens_per_s']:,.0f} | "
                 f"{row['forward_backward']['tokens_per_s']:,.0f} | "
                 f"{row['forward_backward']['ms']:.2f} |")
+    first = next(iter(speed.values()))
+    lines += ["", "| CRF kernel, batch 32 × length 40, 17 tags, float32, 1 thread | ms per call |",
+              "|---|---:|"]
+    lines += [f"| `{name}` | {ms:.3f} |" for name, ms in first["crf"].items()]
     lines += [
         "",
         "| start-up (import + first BiLSTM forward+backward, fresh process) | seconds |",
