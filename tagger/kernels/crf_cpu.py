@@ -105,6 +105,23 @@ def _prepare(start, end, trans, allowed_start, allowed_end, allowed_trans, logp,
     _scaled_params(logp, scaled, offsets)
 
 
+@kernel()
+def _prepared(start, end, trans, allowed_start, allowed_end, allowed_trans):
+    """New log-space and scaled parameter blocks (see :func:`_prepare`)."""
+    K = start.shape[0]
+    logp = np.empty((K + 2, K))
+    scaled = np.empty((2 * K + 2, K))
+    offsets = np.empty(3)
+    _prepare(start, end, trans, allowed_start, allowed_end, allowed_trans, logp, scaled, offsets)
+    return logp, scaled, offsets
+
+
+@kernel()
+def _scratch(B, T, K):
+    """Per-sequence scratch of forward-backward: alphas, emission factors, scales, work."""
+    return np.empty((B, T, K)), np.empty((B, T, K)), np.empty((B, T + 1)), np.empty((B, 3, K))
+
+
 # --------------------------------------------------------------------------------------------------
 # Per-sequence forward-backward, scaled (fast) and log space (exact fallback)
 # --------------------------------------------------------------------------------------------------
@@ -459,14 +476,9 @@ def crf_nll(
         Out: gradient with respect to ``trans`` (expected minus gold transition counts).
     """
     B, T, K = emissions.shape
-    logp = np.empty((K + 2, K))
-    scaled = np.empty((2 * K + 2, K))
-    offsets = np.empty(3)
-    _prepare(start, end, trans, allowed_start, allowed_end, allowed_trans, logp, scaled, offsets)
-    alpha = np.empty((B, T, K))
-    ebuf = np.empty((B, T, K))
-    scale = np.empty((B, T + 1))
-    work = np.empty((B, 3, K))
+    logp, scaled, offsets = _prepared(start, end, trans, allowed_start, allowed_end,
+                                      allowed_trans)
+    alpha, ebuf, scale, work = _scratch(B, T, K)
     pair = np.empty((B, K, K))
     g_start = np.empty((B, K))
     g_end = np.empty((B, K))
@@ -510,14 +522,9 @@ def crf_marginals(
         Out: ``log Z`` per sequence; 0 for an empty sequence, -inf when no path is allowed.
     """
     B, T, K = emissions.shape
-    logp = np.empty((K + 2, K))
-    scaled = np.empty((2 * K + 2, K))
-    offsets = np.empty(3)
-    _prepare(start, end, trans, allowed_start, allowed_end, allowed_trans, logp, scaled, offsets)
-    alpha = np.empty((B, T, K))
-    ebuf = np.empty((B, T, K))
-    scale = np.empty((B, T + 1))
-    work = np.empty((B, 3, K))
+    logp, scaled, offsets = _prepared(start, end, trans, allowed_start, allowed_end,
+                                      allowed_trans)
+    alpha, ebuf, scale, work = _scratch(B, T, K)
     unused_pair = np.empty((K, K))
     for b in prange(B):
         L = lengths[b]
@@ -549,14 +556,9 @@ def crf_log_partition(
         Out: ``log Z`` per sequence; 0 for an empty sequence, -inf when no path is allowed.
     """
     B, T, K = emissions.shape
-    logp = np.empty((K + 2, K))
-    scaled = np.empty((2 * K + 2, K))
-    offsets = np.empty(3)
-    _prepare(start, end, trans, allowed_start, allowed_end, allowed_trans, logp, scaled, offsets)
-    alpha = np.empty((B, T, K))
-    ebuf = np.empty((B, T, K))
-    scale = np.empty((B, T + 1))
-    work = np.empty((B, 3, K))
+    logp, scaled, offsets = _prepared(start, end, trans, allowed_start, allowed_end,
+                                      allowed_trans)
+    alpha, ebuf, scale, work = _scratch(B, T, K)
     for b in prange(B):
         L = lengths[b]
         if L == 0:
