@@ -87,9 +87,30 @@ def thread_limit(n_threads: int | None = None):
         numba.set_num_threads(previous)
 
 
+def apply_gradients(params: dict, grads: dict, loss: float, optimizer: Optimizer,
+                    clip_norm: float | None) -> float:
+    """Clip the gradients to ``clip_norm`` and take one optimizer step.
+
+    Returns
+    -------
+    float
+        The global gradient norm before clipping.
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss or the gradients are not finite; the parameters are left unchanged.
+    """
+    norm = clip_grad_norm(grads, clip_norm)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
+    optimizer.step(params, grads)
+    return norm
+
+
 def train_step(network, params: dict, optimizer: Optimizer, x: np.ndarray, lengths: np.ndarray,
                tags: np.ndarray, rng: np.random.Generator | None, clip_norm: float | None = 5.0):
-    """One optimisation step on a batch: loss, gradients, clipping, update.
+    """One optimisation step of a :class:`~tagger.nn.network.TaggingNetwork` on a batch.
 
     Returns
     -------
@@ -104,8 +125,4 @@ def train_step(network, params: dict, optimizer: Optimizer, x: np.ndarray, lengt
         When the loss or the gradients are not finite; the parameters are left unchanged.
     """
     loss, grads, _ = network.loss_and_grads(params, x, lengths, tags, rng)
-    norm = clip_grad_norm(grads, clip_norm)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
-    optimizer.step(params, grads)
-    return loss, norm
+    return loss, apply_gradients(params, grads, loss, optimizer, clip_norm)

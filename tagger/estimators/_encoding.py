@@ -1,0 +1,103 @@
+"""Sentences of tokens → padded id arrays for the network (a :class:`TokenBatch`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..nn.features import TokenBatch
+from ..text.vocab import Vocabulary, clip_word, word_shape
+
+
+class SentenceEncoder:
+    """Encodes token lists with fixed vocabularies.
+
+    Parameters
+    ----------
+    words : Vocabulary
+        Word vocabulary (of lowercased words when ``lowercase``).
+    chars : Vocabulary or None
+        Character vocabulary (None without a character encoder).
+    lowercase : bool
+        Look words up in lower case (capitalisation then reaches the network through the shape
+        feature and the characters).
+    max_word_chars : int
+        Characters per word given to the character encoder (see :func:`clip_word`).
+    """
+
+    def __init__(self, words: Vocabulary, chars: Vocabulary | None, lowercase: bool,
+                 max_word_chars: int = 30):
+        self.words = words
+        self.chars = chars
+        self.lowercase = lowercase
+        self.max_word_chars = max_word_chars
+        self._char_cache: dict[str, np.ndarray] = {}
+        counts = np.asarray(words.counts, dtype=np.float64)
+        self._counts = counts
+
+    def word_key(self, token: str) -> str:
+        return token.lower() if self.lowercase else token
+
+    def sentence_ids(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Word ids and shape ids of one sentence."""
+        words = self.words.encode([self.word_key(t) for t in tokens])
+        shapes = np.fromiter((word_shape(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        return words, shapes
+
+    def _char_ids(self, token: str) -> np.ndarray:
+        ids = self._char_cache.get(token)
+        if ids is None:
+            ids = self.chars.encode(list(clip_word(token, self.max_word_chars)))
+            if len(self._char_cache) < 1_000_000:  # bounded: prediction streams may be endless
+                self._char_cache[token] = ids
+        return ids
+
+    def batch(self, sentences: Sequence[Sequence[str]], encoded=None,
+              rng: np.random.Generator | None = None, unk_alpha: float = 0.0) -> TokenBatch:
+        """Pad a list of sentences into a :class:`TokenBatch`.
+
+        Parameters
+        ----------
+        sentences : sequence of token lists
+            The batch.
+        encoded : list of (word_ids, shape_ids), optional
+            Precomputed :meth:`sentence_ids` of the same sentences.
+        rng : numpy.random.Generator, optional
+            Given with ``unk_alpha`` > 0 during training: word dropout replaces a word by the
+            unknown id with probability ``alpha / (alpha + count)`` (Kiperwasser & Goldberg 2016),
+            so that the network learns to use the character and shape features for rare words.
+        unk_alpha : float
+            The ``alpha`` above; 0 disables word dropout.
+        """
+        B = len(sentences)
+        if encoded is None:
+            encoded = [self.sentence_ids(s) for s in sentences]
+        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+        T = int(lengths.max()) if B else 0
+        word_ids = np.zeros((B, T), np.int64)
+        shape_ids = np.zeros((B, T), np.int64)
+        for b, (w, s) in enumerate(encoded):
+            word_ids[b, : len(w)] = w
+            shape_ids[b, : len(s)] = s
+        if rng is not None and unk_alpha > 0:
+            counts = self._counts[word_ids]
+            drop = rng.random(word_ids.shape) < unk_alpha / (unk_alpha + counts)
+            word_ids[drop & (word_ids > 1)] = 1
+        word_slots = np.full((B, T), -1, np.int64)
+        if self.chars is None:
+            return TokenBatch(word_ids, shape_ids, lengths, word_slots,
+                              np.zeros((0, 1), np.int64), np.zeros(0, np.int64))
+        slot_of: dict[str, int] = {}
+        for b, tokens in enumerate(sentences):
+            for t, token in enumerate(tokens):
+                slot = slot_of.get(token)
+                if slot is None:
+                    slot = slot_of[token] = len(slot_of)
+                word_slots[b, t] = slot
+        char_lists = [self._char_ids(token) for token in slot_of]
+        char_lengths = np.array([len(c) for c in char_lists], dtype=np.int64)
+        char_ids = np.zeros((len(char_lists), max(int(char_lengths.max(initial=0)), 1)), np.int64)
+        for u, ids in enumerate(char_lists):
+            char_ids[u, : len(ids)] = ids
+        return TokenBatch(word_ids, shape_ids, lengths, word_slots, char_ids, char_lengths)

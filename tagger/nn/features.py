@@ -1,0 +1,214 @@
+"""Token features: word embeddings, word-shape embeddings and a character encoder (CNN or BiLSTM),
+concatenated per token, with dropout. The output feeds the recurrent network; its backward pass
+takes the network's input gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import ops_cpu
+from . import init
+from .recurrent import RNNStack, dropout_mask
+
+CHAR_ENCODERS = ("cnn", "lstm", None)
+
+
+@dataclass
+class TokenBatch:
+    """A padded batch of encoded sentences.
+
+    Attributes
+    ----------
+    word_ids, shape_ids : ndarray (B, T) of int64
+        Word and shape ids, 0 at padding.
+    lengths : ndarray (B,) of int64
+        Tokens per sentence.
+    word_slots : ndarray (B, T) of int64
+        Row of each token in ``char_ids`` (each distinct word once), -1 at padding.
+    char_ids : ndarray (U, L) of int64
+        Character ids of the batch's distinct words, right-padded with 0.
+    char_lengths : ndarray (U,) of int64
+        Characters per distinct word.
+    """
+
+    word_ids: np.ndarray
+    shape_ids: np.ndarray
+    lengths: np.ndarray
+    word_slots: np.ndarray
+    char_ids: np.ndarray
+    char_lengths: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+class TokenFeaturizer:
+    """Per-token input vectors for the tagger.
+
+    Parameters
+    ----------
+    n_words : int
+        Word vocabulary size (including the padding and unknown entries).
+    word_dim : int
+        Word embedding width.
+    n_shapes : int
+        Number of word-shape classes; ``shape_dim`` 0 disables the shape feature.
+    shape_dim : int
+        Shape embedding width.
+    n_chars : int
+        Character vocabulary size.
+    char_encoder : {"cnn", "lstm", None}
+        How characters become a vector per word: a convolution of width 3 and max-over-time
+        pooling (Ma & Hovy 2016), or the final states of a character BiLSTM (Lample et al. 2016).
+    char_dim : int
+        Character embedding width.
+    char_hidden : int
+        CNN filters, or LSTM state width per direction.
+    dropout : float
+        Dropout on the concatenated token vectors during training.
+    """
+
+    cnn_width = 3
+
+    def __init__(self, n_words: int, word_dim: int, n_shapes: int, shape_dim: int, n_chars: int,
+                 char_encoder: str | None, char_dim: int, char_hidden: int, dropout: float):
+        if char_encoder not in CHAR_ENCODERS:
+            raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got {char_encoder!r}")
+        self.n_words, self.word_dim = n_words, word_dim
+        self.n_shapes, self.shape_dim = n_shapes, shape_dim
+        self.n_chars, self.char_encoder = n_chars, char_encoder
+        self.char_dim, self.char_hidden = char_dim, char_hidden
+        self.dropout = dropout
+        self.char_rnn = (RNNStack("lstm", char_dim, char_hidden, 1, True, prefix="char.rnn")
+                         if char_encoder == "lstm" else None)
+
+    @property
+    def char_size(self) -> int:
+        if self.char_encoder == "cnn":
+            return self.char_hidden
+        return 2 * self.char_hidden if self.char_encoder == "lstm" else 0
+
+    @property
+    def output_size(self) -> int:
+        return self.word_dim + (self.shape_dim if self.shape_dim else 0) + self.char_size
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Embeddings uniform in ±sqrt(3 / dim) (unit variance per vector), Glorot for the CNN."""
+        params = {"emb.word": init.uniform(rng, (self.n_words, self.word_dim),
+                                           np.sqrt(3.0 / self.word_dim), dtype)}
+        if self.shape_dim:
+            params["emb.shape"] = init.uniform(rng, (self.n_shapes, self.shape_dim),
+                                               np.sqrt(3.0 / self.shape_dim), dtype)
+        if self.char_encoder is not None:
+            params["emb.char"] = init.uniform(rng, (self.n_chars, self.char_dim),
+                                              np.sqrt(3.0 / self.char_dim), dtype)
+        if self.char_encoder == "cnn":
+            params["char.cnn.W"] = init.glorot_uniform(
+                rng, (self.cnn_width * self.char_dim, self.char_hidden), dtype)
+            params["char.cnn.b"] = np.zeros(self.char_hidden, dtype)
+        elif self.char_encoder == "lstm":
+            params.update(self.char_rnn.init_params(rng, dtype))
+        return params
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _chars_forward(self, params, batch: TokenBatch):
+        table = params["emb.char"]
+        U, L = batch.char_ids.shape
+        if self.char_encoder == "cnn":
+            windows = np.empty((U, L, self.cnn_width * self.char_dim), table.dtype)
+            ops_cpu.char_windows(table, batch.char_ids, batch.char_lengths, self.cnn_width,
+                                 windows)
+            conv = (windows.reshape(U * L, -1) @ params["char.cnn.W"]
+                    + params["char.cnn.b"]).reshape(U, L, -1)
+            out = np.empty((U, self.char_hidden), table.dtype)
+            argmax = np.empty((U, self.char_hidden), np.int64)
+            ops_cpu.max_over_time(conv, batch.char_lengths, out, argmax)
+            return out, (windows, argmax)
+        emb = np.empty((U, L, self.char_dim), table.dtype)
+        ops_cpu.embedding_lookup(table, batch.char_ids, emb)
+        hidden, cache = self.char_rnn.forward(params, emb, batch.char_lengths)
+        H = self.char_hidden
+        last = np.maximum(batch.char_lengths - 1, 0)
+        rows = np.arange(U)
+        out = np.concatenate([hidden[rows, last, :H], hidden[:, 0, H:]], axis=1)
+        return out, (cache, last, hidden.shape)
+
+    def _chars_backward(self, params, batch: TokenBatch, cache, d_out, grads):
+        table = params["emb.char"]
+        U, L = batch.char_ids.shape
+        d_table = np.empty_like(table)
+        if self.char_encoder == "cnn":
+            windows, argmax = cache
+            d_conv = np.empty((U, L, self.char_hidden), table.dtype)
+            ops_cpu.max_over_time_backward(argmax, d_out, d_conv)
+            d2 = d_conv.reshape(U * L, -1)
+            grads["char.cnn.W"] = windows.reshape(U * L, -1).T @ d2
+            grads["char.cnn.b"] = d2.sum(axis=0)
+            d_windows = (d2 @ params["char.cnn.W"].T).reshape(windows.shape)
+            ops_cpu.char_windows_backward(batch.char_ids, batch.char_lengths, self.cnn_width,
+                                          d_windows, d_table)
+        else:
+            rnn_cache, last, shape = cache
+            H = self.char_hidden
+            d_hidden = np.zeros(shape, table.dtype)
+            d_hidden[np.arange(U), last, :H] = d_out[:, :H]
+            d_hidden[:, 0, H:] += d_out[:, H:]
+            d_emb, rnn_grads = self.char_rnn.backward(params, rnn_cache, d_hidden)
+            grads.update(rnn_grads)
+            ops_cpu.embedding_backward(batch.char_ids, d_emb, d_table)
+        grads["emb.char"] = d_table
+
+    @staticmethod
+    def _lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        out = np.empty(ids.shape + (table.shape[1],), table.dtype)
+        ops_cpu.embedding_lookup(table, ids, out)
+        return out
+
+    def forward(self, params, batch: TokenBatch, rng: np.random.Generator | None = None):
+        """Token vectors (B, T, output_size); ``rng`` given means training (dropout on)."""
+        word_table = params["emb.word"]
+        B, T = batch.word_ids.shape
+        dtype = word_table.dtype
+        parts = [self._lookup(word_table, batch.word_ids)]
+        if self.shape_dim:
+            parts.append(self._lookup(params["emb.shape"], batch.shape_ids))
+        char_cache = None
+        if self.char_encoder is not None:
+            per_word, char_cache = self._chars_forward(params, batch)
+            parts.append(self._lookup(per_word, batch.word_slots))
+        x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
+        mask = None
+        if rng is not None and self.dropout > 0:
+            mask = dropout_mask(rng, x.shape, self.dropout, dtype)
+            x *= mask
+        return x, (mask, char_cache)
+
+    def backward(self, params, batch: TokenBatch, cache, dx: np.ndarray) -> dict[str, np.ndarray]:
+        """Parameter gradients from the gradient ``dx`` of the token vectors."""
+        mask, char_cache = cache
+        if mask is not None:
+            dx = dx * mask
+        grads = {}
+        d_word = np.empty_like(params["emb.word"])
+        ops_cpu.embedding_backward(batch.word_ids, np.ascontiguousarray(dx[:, :, : self.word_dim]),
+                                   d_word)
+        grads["emb.word"] = d_word
+        offset = self.word_dim
+        if self.shape_dim:
+            d_shape = np.empty_like(params["emb.shape"])
+            ops_cpu.embedding_backward(
+                batch.shape_ids, np.ascontiguousarray(dx[:, :, offset: offset + self.shape_dim]),
+                d_shape)
+            grads["emb.shape"] = d_shape
+            offset += self.shape_dim
+        if self.char_encoder is not None:
+            d_per_word = np.empty((batch.char_ids.shape[0], self.char_size), dx.dtype)
+            ops_cpu.embedding_backward(batch.word_slots, np.ascontiguousarray(dx[:, :, offset:]),
+                                       d_per_word)
+            self._chars_backward(params, batch, char_cache, d_per_word, grads)
+        return grads

@@ -1,0 +1,53 @@
+"""The full tagger network: token features (words, shapes, characters) → RNN → head."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .features import TokenBatch, TokenFeaturizer
+from .network import TaggingNetwork
+
+
+class TaggerModel:
+    """A :class:`TokenFeaturizer` feeding a :class:`TaggingNetwork`; parameters in one dict.
+
+    Parameters
+    ----------
+    featurizer : TokenFeaturizer
+        Produces the token vectors.
+    network : TaggingNetwork
+        Recurrent layers and output head; its ``input_size`` equals the featurizer's output size.
+    """
+
+    def __init__(self, featurizer: TokenFeaturizer, network: TaggingNetwork):
+        if network.rnn.input_size != featurizer.output_size:
+            raise ValueError("the network's input size differs from the featurizer's output size")
+        self.featurizer = featurizer
+        self.network = network
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Fresh parameters of the featurizer and the network."""
+        params = self.featurizer.init_params(rng, dtype)
+        params.update(self.network.init_params(rng, dtype))
+        return params
+
+    def loss_and_grads(self, params, batch: TokenBatch, tags: np.ndarray,
+                       rng: np.random.Generator | None = None):
+        """Mean loss over the batch's sentences and the gradients of every parameter."""
+        x, cache = self.featurizer.forward(params, batch, rng)
+        loss, grads, dx = self.network.loss_and_grads(params, x, batch.lengths, tags, rng)
+        grads.update(self.featurizer.backward(params, batch, cache, dx))
+        return loss, grads
+
+    def scores(self, params, batch: TokenBatch) -> np.ndarray:
+        """Emission scores (B, T, K) in inference mode."""
+        x, _ = self.featurizer.forward(params, batch)
+        return self.network.scores(params, x, batch.lengths)
+
+    def predict(self, params, batch: TokenBatch) -> np.ndarray:
+        """Best tag ids (B, T), -1 at padding."""
+        return self.network.head.decode(params, self.scores(params, batch), batch.lengths)
+
+    def marginals(self, params, batch: TokenBatch) -> np.ndarray:
+        """Tag probabilities (B, T, K), zero at padding."""
+        return self.network.head.marginals(params, self.scores(params, batch), batch.lengths)

@@ -1,0 +1,95 @@
+"""Token features (words, shapes, character CNN/BiLSTM) and the full tagger model's gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import numerical_gradient, relative_error
+from tagger.estimators._encoding import SentenceEncoder
+from tagger.kernels import ops_cpu
+from tagger.nn.features import TokenFeaturizer
+from tagger.nn.model import TaggerModel
+from tagger.nn.network import TaggingNetwork
+from tagger.text.vocab import SHAPES, Vocabulary, clip_word, word_shape
+
+SENTENCES = [["The", "cat", "sat"], ["A", "dog", "@bob", "2024"], ["cat"]]
+
+
+def make_model(char_encoder, dtype=np.float64, dropout=0.3):
+    words = Vocabulary.build(t.lower() for s in SENTENCES for t in s)
+    chars = Vocabulary.build(c for s in SENTENCES for t in s for c in t)
+    encoder = SentenceEncoder(words, chars if char_encoder else None, lowercase=True)
+    feat = TokenFeaturizer(len(words), 4, len(SHAPES), 3, len(chars), char_encoder, 3, 2,
+                           dropout)
+    net = TaggingNetwork(feat.output_size, 3, hidden_size=2, num_layers=1, crf=True)
+    model = TaggerModel(feat, net)
+    rng = np.random.default_rng(0)
+    params = {k: v + rng.normal(0, 0.1, v.shape) for k, v in model.init_params(rng, dtype).items()}
+    return encoder, model, params
+
+
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm", None])
+def test_full_model_gradients_match_finite_differences(char_encoder):
+    encoder, model, params = make_model(char_encoder)
+    batch = encoder.batch(SENTENCES)
+    tags = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 0, 0]])
+
+    def loss():
+        return model.loss_and_grads(params, batch, tags, np.random.default_rng(5))[0]
+
+    _, grads = model.loss_and_grads(params, batch, tags, np.random.default_rng(5))
+    assert set(grads) == set(params)
+    for name, arr in params.items():
+        err = relative_error(numerical_gradient(loss, arr), grads[name])
+        assert err < 1e-6, (name, err)
+
+
+def test_encoder_deduplicates_words_and_pads():
+    encoder, _, _ = make_model("cnn")
+    batch = encoder.batch(SENTENCES)
+    assert batch.word_ids.shape == (3, 4) and list(batch.lengths) == [3, 4, 1]
+    assert batch.word_slots[0, 1] == batch.word_slots[2, 0]  # "cat" twice, one character row
+    assert batch.char_ids.shape[0] == len({t for s in SENTENCES for t in s})
+    assert (batch.word_slots[2, 1:] == -1).all() and (batch.word_ids[2, 1:] == 0).all()
+    unknown = encoder.batch([["zebra"]])
+    assert unknown.word_ids[0, 0] == 1  # the unknown id
+
+
+def test_word_dropout_only_hits_rare_words():
+    words = Vocabulary(["common", "rare"], [10_000, 1])
+    encoder = SentenceEncoder(words, None, lowercase=True)
+    batch = encoder.batch([["common", "rare"]] * 2000, rng=np.random.default_rng(0), unk_alpha=0.25)
+    dropped = (batch.word_ids == 1).mean(axis=0)
+    assert dropped[0] < 0.001 and abs(dropped[1] - 0.2) < 0.03  # 0.25 / (0.25 + 1)
+
+
+def test_ops_kernels_match_numpy():
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(6, 3))
+    ids = np.array([[0, 5, -1], [2, 2, 1]])
+    out = np.empty((2, 3, 3))
+    ops_cpu.embedding_lookup(table, ids, out)
+    np.testing.assert_array_equal(out[ids >= 0], table[ids[ids >= 0]])
+    assert not out[0, 2].any()
+    d_out = rng.normal(size=out.shape)
+    d_table = np.full_like(table, 99.0)  # overwritten, not accumulated into
+    ops_cpu.embedding_backward(ids, d_out, d_table)
+    expected = np.zeros_like(table)
+    np.add.at(expected, ids[ids >= 0], d_out[ids >= 0])
+    np.testing.assert_allclose(d_table, expected)
+    values = rng.normal(size=(2, 4, 3))
+    best, arg = np.empty((2, 3)), np.empty((2, 3), np.int64)
+    ops_cpu.max_over_time(values, np.array([4, 2]), best, arg)
+    np.testing.assert_array_equal(best[0], values[0].max(0))
+    np.testing.assert_array_equal(best[1], values[1, :2].max(0))
+
+
+def test_word_shapes_and_clipping():
+    names = {t: SHAPES[word_shape(t)] for t in
+             ["cat", "Cat", "CAT", "iPhone", "2024", "3.5%", "A4", "...", "http://x.co",
+              "@bob", "#tbt", "I"]}
+    assert names == {"cat": "lower", "Cat": "title", "CAT": "upper", "iPhone": "mixed",
+                     "2024": "number", "3.5%": "number", "A4": "has-digit", "...": "punct",
+                     "http://x.co": "url", "@bob": "mention", "#tbt": "hashtag", "I": "title"}
+    assert clip_word("abcdefghij", 4) == "abij" and clip_word("abc", 4) == "abc"
