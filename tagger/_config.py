@@ -19,3 +19,8 @@ CACHE_DIR: str | None = os.environ.get("TAGGER_CACHE_DIR") or None
 
 # Number of threads the CPU kernels use when the caller gives none (None: Numba's current value).
 NUM_THREADS: int | None = None
+
+# The two directions of a bidirectional layer run in two threads (the kernels release the GIL)
+# when Numba may use 2+ threads and a direction has at least this much work (batch x steps x
+# hidden); below it, thread hand-off costs more than it saves (single-sentence latency).
+PARALLEL_DIRECTIONS_MIN_WORK: int = 20_000

@@ -1,0 +1,261 @@
+"""SequenceTagger: the scikit-learn contract, training behaviour, predictions and model files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils import estimator_checks
+
+import tagger
+from tagger import SequenceTagger
+from tagger.errors import ModelFileError
+from tagger.metrics import SCORERS, entity_f1_scorer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A tiny NER task: names and places from small lexicons in a few sentence frames.
+PEOPLE = ["John", "Mary", "Anna", "Peter", "Lucy", "Omar", "Chen", "Sofia"]
+PLACES = [["Paris"], ["New", "York"], ["Rome"], ["Lagos"], ["San", "Diego"], ["Oslo"]]
+
+
+def ner_data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for _ in range(n):
+        person = PEOPLE[rng.integers(len(PEOPLE))]
+        place = PLACES[rng.integers(len(PLACES))]
+        loc_tags = ["B-LOC"] + ["I-LOC"] * (len(place) - 1)
+        if rng.random() < 0.5:
+            X.append([person, "lives", "in", *place, "."])
+            y.append(["B-PER", "O", "O", *loc_tags, "O"])
+        else:
+            X.append(["we", "met", person, "in", *place])
+            y.append(["O", "O", "B-PER", "O", *loc_tags])
+    return X, y
+
+
+SMALL = dict(hidden_size=16, word_dim=16, char_dim=8, char_hidden_size=8, shape_dim=4,
+             batch_size=8, max_epochs=12, learning_rate=0.01, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = ner_data(120)
+    return SequenceTagger(**SMALL).fit(X, y), X, y
+
+
+def test_learns_a_small_ner_task(fitted):
+    model, X, y = fitted
+    X_test, y_test = ner_data(40, seed=1)
+    assert model.score(X_test, y_test) > 0.95
+    assert model.classes_ == ["B-LOC", "B-PER", "I-LOC", "O"]
+    assert model.tag_scheme_ == "IOB2" and model.tags_ == sorted(model.tags_)
+    assert len(model.history_) == model.history_[-1]["epoch"] >= model.best_epoch_ >= 1
+    assert {"loss", "dev_score", "seconds", "tokens_per_s"} <= set(model.history_[0])
+
+
+def test_predictions_shapes_and_order(fitted):
+    model, X, _ = fitted
+    X_mixed = [X[0], [], ["Unseenname", "lives", "in", "Kyoto"], X[1]]
+    tags = model.predict(X_mixed)
+    assert [len(t) for t in tags] == [len(s) for s in X_mixed]
+    proba = model.predict_proba(X_mixed)
+    assert [p.shape for p in proba] == [(len(s), 4) for s in X_mixed]
+    for p in proba:
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    # A sentence tagged alone or in a batch gets the same tags.
+    assert model.predict([X[1]])[0] == tags[3]
+    # The best tag by marginals agrees with Viterbi on this easy task.
+    assert [model.classes_[k] for k in proba[0].argmax(1)] == tags[0]
+
+
+def test_iob2_output_is_well_formed_and_spans_match(fitted):
+    model, X, _ = fitted
+    for tags in model.predict(X[:30]):
+        for prev, tag in zip(["O"] + tags, tags, strict=False):
+            if tag.startswith("I-"):
+                assert prev[2:] == tag[2:] and prev != "O"
+    spans = model.predict_spans([["Mary", "lives", "in", "New", "York", "."]])[0]
+    assert [(s, e, label) for s, e, label, _ in spans] == [(0, 1, "PER"), (3, 5, "LOC")]
+    assert all(0.5 < score <= 1.0 for *_, score in spans)
+
+
+def test_same_seed_same_model_bit_for_bit():
+    X, y = ner_data(40)
+    a = SequenceTagger(**dict(SMALL, max_epochs=2)).fit(X, y)
+    b = SequenceTagger(**dict(SMALL, max_epochs=2)).fit(X, y)
+    for k in a.params_:
+        np.testing.assert_array_equal(a.params_[k], b.params_[k])
+    c = SequenceTagger(**dict(SMALL, max_epochs=2, random_state=1)).fit(X, y)
+    assert any(not np.array_equal(a.params_[k], c.params_[k]) for k in a.params_)
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    X, y = ner_data(60)
+    model = SequenceTagger(**dict(SMALL, max_epochs=30, patience=2)).fit(X, y)
+    scores = [h["dev_score"] for h in model.history_]
+    assert len(scores) < 30  # stopped early
+    best = int(np.argmax(scores))
+    assert model.best_epoch_ == model.history_[best]["epoch"]
+    assert len(scores) - 1 - best == 2  # two epochs without improvement
+
+
+def test_pos_tags_are_scored_by_token_accuracy():
+    X = [["the", "dog", "runs"], ["a", "cat", "sleeps"], ["dogs", "run"]] * 10
+    y = [["DET", "NOUN", "VERB"], ["DET", "NOUN", "VERB"], ["NOUN", "VERB"]] * 10
+    model = SequenceTagger(**SMALL).fit(X, y)
+    assert model.tag_scheme_ == "none"
+    assert model.score(X, y) == 1.0
+    with pytest.raises(ValueError, match="entity tags"):
+        model.predict_spans(X)
+
+
+@pytest.mark.parametrize("options", [dict(char_encoder="lstm", cell="gru"),
+                                     dict(char_encoder=None, crf=False, cell="irnn"),
+                                     dict(num_layers=2, bidirectional=False, cell="rnn")])
+def test_other_architectures_train(options):
+    X, y = ner_data(60)
+    model = SequenceTagger(**dict(SMALL, **options)).fit(X, y)
+    assert model.score(X, y) > 0.5
+
+
+def test_partial_fit_continues_and_rejects_new_labels():
+    X, y = ner_data(60)
+    model = SequenceTagger(**dict(SMALL, max_epochs=1)).partial_fit(X, y)
+    assert len(model.history_) == 1
+    before = {k: v.copy() for k, v in model.params_.items()}
+    model.partial_fit(X, y)
+    assert len(model.history_) == 2
+    assert any(not np.array_equal(before[k], model.params_[k]) for k in before)
+    with pytest.raises(ValueError, match="B-ORG"):
+        model.partial_fit([["Acme", "Inc"]], [["B-ORG", "I-ORG"]])
+    declared = SequenceTagger(**dict(SMALL, max_epochs=1),
+                              labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"])
+    declared.fit(X, y).partial_fit([["Acme", "Inc"]], [["B-ORG", "I-ORG"]])
+    assert "B-ORG" in declared.classes_
+
+
+def test_bad_input_gives_clear_errors():
+    model = SequenceTagger(**SMALL)
+    with pytest.raises(ValueError, match="sentence 0 has 2 tokens but 1 tags"):
+        model.fit([["a", "b"]], [["O"]])
+    with pytest.raises(ValueError, match="y has 1 sentences but X has 2"):
+        model.fit([["a"], ["b"]], [["O"]])
+    with pytest.raises(TypeError, match=r"X\[0\]\[1\] must be a string"):
+        model.fit([["a", None]], [["O", "O"]])
+    with pytest.raises(TypeError, match="list of token lists"):
+        model.fit("a b c", [["O"]])
+    with pytest.raises(ValueError, match="cell must be one of"):
+        SequenceTagger(cell="transformer").fit([["a"]], [["O"]])
+    with pytest.raises(RuntimeError, match="CPU only"):
+        SequenceTagger(device="cuda").fit([["a"]], [["O"]])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        SequenceTagger().predict([["a"]])
+
+
+# -- scikit-learn ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("check", [
+    estimator_checks.check_no_attributes_set_in_init,
+    estimator_checks.check_parameters_default_constructible,
+    estimator_checks.check_get_params_invariance,
+    estimator_checks.check_set_params,
+])
+def test_sklearn_api_checks(check):
+    check("SequenceTagger", SequenceTagger())
+
+
+def test_clone_get_set_params_round_trip(fitted):
+    model, _, _ = fitted
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    assert not hasattr(copy, "params_")
+    copy.set_params(hidden_size=7, device="cpu")
+    assert copy.hidden_size == 7 and model.hidden_size == 16
+
+
+def test_model_selection_with_the_project_scorers():
+    X, y = ner_data(60)
+    scores = cross_val_score(SequenceTagger(**dict(SMALL, max_epochs=4)), X, y,
+                             scoring=entity_f1_scorer, cv=KFold(2))
+    assert scores.shape == (2,) and (scores > 0.3).all()
+    search = GridSearchCV(SequenceTagger(**dict(SMALL, max_epochs=3)),
+                          {"hidden_size": [8, 16]}, scoring=SCORERS["entity_f1"], cv=2)
+    search.fit(X, y)
+    assert search.best_params_["hidden_size"] in (8, 16)
+
+
+def test_inside_a_pipeline():
+    X, y = ner_data(60)
+    pipe = Pipeline([("normalise", FunctionTransformer(
+        lambda X: [[t.replace("0", "o") for t in s] for s in X])),
+        ("tagger", SequenceTagger(**dict(SMALL, max_epochs=6)))])
+    pipe.fit(X, y)
+    assert pipe.score(X, y) > 0.5
+    assert len(pipe.predict(X[:3])) == 3
+
+
+def test_pickle_and_joblib_round_trip(fitted, tmp_path):
+    model, X, _ = fitted
+    again = pickle.loads(pickle.dumps(model))
+    assert again.predict(X[:10]) == model.predict(X[:10])
+    joblib.dump(model, tmp_path / "m.joblib")
+    assert joblib.load(tmp_path / "m.joblib").predict(X[:10]) == model.predict(X[:10])
+
+
+# -- model files -----------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(fitted, tmp_path):
+    model, X, _ = fitted
+    path = tmp_path / "ner.tagger"
+    tagger.save(model, path)
+    loaded = tagger.load(path)
+    assert isinstance(loaded, SequenceTagger)
+    assert loaded.get_params() == model.get_params()
+    assert loaded.predict(X[:20]) == model.predict(X[:20])
+    for a, b in zip(loaded.predict_proba(X[:5]), model.predict_proba(X[:5]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    loaded.partial_fit(X[:10], model.predict(X[:10]))  # training can resume from the file
+
+
+def test_damaged_model_files_are_refused(fitted, tmp_path):
+    model, _, _ = fitted
+    path = tmp_path / "m.tagger"
+    model.save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.tagger").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError):
+        tagger.load(tmp_path / "cut.tagger")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    (tmp_path / "flip.tagger").write_bytes(bytes(flipped))
+    with pytest.raises(ModelFileError):
+        tagger.load(tmp_path / "flip.tagger")
+    with pytest.raises(ModelFileError):
+        tagger.load(tmp_path / "missing.tagger")
+
+
+# -- real data (quick) -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is absent")
+def test_quick_real_data_run_beats_the_majority_tag():
+    from tagger.io import read_conllu
+
+    sentences = list(read_conllu(DATA / "ud_ewt" / "dev.conllu"))
+    X, y = [s.tokens for s in sentences], [s.tags for s in sentences]
+    model = SequenceTagger(**dict(SMALL, hidden_size=32, max_epochs=2, batch_size=32))
+    model.fit(X[:800], y[:800], X_dev=X[1500:1700], y_dev=y[1500:1700])
+    assert model.score(X[1700:], y[1700:]) > 0.75  # the most frequent tag alone gets ~0.17
