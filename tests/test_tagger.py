@@ -260,3 +260,38 @@ def test_quick_real_data_run_beats_the_majority_tag():
                                   batch_size=16))
     model.fit(X[:1500], y[:1500], X_dev=X[1500:1700], y_dev=y[1500:1700])
     assert model.score(X[1700:], y[1700:]) > 0.8  # the most frequent tag alone gets ~0.17
+
+
+def test_pretrained_embeddings_initialise_the_word_vectors(tmp_path):
+    from tagger.errors import DataError
+    from tagger.text.embeddings import load_word_vectors
+
+    path = tmp_path / "vectors.txt"
+    path.write_text("3 4\nparis 1 2 3 4\nzanzibar 0.5 0.5 0.5 0.5\nlives 0 0 0 1\n")
+    X, y = ner_data(30)
+    model = SequenceTagger(**dict(SMALL, max_epochs=1, embeddings=str(path), learning_rate=1e-9))
+    model.fit(X, y)
+    assert model.params_["emb.word"].shape[1] == 4  # the file's dimension wins
+    assert "zanzibar" in model.vocabulary_  # pretrained words join the vocabulary
+    row = model.vocabulary_.index("zanzibar")
+    np.testing.assert_allclose(model.params_["emb.word"][row], 0.5, atol=1e-4)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a 1 2\nb 1\n")
+    with pytest.raises(DataError, match=r"bad.txt:2: expected 2 numbers, found 1"):
+        load_word_vectors(bad)
+
+
+def test_model_file_with_wrong_array_shapes_is_refused(fitted, tmp_path):
+    from tagger import persist
+
+    model, _, _ = fitted
+    path = tmp_path / "m.tagger"
+    model.save(path)
+    config, arrays = persist.load_model(path)
+    arrays["out.W"] = arrays["out.W"][:, :2]  # consistent checksums, inconsistent shapes
+    del arrays["crf.end"]
+    config = {k: v for k, v in config.items() if k not in persist.CONTAINER_KEYS}
+    persist.save_model(path, "SequenceTagger", config, arrays)
+    with pytest.raises(ModelFileError, match="out.W.*shape.*missing array 'crf.end'|"
+                                             "missing array 'crf.end'.*out.W"):
+        tagger.load(path)
