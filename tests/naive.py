@@ -415,3 +415,98 @@ def brute_force_marginals(emissions, start, end, trans, allowed_start=None, allo
         if s > -np.inf:
             out[np.arange(T), list(p)] += np.exp(s - log_z)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling over time (sequence classification), written independently of the kernels: boolean
+# masks over whole arrays, np.max/np.argmax on slices, the softmax Jacobian as a matrix; float64.
+# h is (B, T, H) right-padded, lengths (B,); an empty sequence pools to zeros.
+# --------------------------------------------------------------------------------------------------
+
+
+def _valid(lengths, T):
+    """Boolean mask (B, T): True at the valid steps."""
+    return np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+
+
+def mean_pool(h, lengths):
+    h = np.asarray(h, dtype=np.float64)
+    mask = _valid(lengths, h.shape[1])[..., None]
+    counts = np.maximum(np.asarray(lengths), 1)[:, None]
+    return np.where(mask, h, 0.0).sum(axis=1) / counts
+
+
+def mean_pool_backward(lengths, d_out, T):
+    d_out = np.asarray(d_out, dtype=np.float64)
+    mask = _valid(lengths, T)[..., None]
+    counts = np.maximum(np.asarray(lengths), 1)[:, None, None]
+    return np.where(mask, d_out[:, None, :] / counts, 0.0)
+
+
+def max_pool(h, lengths):
+    """Returns (out (B, H), argmax (B, H) int64, -1 for an empty sequence)."""
+    h = np.asarray(h, dtype=np.float64)
+    B, _, H = h.shape
+    out = np.zeros((B, H))
+    argmax = np.full((B, H), -1, dtype=np.int64)
+    for n, L in enumerate(lengths):
+        if L > 0:
+            out[n] = np.max(h[n, :L], axis=0)
+            argmax[n] = np.argmax(h[n, :L], axis=0)  # np.argmax returns the first maximum
+    return out, argmax
+
+
+def max_pool_backward(h, lengths, d_out):
+    h = np.asarray(h, dtype=np.float64)
+    B, T, H = h.shape
+    d_h = np.zeros((B, T, H))
+    for n, L in enumerate(lengths):
+        for j in range(H):
+            if L > 0:
+                d_h[n, np.argmax(h[n, :L, j]), j] = d_out[n, j]
+    return d_h
+
+
+def attention_pool(h, lengths, w, b):
+    """Returns (scores (B, T), weights (B, T), out (B, H)); scores and weights 0 at padding."""
+    h = np.asarray(h, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    b = float(np.asarray(b, dtype=np.float64).reshape(-1)[0])
+    B, T, H = h.shape
+    scores = np.zeros((B, T))
+    weights = np.zeros((B, T))
+    out = np.zeros((B, H))
+    for n, L in enumerate(lengths):
+        if L == 0:
+            continue
+        s = h[n, :L] @ w + b
+        e = np.exp(s - np.max(s))
+        a = e / e.sum()
+        scores[n, :L] = s
+        weights[n, :L] = a
+        out[n] = a @ h[n, :L]
+    return scores, weights, out
+
+
+def attention_pool_backward(h, lengths, w, b, d_out):
+    """Returns (d_h (B, T, H), d_w (H,), d_b (1,)) by the softmax Jacobian diag(a) - a a^T."""
+    h = np.asarray(h, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    d_out = np.asarray(d_out, dtype=np.float64)
+    _, weights, _ = attention_pool(h, lengths, w, b)
+    B, T, H = h.shape
+    d_h = np.zeros((B, T, H))
+    d_w = np.zeros(H)
+    d_b = np.zeros(1)
+    for n, L in enumerate(lengths):
+        if L == 0:
+            continue
+        a = weights[n, :L]
+        x = h[n, :L]
+        d_a = x @ d_out[n]  # d loss / d a_t
+        jac = np.diag(a) - np.outer(a, a)  # d a / d s (symmetric)
+        d_s = jac @ d_a
+        d_h[n, :L] = np.outer(a, d_out[n]) + np.outer(d_s, w)
+        d_w += x.T @ d_s
+        d_b += d_s.sum()
+    return d_h, d_w, d_b
