@@ -78,11 +78,6 @@ def test_ops_kernels_match_numpy():
     expected = np.zeros_like(table)
     np.add.at(expected, ids[ids >= 0], d_out[ids >= 0])
     np.testing.assert_allclose(d_table, expected)
-    values = rng.normal(size=(2, 4, 3))
-    best, arg = np.empty((2, 3)), np.empty((2, 3), np.int64)
-    ops_cpu.max_over_time(values, np.array([4, 2]), best, arg)
-    np.testing.assert_array_equal(best[0], values[0].max(0))
-    np.testing.assert_array_equal(best[1], values[1, :2].max(0))
 
 
 def test_word_shapes_and_clipping():

@@ -1,5 +1,5 @@
 """Small CPU kernels around the recurrent core: embedding lookups, their gradients, and the
-character CNN (window gathering and max-over-time pooling).
+character CNN's window gathering (its max-over-time pooling is ``pool_cpu.max_pool``).
 
 Every gradient kernel overwrites its output (it zeroes it first), so callers never accumulate by
 accident. Scatter-adds run serially: the order of additions is fixed, so results are bitwise
@@ -81,35 +81,3 @@ def char_windows_backward(char_ids, char_lengths, width, d_windows, d_table):
                 q = p + i - half
                 if 0 <= q < n:
                     d_table[char_ids[u, q], :] += d_windows[u, p, i * C:(i + 1) * C]
-
-
-@kernel()
-def max_over_time(values, lengths, out, argmax):
-    """out[u, f] = max over p < lengths[u] of values[u, p, f] (0 for an empty row), with argmax."""
-    U, L, F = values.shape
-    for u in range(U):
-        n = lengths[u]
-        if n == 0:
-            out[u, :] = 0
-            argmax[u, :] = -1
-            continue
-        out[u, :] = values[u, 0]
-        argmax[u, :] = 0
-        for p in range(1, n):
-            row = values[u, p]
-            for f in range(F):
-                if row[f] > out[u, f]:
-                    out[u, f] = row[f]
-                    argmax[u, f] = p
-
-
-@kernel()
-def max_over_time_backward(argmax, d_out, d_values):
-    """Route d_out[u, f] to the position that won the max (overwrites d_values)."""
-    U, F = argmax.shape
-    d_values[:] = 0
-    for u in range(U):
-        for f in range(F):
-            p = argmax[u, f]
-            if p >= 0:
-                d_values[u, p, f] = d_out[u, f]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import ops_cpu
+from ..kernels import ops_cpu, pool_cpu
 from . import init
 from .recurrent import RNNStack, dropout_mask
 
@@ -127,7 +127,7 @@ class TokenFeaturizer:
                     + params["char.cnn.b"]).reshape(U, L, -1)
             out = np.empty((U, self.char_hidden), table.dtype)
             argmax = np.empty((U, self.char_hidden), np.int64)
-            ops_cpu.max_over_time(conv, batch.char_lengths, out, argmax)
+            pool_cpu.max_pool(conv, batch.char_lengths, out, argmax)
             return out, (windows, argmax)
         emb = np.empty((U, L, self.char_dim), table.dtype)
         ops_cpu.embedding_lookup(table, batch.char_ids, emb)
@@ -145,7 +145,7 @@ class TokenFeaturizer:
         if self.char_encoder == "cnn":
             windows, argmax = cache
             d_conv = np.empty((U, L, self.char_hidden), table.dtype)
-            ops_cpu.max_over_time_backward(argmax, d_out, d_conv)
+            pool_cpu.max_pool_backward(argmax, d_out, d_conv)
             d2 = d_conv.reshape(U * L, -1)
             grads["char.cnn.W"] = windows.reshape(U * L, -1).T @ d2
             grads["char.cnn.b"] = d2.sum(axis=0)
