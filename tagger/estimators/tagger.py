@@ -258,10 +258,6 @@ class SequenceTagger(BaseEstimator):
         user = set(declared) | {t for tags in y for t in tags}
         tags = set()
         if internal == "BIOES":
-            types = set()
-            for t in user:
-                if t != "O":
-                    types.add(t.split("-", 1)[1] if "-" in t else t)
             for tags_ in y:
                 tags.update(self._to_internal(tags_, scheme, internal))
             for declared_tag in declared:  # a declared type may use any of its BIOES tags
