@@ -145,14 +145,18 @@ def test_partial_fit_continues_and_rejects_new_labels():
 
 def test_bad_input_gives_clear_errors():
     model = SequenceTagger(**SMALL)
-    with pytest.raises(ValueError, match="sentence 0 has 2 tokens but 1 tags"):
+    with pytest.raises(ValueError, match=r"y\[0\] has 1 tags but X\[0\] has 2"):
         model.fit([["a", "b"]], [["O"]])
     with pytest.raises(ValueError, match="y has 1 sentences but X has 2"):
         model.fit([["a"], ["b"]], [["O"]])
     with pytest.raises(TypeError, match=r"X\[0\]\[1\] must be a string"):
         model.fit([["a", None]], [["O", "O"]])
-    with pytest.raises(TypeError, match="list of token lists"):
+    with pytest.raises(TypeError, match="must be a list of sequences"):
         model.fit("a b c", [["O"]])
+    with pytest.raises(TypeError, match="not strings"):
+        model.fit(["a b c"], [["O", "O", "O"]])
+    with pytest.raises(TypeError, match="mixes kinds"):
+        model.fit([["a"], np.zeros((1, 2))], [["O"], ["O"]])
     with pytest.raises(ValueError, match="cell must be one of"):
         SequenceTagger(cell="transformer").fit([["a"]], [["O"]])
     with pytest.raises(RuntimeError, match="CPU only"):

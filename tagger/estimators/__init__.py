@@ -1,5 +1,6 @@
 """scikit-learn estimators over the engine."""
 
+from .classifier import SequenceClassifier
 from .tagger import SequenceTagger, load, save
 
-__all__ = ["SequenceTagger", "load", "save"]
+__all__ = ["SequenceClassifier", "SequenceTagger", "load", "save"]

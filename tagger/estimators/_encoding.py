@@ -39,7 +39,7 @@ class SentenceEncoder:
     def word_key(self, token: str) -> str:
         return token.lower() if self.lowercase else token
 
-    def sentence_ids(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Word ids and shape ids of one sentence."""
         words = self.words.encode([self.word_key(t) for t in tokens])
         shapes = np.fromiter((word_shape(t) for t in tokens), dtype=np.int64, count=len(tokens))
@@ -62,7 +62,7 @@ class SentenceEncoder:
         sentences : sequence of token lists
             The batch.
         encoded : list of (word_ids, shape_ids), optional
-            Precomputed :meth:`sentence_ids` of the same sentences.
+            Precomputed :meth:`encode` of the same sentences.
         rng : numpy.random.Generator, optional
             Given with ``unk_alpha`` > 0 during training: word dropout replaces a word by the
             unknown id with probability ``alpha / (alpha + count)`` (Kiperwasser & Goldberg 2016),
@@ -72,7 +72,7 @@ class SentenceEncoder:
         """
         B = len(sentences)
         if encoded is None:
-            encoded = [self.sentence_ids(s) for s in sentences]
+            encoded = [self.encode(s) for s in sentences]
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
         T = int(lengths.max()) if B else 0
         word_ids = np.zeros((B, T), np.int64)

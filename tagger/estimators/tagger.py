@@ -2,53 +2,24 @@
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .. import metrics, persist
 from ..errors import ModelFileError
-from ..nn.features import CHAR_ENCODERS, TokenFeaturizer
 from ..nn.model import TaggerModel
 from ..nn.network import TaggingNetwork
-from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
-from ..nn.recurrent import CELLS
-from ..nn.training import apply_gradients, length_batches, thread_limit
+from ..nn.training import thread_limit
 from ..text import schemes
-from ..text.embeddings import load_word_vectors
-from ..text.vocab import SHAPES, Vocabulary
-from ._encoding import SentenceEncoder
+from ._base import RecurrentEstimator
 
 _KIND = "SequenceTagger"
-_DEVICES = ("auto", "cpu", "cuda")
 
 
-def check_tokens(X, name: str = "X") -> list[list[str]]:
-    """X as a list of token lists; a clear error for anything else (naming the sentence)."""
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
-        raise TypeError(f"{name} must be a list of token lists, got {type(X).__name__}")
-    out = []
-    for i, sentence in enumerate(X):
-        if isinstance(sentence, (str, bytes)) or not hasattr(sentence, "__iter__"):
-            raise TypeError(f"{name}[{i}] must be a list of tokens, got {type(sentence).__name__}")
-        tokens = list(sentence)
-        for j, token in enumerate(tokens):
-            if not isinstance(token, str):
-                raise TypeError(f"{name}[{i}][{j}] must be a string, got {type(token).__name__}")
-            if not token:
-                raise ValueError(f"{name}[{i}][{j}] is an empty token")
-        out.append(tokens)
-    return out
-
-
-def check_tags(X: list[list[str]], y, name: str = "y") -> list[list[str]]:
-    """y as a list of tag lists matching X sentence by sentence."""
+def check_tags(X: list, y, name: str = "y") -> list[list[str]]:
+    """y as a list of tag lists matching X (token lists or numeric sequences) one by one."""
     if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
         raise TypeError(f"{name} must be a list of tag lists, got {type(y).__name__}")
     if len(y) != len(X):
@@ -59,7 +30,8 @@ def check_tags(X: list[list[str]], y, name: str = "y") -> list[list[str]]:
             raise TypeError(f"{name}[{i}] must be a list of tags, got {type(tags).__name__}")
         tags = list(tags)
         if len(tags) != len(tokens):
-            raise ValueError(f"sentence {i} has {len(tokens)} tokens but {len(tags)} tags")
+            raise ValueError(f"{name}[{i}] has {len(tags)} tags but X[{i}] has {len(tokens)} "
+                             f"steps (tokens)")
         for j, tag in enumerate(tags):
             if not isinstance(tag, str) or not tag:
                 raise TypeError(f"{name}[{i}][{j}] must be a non-empty string, got {tag!r}")
@@ -67,12 +39,14 @@ def check_tags(X: list[list[str]], y, name: str = "y") -> list[list[str]]:
     return out
 
 
-class SequenceTagger(BaseEstimator):
+class SequenceTagger(RecurrentEstimator):
     """A recurrent sequence tagger (by default a BiLSTM-CRF with character features).
 
-    X is a list of sentences, each a list of token strings; y a list of tag lists. Entity tags in
-    IOB1, IOB2 or BIOES are detected and scored as entities; any other tags (part of speech, say)
-    are scored by token accuracy.
+    X is a list of sentences, each a list of token strings, or a list of numeric sequences, each a
+    float array of shape (length, n_features) (a signal to segment, say; standardised with
+    statistics learned in ``fit``); y a list of tag lists, one tag per token or step. Entity tags
+    in IOB1, IOB2 or BIOES are detected and scored as entities; any other tags (part of speech,
+    say) are scored by token accuracy.
 
     Parameters
     ----------
@@ -203,48 +177,11 @@ class SequenceTagger(BaseEstimator):
     # validation and set-up
     # ------------------------------------------------------------------------------------------
 
-    def _validate_params(self) -> None:
-        def positive_int(name):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _kind = _KIND
 
-        for name in ("hidden_size", "num_layers", "word_dim", "char_dim", "char_hidden_size",
-                     "min_word_count", "max_epochs", "batch_size", "patience"):
-            positive_int(name)
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.char_encoder not in CHAR_ENCODERS:
-            raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got "
-                             f"{self.char_encoder!r}")
-        if not isinstance(self.shape_dim, (int, np.integer)) or self.shape_dim < 0:
-            raise ValueError(f"shape_dim must be a non-negative integer, got {self.shape_dim!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.word_dropout >= 0:
-            raise ValueError(f"word_dropout must be non-negative, got {self.word_dropout!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
-                             f"{self.optimizer!r}")
-        if not self.learning_rate > 0 or not self.lr_decay >= 0:
-            raise ValueError("learning_rate must be positive and lr_decay non-negative")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got "
-                             f"{self.validation_fraction!r}")
+    def _validate_task_params(self) -> None:
         if self.tag_scheme != "auto":
             schemes.normalize_scheme(self.tag_scheme)
-        self._resolve_device()
-
-    def _resolve_device(self) -> str:
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {', '.join(_DEVICES)}, got {self.device!r}")
-        if self.device == "cuda":
-            raise RuntimeError("device='cuda' was requested, but this version of tagger runs on "
-                               "the CPU only; use device='cpu' or 'auto'")
-        return "cpu"
-
-    def _seed(self) -> int:
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _setup_labels(self, y: list[list[str]]) -> None:
         declared = list(self.labels) if self.labels is not None else []
@@ -297,73 +234,26 @@ class SequenceTagger(BaseEstimator):
                 f"tag {exc.args[0]!r} was not seen in the first training data; declare every "
                 f"label up front with SequenceTagger(labels=[...])") from None
 
-    def _build_vocabularies(self, X: list[list[str]]):
-        lower = self.lowercase
-        words = Vocabulary.build((t.lower() if lower else t for s in X for t in s),
-                                 min_count=self.min_word_count)
-        vectors = None
-        if self.embeddings is not None:
-            pre_words, pre_vectors = load_word_vectors(self.embeddings)
-            extra = [w for w in pre_words if (w.lower() if lower else w) not in words]
-            extra = list(dict.fromkeys(w.lower() if lower else w for w in extra))
-            words = Vocabulary(words.items[2:] + extra, words.counts[2:] + [0] * len(extra))
-            vectors = (pre_words, pre_vectors)
-        chars = None
-        if self.char_encoder is not None:
-            chars = Vocabulary.build(c for s in X for t in s for c in t)
-        return words, chars, vectors
-
-    def _make_model(self) -> TaggerModel:
-        word_dim = self.params_["emb.word"].shape[1] if hasattr(self, "params_") else None
-        return self._model_for(word_dim or self.word_dim)
-
-    def _model_for(self, word_dim: int) -> TaggerModel:
-        chars = self.char_vocabulary_
-        featurizer = TokenFeaturizer(
-            len(self.vocabulary_), word_dim, len(SHAPES), self.shape_dim,
-            len(chars) if chars is not None else 0, self.char_encoder, self.char_dim,
-            self.char_hidden_size, self.dropout)
+    def _network_for(self, featurizer) -> TaggerModel:
         allowed = schemes.transition_constraints(self.tags_, self.internal_scheme_)
         network = TaggingNetwork(featurizer.output_size, len(self.tags_), self.cell,
                                  self.hidden_size, self.num_layers, self.bidirectional, self.crf,
                                  self.dropout, *allowed)
         return TaggerModel(featurizer, network)
 
-    @property
-    def _model(self) -> TaggerModel:
-        model = self.__dict__.get("_model_cache")
-        if model is None:
-            model = self.__dict__["_model_cache"] = self._make_model()
-        return model
-
-    @property
-    def _encoder(self) -> SentenceEncoder:
-        encoder = self.__dict__.get("_encoder_cache")
-        if encoder is None:
-            encoder = SentenceEncoder(self.vocabulary_, self.char_vocabulary_, self.lowercase)
-            self.__dict__["_encoder_cache"] = encoder
-        return encoder
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = dict(state)
-        state.pop("_model_cache", None)
-        state.pop("_encoder_cache", None)
-        return state
-
     # ------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------
 
     def fit(self, X, y, X_dev=None, y_dev=None):
-        """Train on sentences ``X`` with tags ``y``.
+        """Train on sequences ``X`` with tags ``y``.
 
         Parameters
         ----------
-        X : list of list of str
-            Sentences.
+        X : list of list of str, or list of ndarray (length, n_features)
+            Sentences, or numeric sequences.
         y : list of list of str
-            One tag per token.
+            One tag per token (step).
         X_dev, y_dev : lists, optional
             Development data for early stopping (else a ``validation_fraction`` split).
 
@@ -372,51 +262,29 @@ class SequenceTagger(BaseEstimator):
         self
         """
         self._validate_params()
-        X = check_tokens(X)
+        kind, X = self._check_new_X(X)
         y = check_tags(X, y)
-        if not any(X):
+        if not any(len(s) for s in X):
             raise ValueError("X has no tokens to learn from")
         if (X_dev is None) != (y_dev is None):
             raise ValueError("give both X_dev and y_dev, or neither")
-        seed = self._seed()
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(self._seed())
         if X_dev is not None:
-            X_dev = check_tokens(X_dev, "X_dev")
+            dev_kind, X_dev = self._check_new_X(X_dev, "X_dev")
+            if dev_kind != kind:
+                raise TypeError(f"X holds {kind} sequences but X_dev holds {dev_kind} sequences")
             y_dev = check_tags(X_dev, y_dev, "y_dev")
         elif self.early_stopping and self.validation_fraction > 0 and len(X) > 1:
-            order = rng.permutation(len(X))
-            n_dev = max(1, int(round(self.validation_fraction * len(X))))
-            dev_idx, train_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
-            X_dev, y_dev = [X[i] for i in dev_idx], [y[i] for i in dev_idx]
-            X, y = [X[i] for i in train_idx], [y[i] for i in train_idx]
-        for attr in ("_model_cache", "_encoder_cache", "params_"):
-            self.__dict__.pop(attr, None)
+            X, y, X_dev, y_dev, _ = self._split_dev(X, y, self.validation_fraction, rng)
+        self._forget_fit()
         self._setup_labels(y + (y_dev or []))
-        self.vocabulary_, self.char_vocabulary_, vectors = self._build_vocabularies(X)
-        word_dim = vectors[1].shape[1] if vectors is not None else self.word_dim
-        model = self._model_for(word_dim)
-        self.__dict__["_model_cache"] = model
-        params = model.init_params(rng)
-        if vectors is not None:
-            self._load_vectors(params["emb.word"], *vectors)
-        self.params_ = params
-        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
-        self.history_ = []
-        self.best_epoch_ = 0
-        self._train(X, y, X_dev, y_dev, self.max_epochs, rng, early_stop=self.early_stopping)
-        self.optimizer_state_ = self._optimizer.state_dict()
-        del self._optimizer
+        vectors = self._setup_inputs(kind, X)
+        if kind == "numeric" and X_dev is not None:
+            self._encoder.check_features(X_dev, "X_dev")
+        self._init_network(rng, vectors)
+        targets = [self._internal_ids(tags) for tags in y]
+        self._train_new(X, targets, X_dev, y_dev, rng)
         return self
-
-    def _load_vectors(self, table: np.ndarray, words: list[str], vectors: np.ndarray) -> None:
-        """Copy pretrained vectors into the rows of the words they name (first match wins)."""
-        done = set()
-        for word, vector in zip(words, vectors, strict=True):
-            key = word.lower() if self.lowercase else word
-            row = self.vocabulary_.index(key)
-            if row > 1 and row not in done:
-                table[row] = vector
-                done.add(row)
 
     def partial_fit(self, X, y):
         """One more epoch over ``X``, ``y``; on an unfitted tagger, a first epoch of training.
@@ -429,100 +297,38 @@ class SequenceTagger(BaseEstimator):
         self
         """
         if not hasattr(self, "params_"):
-            saved = self.max_epochs, self.early_stopping
-            self.max_epochs, self.early_stopping = 1, False
-            try:
-                return self.fit(X, y)
-            finally:
-                self.max_epochs, self.early_stopping = saved
+            return self._first_partial_fit(self.fit, X, y)
         self._validate_params()
-        X = check_tokens(X)
+        X = self._check_X(X)
         y = check_tags(X, y)
         unknown = sorted({t for tags in y for t in tags} - set(self.classes_))
         if unknown:
             raise ValueError(f"partial_fit got labels never seen before: {', '.join(unknown)}; "
                              f"declare every label up front with SequenceTagger(labels=[...])")
         rng = np.random.default_rng(self._seed() + len(self.history_))
-        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
-        self._optimizer.load_state_dict(self.optimizer_state_)
-        self._train(X, y, None, None, 1, rng, early_stop=False)
-        self.optimizer_state_ = self._optimizer.state_dict()
-        del self._optimizer
+        self._train_more(X, [self._internal_ids(tags) for tags in y], rng)
         return self
+
+    def _batch_loss(self, batch, idx, targets, rng):
+        tags = np.zeros(batch.lengths.shape + (int(batch.lengths.max()),), np.int64)
+        for row, i in enumerate(idx):
+            tags[row, : len(targets[i])] = targets[i]
+        return self._model.loss_and_grads(self.params_, batch, tags, rng)
+
+    def _dev_score(self, X_dev, y_dev) -> tuple[float, tuple]:
+        score = self._score_tags(y_dev, self._predict_tags(X_dev))
+        return score, (score,)
 
     def _score_tags(self, y_true, y_pred) -> float:
         if self.tag_scheme_ == "none":
             return metrics.token_accuracy(y_true, y_pred)
         return metrics.entity_f1(y_true, y_pred, scheme=self.tag_scheme_)
 
-    def _train(self, X, y, X_dev, y_dev, epochs, rng, early_stop):
-        model, params, encoder = self._model, self.params_, self._encoder
-        encoded = [encoder.sentence_ids(s) for s in X]
-        tag_ids = [self._internal_ids(tags) for tags in y]
-        lengths = [len(s) for s in X]
-        first_epoch = len(self.history_)
-        best_score, best_params, waited = -math.inf, None, 0
-        with thread_limit(self.n_jobs):
-            for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
-                lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
-                self._optimizer.learning_rate = lr
-                start, total_loss, n_tokens = time.perf_counter(), 0.0, 0
-                for idx in length_batches(lengths, self.batch_size, rng):
-                    if lengths[idx[0]] == 0:
-                        continue  # a batch of empty sentences has nothing to learn
-                    batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
-                                          self.word_dropout)
-                    tags = np.zeros(batch.word_ids.shape, np.int64)
-                    for row, i in enumerate(idx):
-                        tags[row, : lengths[i]] = tag_ids[i]
-                    loss, grads = model.loss_and_grads(params, batch, tags, rng)
-                    try:
-                        apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
-                    except FloatingPointError as exc:
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch}: {exc}; the weights are those "
-                            f"before this step (try a lower learning_rate or a clip_norm)"
-                        ) from None
-                    total_loss += loss * len(idx)
-                    n_tokens += batch.n_tokens
-                seconds = time.perf_counter() - start
-                dev_score = None
-                if X_dev is not None and len(X_dev):
-                    dev_score = self._score_tags(y_dev, self._predict_tags(X_dev))
-                self.history_.append({
-                    "epoch": epoch, "loss": total_loss / max(len(X), 1), "dev_score": dev_score,
-                    "seconds": seconds, "tokens_per_s": n_tokens / max(seconds, 1e-9),
-                    "learning_rate": lr})
-                if self.verbose:
-                    dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
-                    print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "
-                          f"{seconds:.1f}s  {n_tokens / max(seconds, 1e-9):,.0f} tokens/s",
-                          file=sys.stderr)
-                if dev_score is None or not early_stop:
-                    self.best_epoch_ = epoch
-                    continue
-                if dev_score > best_score:
-                    best_score, waited, self.best_epoch_ = dev_score, 0, epoch
-                    best_params = {k: v.copy() for k, v in params.items()}
-                else:
-                    waited += 1
-                    if waited >= self.patience:
-                        break
-        if best_params is not None:
-            for k, v in best_params.items():
-                params[k][...] = v
-
     # ------------------------------------------------------------------------------------------
     # prediction
     # ------------------------------------------------------------------------------------------
 
-    def _batches(self, X: list[list[str]], size: int = 256):
-        """Index batches of non-empty sentences, longest first (little padding)."""
-        order = [i for i in np.argsort([-len(s) for s in X], kind="stable") if len(X[i])]
-        for k in range(0, len(order), size):
-            yield order[k: k + size]
-
-    def _run(self, X: list[list[str]], marginals: bool):
+    def _run(self, X: list, marginals: bool):
         """Internal tag ids (and marginals) per sentence, in input order."""
         model, params, encoder = self._model, self.params_, self._encoder
         paths: list = [np.zeros(0, np.int64)] * len(X)
@@ -545,14 +351,14 @@ class SequenceTagger(BaseEstimator):
             return internal
         return schemes.convert_tags(internal, self.internal_scheme_, self.tag_scheme_)
 
-    def _predict_tags(self, X: list[list[str]]) -> list[list[str]]:
+    def _predict_tags(self, X: list) -> list[list[str]]:
         paths, _ = self._run(X, marginals=False)
         return [self._to_user(p) for p in paths]
 
     def predict(self, X) -> list[list[str]]:
         """Tags for every token of every sentence (an empty sentence gets an empty list)."""
         check_is_fitted(self, "params_")
-        return self._predict_tags(check_tokens(X))
+        return self._predict_tags(self._check_X(X))
 
     def _user_marginals(self, internal: np.ndarray) -> np.ndarray:
         column = {c: i for i, c in enumerate(self.classes_)}
@@ -565,7 +371,7 @@ class SequenceTagger(BaseEstimator):
         """Per-token tag probabilities: one (length, n_classes) array per sentence, columns in
         ``classes_`` order (CRF marginals by forward-backward, or the softmax)."""
         check_is_fitted(self, "params_")
-        _, probs = self._run(check_tokens(X), marginals=True)
+        _, probs = self._run(self._check_X(X), marginals=True)
         return [self._user_marginals(p) for p in probs]
 
     def predict_spans(self, X) -> list[list[tuple[int, int, str, float]]]:
@@ -575,7 +381,7 @@ class SequenceTagger(BaseEstimator):
         if self.tag_scheme_ == "none":
             raise ValueError("predict_spans needs entity tags (IOB1, IOB2 or BIOES); these tags "
                              "have no scheme")
-        X = check_tokens(X)
+        X = self._check_X(X)
         paths, probs = self._run(X, marginals=True)
         column = {c: i for i, c in enumerate(self.classes_)}
         out = []
@@ -592,7 +398,7 @@ class SequenceTagger(BaseEstimator):
     def score(self, X, y) -> float:
         """Entity micro F1 for entity tags, token accuracy otherwise."""
         check_is_fitted(self, "params_")
-        X = check_tokens(X)
+        X = self._check_X(X)
         y = check_tags(X, y)
         return self._score_tags(y, self._predict_tags(X))
 
@@ -600,67 +406,21 @@ class SequenceTagger(BaseEstimator):
     # model files
     # ------------------------------------------------------------------------------------------
 
-    def save(self, path) -> None:
-        """Write the fitted tagger to one safe model file (no pickle; atomic)."""
-        check_is_fitted(self, "params_")
-        params = self.get_params()
-        if not isinstance(params["random_state"], (int, np.integer, type(None))):
-            params["random_state"] = None  # a generator object cannot go into a JSON file
+    def _task_config(self) -> dict:
+        return {"classes": self.classes_, "tags": self.tags_, "tag_scheme": self.tag_scheme_,
+                "internal_scheme": self.internal_scheme_}
+
+    def _saveable_params(self) -> dict:
+        params = super()._saveable_params()
         if params["labels"] is not None:
             params["labels"] = list(params["labels"])
-        config = {
-            "params": params,
-            "classes": self.classes_,
-            "tags": self.tags_,
-            "tag_scheme": self.tag_scheme_,
-            "internal_scheme": self.internal_scheme_,
-            "vocabulary": self.vocabulary_.to_dict(),
-            "char_vocabulary": (self.char_vocabulary_.to_dict()
-                                if self.char_vocabulary_ is not None else None),
-            "word_dim": int(self.params_["emb.word"].shape[1]),
-            "history": self.history_,
-            "best_epoch": self.best_epoch_,
-        }
-        arrays = dict(self.params_)
-        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer_state_.items()})
-        persist.save_model(path, _KIND, config, arrays)
+        return params
 
-    @classmethod
-    def load(cls, path) -> SequenceTagger:
-        """Read a tagger written by :meth:`save`; never executes code from the file."""
-        config = persist.read_config(path, kind=_KIND)
-        try:
-            tagger = cls(**config["params"])
-            tagger.classes_ = list(config["classes"])
-            tagger.tags_ = list(config["tags"])
-            tagger.tag_scheme_ = config["tag_scheme"]
-            tagger.internal_scheme_ = config["internal_scheme"]
-            tagger.vocabulary_ = Vocabulary.from_dict(config["vocabulary"])
-            chars = config["char_vocabulary"]
-            tagger.char_vocabulary_ = Vocabulary.from_dict(chars) if chars is not None else None
-            tagger.history_ = list(config["history"])
-            tagger.best_epoch_ = int(config["best_epoch"])
-            model = tagger._model_for(int(config["word_dim"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: inconsistent model configuration ({exc})") from None
-        template = model.init_params(np.random.default_rng(0))
-        expected = {k: (v.shape, str(v.dtype)) for k, v in template.items()}
-        _, arrays = persist.load_model(path, kind=_KIND)
-        optimizer_state = {k[len("optimizer."):]: v for k, v in arrays.items()
-                           if k.startswith("optimizer.")}
-        weights = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
-        problems = [f"missing array {k!r}" for k in expected if k not in weights]
-        problems += [f"unexpected array {k!r}" for k in weights if k not in expected]
-        problems += [f"array {k!r} has shape {weights[k].shape} and dtype {weights[k].dtype}, "
-                     f"expected {shape} and {dtype}" for k, (shape, dtype) in expected.items()
-                     if k in weights
-                     and (weights[k].shape != shape or str(weights[k].dtype) != dtype)]
-        if problems:
-            raise ModelFileError(f"{path}: " + "; ".join(problems))
-        tagger.params_ = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-        tagger.optimizer_state_ = optimizer_state
-        tagger.__dict__["_model_cache"] = model
-        return tagger
+    def _restore_task(self, config: dict) -> None:
+        self.classes_ = list(config["classes"])
+        self.tags_ = list(config["tags"])
+        self.tag_scheme_ = config["tag_scheme"]
+        self.internal_scheme_ = config["internal_scheme"]
 
 
 def save(model, path) -> None:
@@ -670,7 +430,10 @@ def save(model, path) -> None:
 
 def load(path):
     """Read any estimator written by :func:`save`, whatever its kind."""
+    from .classifier import SequenceClassifier
+
     kind = persist.read_config(path).get("kind")
-    if kind == _KIND:
-        return SequenceTagger.load(path)
+    for cls in (SequenceTagger, SequenceClassifier):
+        if kind == cls._kind:
+            return cls.load(path)
     raise ModelFileError(f"{path}: unknown model kind {kind!r}")

@@ -212,3 +212,52 @@ class TokenFeaturizer:
                                        d_per_word)
             self._chars_backward(params, batch, char_cache, d_per_word, grads)
         return grads
+
+
+@dataclass
+class NumericBatch:
+    """A padded batch of standardised numeric sequences.
+
+    Attributes
+    ----------
+    x : ndarray (B, T, D)
+        Values, 0 at padding.
+    lengths : ndarray (B,) of int64
+        Steps per sequence.
+    """
+
+    x: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+class NumericFeaturizer:
+    """The inputs of numeric sequences go to the network as they are (already standardised);
+    the recurrent layer's input projection is their learned linear map.
+
+    Parameters
+    ----------
+    n_features : int
+        Values per step.
+    """
+
+    def __init__(self, n_features: int):
+        if n_features < 1:
+            raise ValueError(f"n_features must be positive, got {n_features}")
+        self.output_size = n_features
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """No parameters of its own."""
+        return {}
+
+    def forward(self, params, batch: NumericBatch, rng: np.random.Generator | None = None):
+        """The batch's values (B, T, D) in the parameters' dtype."""
+        dtype = next(iter(params.values())).dtype if params else batch.x.dtype
+        return batch.x.astype(dtype, copy=False), None
+
+    def backward(self, params, batch: NumericBatch, cache, dx: np.ndarray) -> dict[str, np.ndarray]:
+        """No parameter gradients."""
+        return {}

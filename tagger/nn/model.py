@@ -1,25 +1,32 @@
-"""The full tagger network: token features (words, shapes, characters) → RNN → head."""
+"""Full networks: input features (token features, or numeric values as they are) → recurrent
+layers → a tagging head (:class:`TaggerModel`) or pooling and a classifier
+(:class:`ClassifierModel`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .features import TokenBatch, TokenFeaturizer
+from .classifier import ClassifierNetwork
+from .features import NumericBatch, NumericFeaturizer, TokenBatch, TokenFeaturizer
 from .network import TaggingNetwork
+
+Featurizer = TokenFeaturizer | NumericFeaturizer
+Batch = TokenBatch | NumericBatch
 
 
 class TaggerModel:
-    """A :class:`TokenFeaturizer` feeding a :class:`TaggingNetwork`; parameters in one dict.
+    """A featurizer feeding a :class:`TaggingNetwork`; parameters in one dict.
 
     Parameters
     ----------
-    featurizer : TokenFeaturizer
-        Produces the token vectors.
+    featurizer : TokenFeaturizer or NumericFeaturizer
+        Produces the step vectors.
     network : TaggingNetwork
         Recurrent layers and output head; its ``input_size`` equals the featurizer's output size.
     """
 
-    def __init__(self, featurizer: TokenFeaturizer, network: TaggingNetwork):
+    def __init__(self, featurizer: Featurizer, network: TaggingNetwork):
         if network.rnn.input_size != featurizer.output_size:
             raise ValueError("the network's input size differs from the featurizer's output size")
         self.featurizer = featurizer
@@ -31,7 +38,7 @@ class TaggerModel:
         params.update(self.network.init_params(rng, dtype))
         return params
 
-    def loss_and_grads(self, params, batch: TokenBatch, tags: np.ndarray,
+    def loss_and_grads(self, params, batch: Batch, tags: np.ndarray,
                        rng: np.random.Generator | None = None):
         """Mean loss over the batch's sentences and the gradients of every parameter."""
         x, cache = self.featurizer.forward(params, batch, rng)
@@ -39,15 +46,53 @@ class TaggerModel:
         grads.update(self.featurizer.backward(params, batch, cache, dx))
         return loss, grads
 
-    def scores(self, params, batch: TokenBatch) -> np.ndarray:
+    def scores(self, params, batch: Batch) -> np.ndarray:
         """Emission scores (B, T, K) in inference mode."""
         x, _ = self.featurizer.forward(params, batch)
         return self.network.scores(params, x, batch.lengths)
 
-    def predict(self, params, batch: TokenBatch) -> np.ndarray:
+    def predict(self, params, batch: Batch) -> np.ndarray:
         """Best tag ids (B, T), -1 at padding."""
         return self.network.head.decode(params, self.scores(params, batch), batch.lengths)
 
-    def marginals(self, params, batch: TokenBatch) -> np.ndarray:
+    def marginals(self, params, batch: Batch) -> np.ndarray:
         """Tag probabilities (B, T, K), zero at padding."""
         return self.network.head.marginals(params, self.scores(params, batch), batch.lengths)
+
+
+class ClassifierModel:
+    """A featurizer feeding a :class:`ClassifierNetwork`; parameters in one dict.
+
+    Parameters
+    ----------
+    featurizer : TokenFeaturizer or NumericFeaturizer
+        Produces the step vectors.
+    network : ClassifierNetwork
+        Recurrent layers, pooling and the output layer.
+    """
+
+    def __init__(self, featurizer: Featurizer, network: ClassifierNetwork):
+        if network.rnn.input_size != featurizer.output_size:
+            raise ValueError("the network's input size differs from the featurizer's output size")
+        self.featurizer = featurizer
+        self.network = network
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Fresh parameters of the featurizer and the network."""
+        params = self.featurizer.init_params(rng, dtype)
+        params.update(self.network.init_params(rng, dtype))
+        return params
+
+    def loss_and_grads(self, params, batch: Batch, labels: np.ndarray,
+                       rng: np.random.Generator | None = None, sample_weight=None):
+        """Weighted mean cross-entropy over the batch and the gradients of every parameter."""
+        x, cache = self.featurizer.forward(params, batch, rng)
+        loss, grads, dx = self.network.loss_and_grads(params, x, batch.lengths, labels, rng,
+                                                      sample_weight)
+        grads.update(self.featurizer.backward(params, batch, cache, dx))
+        return loss, grads
+
+    def logits(self, params, batch: Batch) -> np.ndarray:
+        """Class scores (B, C) in inference mode."""
+        x, _ = self.featurizer.forward(params, batch)
+        return self.network.logits(params, x, batch.lengths)

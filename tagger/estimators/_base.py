@@ -1,0 +1,406 @@
+"""What the tagger and the classifier share: parameter checks, inputs (text with vocabularies and
+character features, or standardised numeric sequences), the training loop with early stopping,
+device selection and model files.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+
+from .. import persist
+from ..errors import ModelFileError
+from ..nn.features import CHAR_ENCODERS, NumericFeaturizer, TokenFeaturizer
+from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
+from ..nn.recurrent import CELLS
+from ..nn.training import apply_gradients, length_batches, thread_limit
+from ..text.embeddings import load_word_vectors
+from ..text.vocab import SHAPES, Vocabulary
+from ._encoding import SentenceEncoder
+from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_of
+
+DEVICES = ("auto", "cpu", "cuda")
+
+#: Fitted attributes that describe the inputs (written to and read from model files).
+_INPUT_ATTRIBUTES = ("input_type_", "vocabulary_", "char_vocabulary_", "n_features_",
+                     "feature_mean_", "feature_scale_")
+
+
+class RecurrentEstimator(BaseEstimator):
+    """Base class of :class:`SequenceTagger` and :class:`SequenceClassifier` (not for direct use).
+
+    Subclasses define ``_kind`` (the model-file kind), ``_positive_int_params``, and the hooks
+    ``_validate_task_params``, ``_network_for``, ``_batch_loss``, ``_dev_score``,
+    ``_task_config`` and ``_restore_task``.
+    """
+
+    _kind = ""
+    _positive_int_params = ("hidden_size", "num_layers", "word_dim", "char_dim",
+                            "char_hidden_size", "min_word_count", "max_epochs", "batch_size",
+                            "patience")
+    _tokenizer = None  # raw strings are refused unless a subclass tokenizes them
+    _allow_empty = True  # whether an example may have no steps
+
+    # ------------------------------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        for name in self._positive_int_params:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.char_encoder not in CHAR_ENCODERS:
+            raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got "
+                             f"{self.char_encoder!r}")
+        if not isinstance(self.shape_dim, (int, np.integer)) or self.shape_dim < 0:
+            raise ValueError(f"shape_dim must be a non-negative integer, got {self.shape_dim!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.word_dropout >= 0:
+            raise ValueError(f"word_dropout must be non-negative, got {self.word_dropout!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
+        if not self.learning_rate > 0 or not self.lr_decay >= 0:
+            raise ValueError("learning_rate must be positive and lr_decay non-negative")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got "
+                             f"{self.validation_fraction!r}")
+        self._validate_task_params()
+        self._resolve_device()
+
+    def _validate_task_params(self) -> None:
+        """Checks of the subclass's own parameters."""
+
+    def _resolve_device(self) -> str:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.device == "cuda":
+            raise RuntimeError("device='cuda' was requested, but this version of tagger runs on "
+                               "the CPU only; use device='cpu' or 'auto'")
+        return "cpu"
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    # ------------------------------------------------------------------------------------------
+    # inputs
+    # ------------------------------------------------------------------------------------------
+
+    def _check_new_X(self, X, name: str = "X"):
+        """Checked training examples and their kind ("text" or "numeric")."""
+        return check_sequences(X, name, self._tokenizer, allow_empty=self._allow_empty)
+
+    def _check_X(self, X, name: str = "X") -> list:
+        """Checked examples of the kind (and width) seen in ``fit``."""
+        _, examples = check_sequences(X, name, self._tokenizer, self.input_type_,
+                                      allow_empty=self._allow_empty)
+        if self.input_type_ == NUMERIC:
+            self._encoder.check_features(examples, name)
+        return examples
+
+    def _setup_inputs(self, kind: str, X: list):
+        """Learn what the inputs need (vocabularies, or feature statistics); the pretrained
+        vectors to load, if any."""
+        for attr in _INPUT_ATTRIBUTES:
+            self.__dict__.pop(attr, None)
+        self.input_type_ = kind
+        if kind == NUMERIC:
+            n = n_features_of(X)
+            if n == 0:
+                raise ValueError("X has no steps to learn from")
+            stats = NumericEncoder.fit(X)
+            self.n_features_ = n
+            self.feature_mean_, self.feature_scale_ = stats.mean, stats.scale
+            return None
+        self.vocabulary_, self.char_vocabulary_, vectors = self._build_vocabularies(X)
+        return vectors
+
+    def _build_vocabularies(self, X: list[list[str]]):
+        lower = self.lowercase
+        words = Vocabulary.build((t.lower() if lower else t for s in X for t in s),
+                                 min_count=self.min_word_count)
+        vectors = None
+        if self.embeddings is not None:
+            pre_words, pre_vectors = load_word_vectors(self.embeddings)
+            extra = [w for w in pre_words if (w.lower() if lower else w) not in words]
+            extra = list(dict.fromkeys(w.lower() if lower else w for w in extra))
+            words = Vocabulary(words.items[2:] + extra, words.counts[2:] + [0] * len(extra))
+            vectors = (pre_words, pre_vectors)
+        chars = None
+        if self.char_encoder is not None:
+            chars = Vocabulary.build(c for s in X for t in s for c in t)
+        return words, chars, vectors
+
+    def _load_vectors(self, table: np.ndarray, words: list[str], vectors: np.ndarray) -> None:
+        """Copy pretrained vectors into the rows of the words they name (first match wins)."""
+        done = set()
+        for word, vector in zip(words, vectors, strict=True):
+            key = word.lower() if self.lowercase else word
+            row = self.vocabulary_.index(key)
+            if row > 1 and row not in done:
+                table[row] = vector
+                done.add(row)
+
+    def _featurizer_for(self, word_dim: int):
+        if self.input_type_ == NUMERIC:
+            return NumericFeaturizer(self.n_features_)
+        chars = self.char_vocabulary_
+        return TokenFeaturizer(
+            len(self.vocabulary_), word_dim, len(SHAPES), self.shape_dim,
+            len(chars) if chars is not None else 0, self.char_encoder, self.char_dim,
+            self.char_hidden_size, self.dropout)
+
+    def _model_for(self, word_dim: int):
+        featurizer = self._featurizer_for(word_dim)
+        return self._network_for(featurizer)
+
+    def _word_dim(self) -> int:
+        params = self.__dict__.get("params_")
+        if params is not None and "emb.word" in params:
+            return int(params["emb.word"].shape[1])
+        return self.word_dim
+
+    @property
+    def _model(self):
+        model = self.__dict__.get("_model_cache")
+        if model is None:
+            model = self.__dict__["_model_cache"] = self._model_for(self._word_dim())
+        return model
+
+    @property
+    def _encoder(self):
+        encoder = self.__dict__.get("_encoder_cache")
+        if encoder is None:
+            if self.input_type_ == NUMERIC:
+                encoder = NumericEncoder(self.feature_mean_, self.feature_scale_)
+            else:
+                encoder = SentenceEncoder(self.vocabulary_, self.char_vocabulary_,
+                                          self.lowercase)
+            self.__dict__["_encoder_cache"] = encoder
+        return encoder
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_model_cache", None)
+        state.pop("_encoder_cache", None)
+        return state
+
+    def _forget_fit(self) -> None:
+        for attr in ("_model_cache", "_encoder_cache", "params_"):
+            self.__dict__.pop(attr, None)
+
+    def _init_network(self, rng: np.random.Generator, vectors) -> None:
+        """Fresh parameters (pretrained vectors loaded) and an optimizer."""
+        word_dim = vectors[1].shape[1] if vectors is not None else self.word_dim
+        model = self._model_for(word_dim)
+        self.__dict__["_model_cache"] = model
+        params = model.init_params(rng)
+        if vectors is not None:
+            self._load_vectors(params["emb.word"], *vectors)
+        self.params_ = params
+        self.history_ = []
+        self.best_epoch_ = 0
+
+    @staticmethod
+    def _split_dev(X: list, y: list, fraction: float, rng: np.random.Generator,
+                   stratify: np.ndarray | None = None):
+        """Hold out a random ``fraction`` of the examples (per class when ``stratify`` is given,
+        so that every class keeps training examples)."""
+        n = len(X)
+        if stratify is None:
+            order = rng.permutation(n)
+            n_dev = max(1, int(round(fraction * n)))
+            dev = order[:n_dev]
+        else:
+            dev = []
+            for c in np.unique(stratify):
+                members = rng.permutation(np.flatnonzero(stratify == c))
+                n_dev = int(round(fraction * len(members)))
+                dev.extend(members[: min(n_dev, len(members) - 1)])
+            dev = np.array(dev, dtype=np.int64)
+        is_dev = np.zeros(n, bool)
+        is_dev[dev] = True
+        dev_idx, train_idx = np.flatnonzero(is_dev), np.flatnonzero(~is_dev)
+        return ([X[i] for i in train_idx], [y[i] for i in train_idx],
+                [X[i] for i in dev_idx], [y[i] for i in dev_idx], train_idx)
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+
+    def _train(self, X, targets, X_dev, y_dev, epochs: int, rng: np.random.Generator,
+               early_stop: bool) -> None:
+        """Epochs of mini-batch training, a history entry per epoch, early stopping on the
+        development score (the best epoch's weights are kept)."""
+        params, encoder = self.params_, self._encoder
+        encoded = [encoder.encode(s) for s in X]
+        lengths = [len(s) for s in X]
+        first_epoch = len(self.history_)
+        best_score, best_params, waited = (-math.inf,), None, 0
+        with thread_limit(self.n_jobs):
+            for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
+                lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
+                self._optimizer.learning_rate = lr
+                start, total_loss, n_tokens = time.perf_counter(), 0.0, 0
+                for idx in length_batches(lengths, self.batch_size, rng):
+                    if lengths[idx[0]] == 0:
+                        continue  # a batch of empty sequences has nothing to learn
+                    batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
+                                          self.word_dropout)
+                    loss, grads = self._batch_loss(batch, idx, targets, rng)
+                    try:
+                        apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: {exc}; the weights are those "
+                            f"before this step (try a lower learning_rate or a clip_norm)"
+                        ) from None
+                    total_loss += loss * len(idx)
+                    n_tokens += batch.n_tokens
+                seconds = time.perf_counter() - start
+                dev_score = dev_key = None
+                if X_dev is not None and len(X_dev):
+                    # The key early stopping maximises: the score, then any tie-breaker.
+                    dev_score, dev_key = self._dev_score(X_dev, y_dev)
+                self.history_.append({
+                    "epoch": epoch, "loss": total_loss / max(len(X), 1), "dev_score": dev_score,
+                    "seconds": seconds, "tokens_per_s": n_tokens / max(seconds, 1e-9),
+                    "learning_rate": lr})
+                if self.verbose:
+                    dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
+                    print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "
+                          f"{seconds:.1f}s  {n_tokens / max(seconds, 1e-9):,.0f} steps/s",
+                          file=sys.stderr)
+                if dev_score is None or not early_stop:
+                    self.best_epoch_ = epoch
+                    continue
+                if dev_key > best_score:
+                    best_score, waited, self.best_epoch_ = dev_key, 0, epoch
+                    best_params = {k: v.copy() for k, v in params.items()}
+                else:
+                    waited += 1
+                    if waited >= self.patience:
+                        break
+        if best_params is not None:
+            for k, v in best_params.items():
+                params[k][...] = v
+
+    def _train_more(self, X, targets, rng: np.random.Generator) -> None:
+        """One epoch more from the saved optimizer state (``partial_fit``)."""
+        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
+        self._optimizer.load_state_dict(self.optimizer_state_)
+        self._train(X, targets, None, None, 1, rng, early_stop=False)
+        self.optimizer_state_ = self._optimizer.state_dict()
+        del self._optimizer
+
+    def _train_new(self, X, targets, X_dev, y_dev, rng: np.random.Generator) -> None:
+        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
+        self._train(X, targets, X_dev, y_dev, self.max_epochs, rng,
+                    early_stop=self.early_stopping)
+        self.optimizer_state_ = self._optimizer.state_dict()
+        del self._optimizer
+
+    def _first_partial_fit(self, fit, *args, **kwargs):
+        """``partial_fit`` on an unfitted estimator: one epoch of ``fit`` without early stopping."""
+        saved = self.max_epochs, self.early_stopping
+        self.max_epochs, self.early_stopping = 1, False
+        try:
+            return fit(*args, **kwargs)
+        finally:
+            self.max_epochs, self.early_stopping = saved
+
+    def _batches(self, X: list, size: int = 256):
+        """Index batches of non-empty examples, longest first (little padding)."""
+        order = [i for i in np.argsort([-len(s) for s in X], kind="stable") if len(X[i])]
+        for k in range(0, len(order), size):
+            yield order[k: k + size]
+
+    # ------------------------------------------------------------------------------------------
+    # model files
+    # ------------------------------------------------------------------------------------------
+
+    def _saveable_params(self) -> dict:
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, np.integer, type(None))):
+            params["random_state"] = None  # a generator object cannot go into a JSON file
+        return params
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to one safe model file (no pickle; atomic)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "params_")
+        config = {"params": self._saveable_params(), "input_type": self.input_type_,
+                  "history": self.history_, "best_epoch": self.best_epoch_}
+        if self.input_type_ == NUMERIC:
+            config.update(n_features=self.n_features_,
+                          feature_mean=[float(v) for v in self.feature_mean_],
+                          feature_scale=[float(v) for v in self.feature_scale_])
+        else:
+            config.update(
+                vocabulary=self.vocabulary_.to_dict(),
+                char_vocabulary=(self.char_vocabulary_.to_dict()
+                                 if self.char_vocabulary_ is not None else None),
+                word_dim=int(self.params_["emb.word"].shape[1]))
+        config.update(self._task_config())
+        arrays = dict(self.params_)
+        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer_state_.items()})
+        persist.save_model(path, self._kind, config, arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Read an estimator written by :meth:`save`; never executes code from the file."""
+        config = persist.read_config(path, kind=cls._kind)
+        try:
+            estimator = cls(**config["params"])
+            kind = config.get("input_type", TEXT)  # files from before numeric inputs: text
+            estimator.input_type_ = kind
+            if kind == NUMERIC:
+                estimator.n_features_ = int(config["n_features"])
+                estimator.feature_mean_ = np.array(config["feature_mean"], dtype=np.float64)
+                estimator.feature_scale_ = np.array(config["feature_scale"], dtype=np.float64)
+                if estimator.feature_mean_.shape != (estimator.n_features_,) or \
+                        estimator.feature_scale_.shape != (estimator.n_features_,):
+                    raise ValueError("feature statistics do not match n_features")
+                word_dim = 0
+            elif kind == TEXT:
+                estimator.vocabulary_ = Vocabulary.from_dict(config["vocabulary"])
+                chars = config["char_vocabulary"]
+                estimator.char_vocabulary_ = (Vocabulary.from_dict(chars) if chars is not None
+                                              else None)
+                word_dim = int(config["word_dim"])
+            else:
+                raise ValueError(f"unknown input type {kind!r}")
+            estimator.history_ = list(config["history"])
+            estimator.best_epoch_ = int(config["best_epoch"])
+            estimator._restore_task(config)
+            model = estimator._model_for(word_dim)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: inconsistent model configuration ({exc})") from None
+        template = model.init_params(np.random.default_rng(0))
+        expected = {k: (v.shape, str(v.dtype)) for k, v in template.items()}
+        _, arrays = persist.load_model(path, kind=cls._kind)
+        optimizer_state = {k[len("optimizer."):]: v for k, v in arrays.items()
+                           if k.startswith("optimizer.")}
+        weights = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
+        problems = [f"missing array {k!r}" for k in expected if k not in weights]
+        problems += [f"unexpected array {k!r}" for k in weights if k not in expected]
+        problems += [f"array {k!r} has shape {weights[k].shape} and dtype {weights[k].dtype}, "
+                     f"expected {shape} and {dtype}" for k, (shape, dtype) in expected.items()
+                     if k in weights
+                     and (weights[k].shape != shape or str(weights[k].dtype) != dtype)]
+        if problems:
+            raise ModelFileError(f"{path}: " + "; ".join(problems))
+        estimator.params_ = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+        estimator.optimizer_state_ = optimizer_state
+        estimator.__dict__["_model_cache"] = model
+        return estimator

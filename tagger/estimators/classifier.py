@@ -1,0 +1,409 @@
+"""SequenceClassifier: a recurrent sequence-to-label classifier with the scikit-learn API."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ..nn.classifier import POOLINGS, ClassifierNetwork
+from ..nn.model import ClassifierModel
+from ..nn.training import thread_limit
+from ..text.tokenize import make_tokenizer
+from ._base import RecurrentEstimator
+
+_KIND = "SequenceClassifier"
+
+
+class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
+    """A recurrent sequence classifier: (bi)RNN over the sequence, pooled over time, softmax.
+
+    X is a list of texts (token lists, or raw strings that ``tokenizer`` splits) or a list of
+    numeric sequences: float arrays of shape (length, n_features) such as sensor traces, time
+    series or the rows of an image, standardised with statistics learned in ``fit``. A 3-D array
+    (n, length, n_features) and a 2-D array (n, length) of univariate sequences are accepted too.
+    y holds one label per sequence (strings or integers; two classes or more).
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru", "rnn", "irnn"}
+        Recurrent cell ("irnn": ReLU recurrence with identity initialisation).
+    hidden_size : int
+        State width per direction.
+    num_layers : int
+        Stacked recurrent layers.
+    bidirectional : bool
+        Read sequences in both directions.
+    pooling : {"last", "mean", "max", "attention"}
+        How the hidden states become one vector: the final state of each direction, their
+        mean over the valid steps, their element-wise maximum, or an attention-weighted sum
+        (a learned score per step, softmax over the valid steps).
+    word_dim : int
+        Word embedding width (text).
+    char_encoder : {"cnn", "lstm", None}
+        Character features per word (text).
+    char_dim, char_hidden_size : int
+        Character embedding width; CNN filters or character LSTM width per direction.
+    shape_dim : int
+        Width of the word-shape embedding; 0 disables it.
+    lowercase : bool
+        Look words up in lower case.
+    min_word_count : int
+        Training words seen fewer times are unknown.
+    word_dropout : float
+        Word dropout strength alpha: a training word seen c times is replaced by the unknown
+        word with probability alpha / (alpha + c); 0 disables it.
+    embeddings : str or None
+        Path of a word2vec/GloVe text file whose vectors initialise the word embeddings.
+    tokenizer : str or callable
+        How raw strings become tokens: "regex" (words, numbers and single punctuation marks),
+        "whitespace", another regular expression whose matches are the tokens, or a function
+        (a model with a function for a tokenizer cannot be saved to a file).
+    dropout : float
+        Dropout on the token vectors, between recurrent layers and on the pooled vector.
+    optimizer : {"adam", "sgd"}
+        Optimizer.
+    learning_rate : float
+        Initial learning rate.
+    lr_decay : float
+        Learning rate at epoch e is ``learning_rate / (1 + lr_decay * e)``.
+    max_epochs : int
+        Training epochs at most.
+    batch_size : int
+        Sequences per batch (batches group sequences of similar length).
+    clip_norm : float or None
+        Gradients are scaled to this global L2 norm at most.
+    early_stopping : bool
+        Keep the epoch with the best development accuracy (ties: the lower log-loss) and stop
+        after ``patience`` epochs without improvement. The development set is
+        ``X_dev``/``y_dev`` or, without them, a stratified ``validation_fraction`` of the
+        training data.
+    patience : int
+        Epochs without improvement before stopping.
+    validation_fraction : float
+        Share of the training data held out when early stopping has no ``X_dev``.
+    class_weight : dict, "balanced" or None
+        Weight of each class in the loss ("balanced": inversely proportional to its frequency).
+    device : {"auto", "cpu", "cuda"}
+        Where the network runs (only the CPU in this version).
+    n_jobs : int or None
+        CPU threads (None: all).
+    random_state : int, RandomState or None
+        Seed; the same seed gives the same model bit for bit on the CPU.
+    verbose : int
+        1 prints a line per epoch to standard error.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The class labels, in the order of ``predict_proba``'s columns.
+    input_type_ : {"text", "numeric"}
+        What the classifier was fitted on.
+    vocabulary_, char_vocabulary_ : Vocabulary
+        Word and character vocabularies (text).
+    n_features_ : int
+        Values per step (numeric).
+    feature_mean_, feature_scale_ : ndarray (n_features_,)
+        Standardisation statistics (numeric).
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss``, ``dev_score`` (accuracy), ``seconds``,
+        ``tokens_per_s``, ``learning_rate``.
+    best_epoch_ : int
+        The epoch whose weights were kept.
+    params_ : dict of ndarray
+        Network weights.
+    """
+
+    _kind = _KIND
+    _allow_empty = False
+
+    def __init__(self, cell="lstm", hidden_size=128, num_layers=1, bidirectional=True,
+                 pooling="max", word_dim=100, char_encoder=None, char_dim=30,
+                 char_hidden_size=50, shape_dim=0, lowercase=True, min_word_count=1,
+                 word_dropout=0.25, embeddings=None, tokenizer="regex", dropout=0.5,
+                 optimizer="adam", learning_rate=2e-3, lr_decay=0.05, max_epochs=30,
+                 batch_size=32, clip_norm=5.0, early_stopping=True, patience=5,
+                 validation_fraction=0.1, class_weight=None, device="auto", n_jobs=None,
+                 random_state=None, verbose=0):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.pooling = pooling
+        self.word_dim = word_dim
+        self.char_encoder = char_encoder
+        self.char_dim = char_dim
+        self.char_hidden_size = char_hidden_size
+        self.shape_dim = shape_dim
+        self.lowercase = lowercase
+        self.min_word_count = min_word_count
+        self.word_dropout = word_dropout
+        self.embeddings = embeddings
+        self.tokenizer = tokenizer
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.lr_decay = lr_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.clip_norm = clip_norm
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------------------
+    # set-up
+    # ------------------------------------------------------------------------------------------
+
+    def _validate_task_params(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got "
+                             f"{self.pooling!r}")
+        make_tokenizer(self.tokenizer)
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
+
+    @property
+    def _tokenizer(self):
+        return make_tokenizer(self.tokenizer)
+
+    def _network_for(self, featurizer) -> ClassifierModel:
+        network = ClassifierNetwork(featurizer.output_size, len(self.classes_), self.cell,
+                                    self.hidden_size, self.num_layers, self.bidirectional,
+                                    self.pooling, self.dropout)
+        return ClassifierModel(featurizer, network)
+
+    def _check_y(self, y, n: int, name: str = "y") -> np.ndarray:
+        if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+            raise TypeError(f"{name} must be a list of labels, got {type(y).__name__}")
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"{name} must hold one label per sequence (a 1-D list), got an "
+                             f"array of shape {y.shape}")
+        if len(y) != n:
+            raise ValueError(f"{name} has {len(y)} labels but X has {n} sequences")
+        check_classification_targets(y)
+        return y
+
+    def _label_ids(self, y: np.ndarray, name: str = "y") -> np.ndarray:
+        try:
+            ids = np.searchsorted(self.classes_, y)
+            ids = np.minimum(ids, len(self.classes_) - 1)
+            unknown = np.asarray(self.classes_[ids] != y, dtype=bool)
+        except TypeError:  # labels of another type than the classes (strings vs numbers)
+            ids = np.zeros(len(y), np.int64)
+            unknown = np.ones(len(y), bool)
+        if unknown.any():
+            raise ValueError(f"{name} holds labels the classifier does not know: "
+                             f"{sorted(set(np.asarray(y)[unknown].tolist()))}; give every class "
+                             f"to the first partial_fit with classes=[...]")
+        return ids.astype(np.int64)
+
+    def _example_weights(self, ids: np.ndarray, sample_weight) -> np.ndarray:
+        weights = np.ones(len(ids))
+        if self.class_weight is not None:
+            try:
+                per_class = compute_class_weight(self.class_weight, classes=self.classes_,
+                                                 y=self.classes_[ids])
+            except ValueError as exc:
+                raise ValueError(f"class_weight: {exc}") from None
+            weights = per_class[ids]
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != ids.shape:
+                raise ValueError(f"sample_weight has shape {sample_weight.shape}, expected "
+                                 f"{ids.shape}")
+            if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+                raise ValueError("sample_weight must be finite and non-negative")
+            weights = weights * sample_weight
+        return weights
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+
+    def fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None):
+        """Train on sequences ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : list of token lists, list of str, list of ndarray (length, n_features), or ndarray
+            The sequences.
+        y : array-like (n,)
+            One label per sequence.
+        X_dev, y_dev : optional
+            Development data for early stopping (else a ``validation_fraction`` split).
+        sample_weight : array-like (n,), optional
+            Weight of each training sequence in the loss.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        kind, X = self._check_new_X(X)
+        y = self._check_y(y, len(X))
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class ({classes[0]!r}); a classifier needs at "
+                             f"least two")
+        if (X_dev is None) != (y_dev is None):
+            raise ValueError("give both X_dev and y_dev, or neither")
+        rng = np.random.default_rng(self._seed())
+        self._forget_fit()
+        self.classes_ = classes
+        ids = self._label_ids(y)
+        weights = self._example_weights(ids, sample_weight)
+        if X_dev is not None:
+            dev_kind, X_dev = self._check_new_X(X_dev, "X_dev")
+            if dev_kind != kind:
+                raise TypeError(f"X holds {kind} sequences but X_dev holds {dev_kind} sequences")
+            dev_ids = self._label_ids(self._check_y(y_dev, len(X_dev), "y_dev"), "y_dev")
+        elif self.early_stopping and self.validation_fraction > 0:
+            targets = list(zip(ids, weights, strict=True))
+            X, targets, X_dev, dev_targets, _ = self._split_dev(
+                X, targets, self.validation_fraction, rng, stratify=ids)
+            ids = np.array([t[0] for t in targets], dtype=np.int64)
+            weights = np.array([t[1] for t in targets])
+            dev_ids = np.array([t[0] for t in dev_targets], dtype=np.int64)
+        else:
+            dev_ids = None
+        vectors = self._setup_inputs(kind, X)
+        if X_dev is not None and kind == "numeric":
+            self._encoder.check_features(X_dev, "X_dev")
+        self._init_network(rng, vectors)
+        self._train_new(X, (ids, weights), X_dev, dev_ids, rng)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One more epoch over ``X``, ``y``; on an unfitted classifier, a first epoch of
+        training, with ``classes`` (every label the classifier will ever see) when ``y`` does
+        not show them all.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "params_"):
+            if classes is None:
+                return self._first_partial_fit(self.fit, X, y, sample_weight=sample_weight)
+            return self._first_partial_fit(self._fit_with_classes, X, y, classes,
+                                           sample_weight)
+        if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={list(classes)} differs from the classes of the first "
+                             f"partial_fit, {self.classes_.tolist()}")
+        self._validate_params()
+        X = self._check_X(X)
+        ids = self._label_ids(self._check_y(y, len(X)))
+        weights = self._example_weights(ids, sample_weight)
+        rng = np.random.default_rng(self._seed() + len(self.history_))
+        self._train_more(X, (ids, weights), rng)
+        return self
+
+    def _fit_with_classes(self, X, y, classes, sample_weight):
+        """The first ``partial_fit`` with declared classes: y may show only some of them."""
+        self._validate_params()
+        kind, X = self._check_new_X(X)
+        y = self._check_y(y, len(X))
+        classes = np.unique(np.asarray(classes))
+        if len(classes) < 2:
+            raise ValueError("classes must name at least two classes")
+        self._forget_fit()
+        self.classes_ = classes
+        ids = self._label_ids(y)
+        weights = self._example_weights(ids, sample_weight)
+        rng = np.random.default_rng(self._seed())
+        vectors = self._setup_inputs(kind, X)
+        self._init_network(rng, vectors)
+        self._train_new(X, (ids, weights), None, None, rng)
+        return self
+
+    def _batch_loss(self, batch, idx, targets, rng):
+        ids, weights = targets
+        return self._model.loss_and_grads(self.params_, batch, ids[idx], rng, weights[idx])
+
+    def _dev_score(self, X_dev, dev_ids) -> tuple[float, tuple]:
+        proba = self._proba(X_dev)
+        accuracy = float(np.mean(proba.argmax(axis=1) == dev_ids))
+        log_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(dev_ids)), dev_ids],
+                                                    1e-300))))
+        return accuracy, (accuracy, -log_loss)
+
+    # ------------------------------------------------------------------------------------------
+    # prediction
+    # ------------------------------------------------------------------------------------------
+
+    def _logits(self, X: list) -> np.ndarray:
+        model, params, encoder = self._model, self.params_, self._encoder
+        out = np.zeros((len(X), len(self.classes_)), np.float64)
+        with thread_limit(self.n_jobs):
+            for idx in self._batches(X):
+                out[idx] = model.logits(params, encoder.batch([X[i] for i in idx]))
+        return out
+
+    def _proba(self, X: list) -> np.ndarray:
+        z = self._logits(X)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores: shape (n,) for two classes (positive favours ``classes_[1]``), else
+        (n, n_classes)."""
+        check_is_fitted(self, "params_")
+        z = self._logits(self._check_X(X))
+        return z[:, 1] - z[:, 0] if len(self.classes_) == 2 else z
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self, "params_")
+        return self._proba(self._check_X(X))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Logarithms of :meth:`predict_proba` (computed stably)."""
+        check_is_fitted(self, "params_")
+        z = self._logits(self._check_X(X))
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each sequence."""
+        check_is_fitted(self, "params_")
+        return self.classes_[self._logits(self._check_X(X)).argmax(axis=1)]
+
+    # ------------------------------------------------------------------------------------------
+    # model files
+    # ------------------------------------------------------------------------------------------
+
+    def _saveable_params(self) -> dict:
+        if callable(self.tokenizer):
+            raise ValueError("a classifier whose tokenizer is a function cannot be saved to a "
+                             "model file (it would have to store code); use 'regex', "
+                             "'whitespace' or a regular expression")
+        params = super()._saveable_params()
+        if isinstance(params["class_weight"], dict):
+            # JSON keys are strings: keep (label, weight) pairs so integer labels survive.
+            params["class_weight"] = None
+        return params
+
+    def _task_config(self) -> dict:
+        cw = self.class_weight
+        return {"classes": self.classes_.tolist(),
+                "class_weight_pairs": ([[np.asarray(k).item(), float(v)] for k, v in cw.items()]
+                                       if isinstance(cw, dict) else None)}
+
+    def _restore_task(self, config: dict) -> None:
+        classes = np.array(config["classes"])
+        if classes.ndim != 1 or len(classes) < 2:
+            raise ValueError("a classifier needs a list of at least two classes")
+        self.classes_ = classes
+        pairs = config.get("class_weight_pairs")
+        if pairs is not None:
+            self.class_weight = {k: v for k, v in pairs}
