@@ -299,3 +299,52 @@ def test_model_file_with_wrong_array_shapes_is_refused(fitted, tmp_path):
     with pytest.raises(ModelFileError, match="out.W.*shape.*missing array 'crf.end'|"
                                              "missing array 'crf.end'.*out.W"):
         tagger.load(path)
+
+
+# -- numeric sequences -------------------------------------------------------------------------
+
+
+def burst_data(n: int, seed: int = 0):
+    """Noisy signals (two channels on an offset) with bursts of high amplitude; a burst is an
+    entity (B-BURST, I-BURST), so spans are scored as for named entities."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for _ in range(n):
+        T = int(rng.integers(8, 25))
+        x = 500 + rng.normal(0, 1, size=(T, 2))
+        tags = ["O"] * T
+        for _ in range(int(rng.integers(0, 3))):
+            start = int(rng.integers(0, T - 2))
+            length = int(rng.integers(2, 5))
+            if all(t == "O" for t in tags[max(start - 1, 0): start + length + 1]):
+                x[start: start + length, 0] += 6
+                for t in range(start, min(start + length, T)):
+                    tags[t] = "B-BURST" if t == start else "I-BURST"
+        X.append(x)
+        y.append(tags)
+    return X, y
+
+
+def test_tags_numeric_sequences(tmp_path):
+    X, y = burst_data(150)
+    X_test, y_test = burst_data(60, seed=1)
+    model = SequenceTagger(**dict(SMALL, max_epochs=15)).fit(X, y)
+    assert model.input_type_ == "numeric" and model.n_features_ == 2
+    assert not hasattr(model, "vocabulary_")
+    assert model.tag_scheme_ == "IOB2"
+    assert model.score(X_test, y_test) > 0.9  # entity F1 over the bursts
+    predicted = model.predict(X_test[:5])
+    assert [len(p) for p in predicted] == [len(x) for x in X_test[:5]]
+    path = tmp_path / "bursts.tagger"
+    model.save(path)
+    loaded = tagger.load(path)
+    assert loaded.input_type_ == "numeric" and loaded.predict(X_test[:20]) == model.predict(
+        X_test[:20])
+    np.testing.assert_array_equal(loaded.feature_mean_, model.feature_mean_)
+    with pytest.raises(TypeError, match="fitted on numeric sequences"):
+        model.predict([["a", "b"]])
+    with pytest.raises(ValueError, match="3 features per step"):
+        model.predict([np.zeros((4, 3))])
+    with pytest.raises(ValueError, match=r"X\[0\] holds a non-finite value"):
+        model.predict([np.full((2, 2), np.nan)])
+    assert model.predict([np.zeros((0, 2))]) == [[]]  # an empty sequence gets no tags
