@@ -345,6 +345,6 @@ def test_tags_numeric_sequences(tmp_path):
         model.predict([["a", "b"]])
     with pytest.raises(ValueError, match="3 features per step"):
         model.predict([np.zeros((4, 3))])
-    with pytest.raises(ValueError, match=r"X\[0\] holds a non-finite value"):
+    with pytest.raises(ValueError, match=r"X\[0\] holds NaN or infinity"):
         model.predict([np.full((2, 2), np.nan)])
     assert model.predict([np.zeros((0, 2))]) == [[]]  # an empty sequence gets no tags

@@ -268,13 +268,14 @@ class RecurrentEstimator(BaseEstimator):
                     n_tokens += batch.n_tokens
                 seconds = time.perf_counter() - start
                 dev_score = dev_key = None
+                dev_extra: dict = {}
                 if X_dev is not None and len(X_dev):
-                    # The key early stopping maximises: the score, then any tie-breaker.
-                    dev_score, dev_key = self._dev_score(X_dev, y_dev)
+                    # dev_key is what early stopping maximises; dev_extra joins the history.
+                    dev_score, dev_key, dev_extra = self._dev_score(X_dev, y_dev)
                 self.history_.append({
                     "epoch": epoch, "loss": total_loss / max(len(X), 1), "dev_score": dev_score,
-                    "seconds": seconds, "tokens_per_s": n_tokens / max(seconds, 1e-9),
-                    "learning_rate": lr})
+                    **dev_extra, "seconds": seconds,
+                    "tokens_per_s": n_tokens / max(seconds, 1e-9), "learning_rate": lr})
                 if self.verbose:
                     dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
                     print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "

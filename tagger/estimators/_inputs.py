@@ -65,12 +65,18 @@ def check_sequences(X, name: str = "X", tokenizer: Callable[[str], list[str]] | 
     TypeError, ValueError
         For anything else, naming the example (and token) at fault.
     """
+    if hasattr(X, "sparse") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"Sparse data was passed for {name}, but dense data is required: give a "
+                        f"list of sequences or a dense array")
+    if not isinstance(X, (list, tuple, np.ndarray)) and hasattr(X, "__array__"):
+        X = np.asarray(X)  # array-likes such as pandas frames
     if isinstance(X, np.ndarray) and X.dtype.kind in "biuf":
         if X.ndim == 2:
             X = X[:, :, None]
         if X.ndim != 3:
             raise ValueError(f"a numeric {name} array must have 3 dimensions (n_sequences, "
-                             f"length, n_features) or 2 (n_sequences, length), got {X.ndim}")
+                             f"length, n_features) or 2 (n_sequences, length), got {X.ndim}; "
+                             f"Reshape your data (a single sequence is a list of one)")
         X = list(X)
     elif isinstance(X, (str, bytes)) or not hasattr(X, "__len__") or not hasattr(X, "__iter__"):
         raise TypeError(f"{name} must be a list of sequences (token lists, strings or numeric "
@@ -134,7 +140,7 @@ def _check_numeric(items: list, name: str) -> list[np.ndarray]:
                              f"{array.shape}")
         if len(array) and not np.isfinite(array).all():
             t, f = np.argwhere(~np.isfinite(array))[0]
-            raise ValueError(f"{name}[{i}] holds a non-finite value ({array[t, f]}) at step {t}, "
+            raise ValueError(f"{name}[{i}] holds NaN or infinity ({array[t, f]}) at step {t}, "
                              f"feature {f}")
         if len(array):
             if n_features is None:
