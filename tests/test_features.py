@@ -88,3 +88,50 @@ def test_word_shapes_and_clipping():
                      "2024": "number", "3.5%": "number", "A4": "has-digit", "...": "punct",
                      "http://x.co": "url", "@bob": "mention", "#tbt": "hashtag", "I": "title"}
     assert clip_word("abcdefghij", 4) == "abij" and clip_word("abc", 4) == "abc"
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_full_classifier_model_gradients_match_finite_differences(pooling):
+    from tagger.nn.classifier import ClassifierNetwork
+    from tagger.nn.model import ClassifierModel
+
+    words = Vocabulary.build(t.lower() for s in SENTENCES for t in s)
+    chars = Vocabulary.build(c for s in SENTENCES for t in s for c in t)
+    encoder = SentenceEncoder(words, chars, lowercase=True)
+    feat = TokenFeaturizer(len(words), 4, len(SHAPES), 3, len(chars), "cnn", 3, 2, 0.3)
+    model = ClassifierModel(feat, ClassifierNetwork(feat.output_size, 3, hidden_size=2,
+                                                    pooling=pooling, dropout=0.2))
+    rng = np.random.default_rng(0)
+    params = {k: v + rng.normal(0, 0.1, v.shape)
+              for k, v in model.init_params(rng, np.float64).items()}
+    batch = encoder.batch(SENTENCES)
+    labels, weights = np.array([2, 0, 1]), np.array([1.0, 0.5, 2.0])
+
+    def loss():
+        return model.loss_and_grads(params, batch, labels, np.random.default_rng(5), weights)[0]
+
+    _, grads = model.loss_and_grads(params, batch, labels, np.random.default_rng(5), weights)
+    assert set(grads) == set(params)
+    for name, arr in params.items():
+        err = relative_error(numerical_gradient(loss, arr), grads[name])
+        assert err < 1e-6, (name, err)
+
+
+def test_numeric_inputs_pass_through_unchanged():
+    from tagger.nn.classifier import ClassifierNetwork
+    from tagger.nn.features import NumericBatch, NumericFeaturizer
+    from tagger.nn.model import ClassifierModel
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3))
+    lengths = np.array([5, 2])
+    x[1, 2:] = 0.0
+    model = ClassifierModel(NumericFeaturizer(3), ClassifierNetwork(3, 2, hidden_size=4))
+    params = model.init_params(rng, np.float64)
+    batch = NumericBatch(x, lengths)
+    np.testing.assert_array_equal(model.logits(params, batch),
+                                  model.network.logits(params, x, lengths))
+    _, grads = model.loss_and_grads(params, batch, np.array([0, 1]))
+    assert set(grads) == set(params)  # no parameters of its own
+    with pytest.raises(ValueError, match="n_features must be positive"):
+        NumericFeaturizer(0)

@@ -279,7 +279,8 @@ class RecurrentEstimator(BaseEstimator):
                 if self.verbose:
                     dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
                     print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "
-                          f"{seconds:.1f}s  {n_tokens / max(seconds, 1e-9):,.0f} steps/s",
+                          f"{seconds:.1f}s  {n_tokens / max(seconds, 1e-9):,.0f} "
+                          f"{'tokens' if self.input_type_ == TEXT else 'steps'}/s",
                           file=sys.stderr)
                 if dev_score is None or not early_stop:
                     self.best_epoch_ = epoch
