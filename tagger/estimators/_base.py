@@ -246,6 +246,7 @@ class RecurrentEstimator(BaseEstimator):
         lengths = [len(s) for s in X]
         first_epoch = len(self.history_)
         best_score, best_params, waited = (-math.inf,), None, 0
+        best_progress: tuple = ()
         with thread_limit(self.n_jobs):
             for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
                 lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
@@ -269,9 +270,11 @@ class RecurrentEstimator(BaseEstimator):
                 seconds = time.perf_counter() - start
                 dev_score = dev_key = None
                 dev_extra: dict = {}
+                progress: tuple = ()
                 if X_dev is not None and len(X_dev):
-                    # dev_key is what early stopping maximises; dev_extra joins the history.
-                    dev_score, dev_key, dev_extra = self._dev_score(X_dev, y_dev)
+                    # dev_key picks the weights kept; a new best of dev_key or of any measure
+                    # in progress resets the patience; dev_extra joins the history.
+                    dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev, y_dev)
                 self.history_.append({
                     "epoch": epoch, "loss": total_loss / max(len(X), 1), "dev_score": dev_score,
                     **dev_extra, "seconds": seconds,
@@ -285,9 +288,16 @@ class RecurrentEstimator(BaseEstimator):
                 if dev_score is None or not early_stop:
                     self.best_epoch_ = epoch
                     continue
+                if len(best_progress) != len(progress):  # the first evaluation
+                    best_progress = tuple(-math.inf for _ in progress)
+                improved = [p > b for p, b in zip(progress, best_progress, strict=True)]
+                best_progress = tuple(max(p, b) for p, b in zip(progress, best_progress,
+                                                                strict=True))
                 if dev_key > best_score:
                     best_score, waited, self.best_epoch_ = dev_key, 0, epoch
                     best_params = {k: v.copy() for k, v in params.items()}
+                elif any(improved):
+                    waited = 0
                 else:
                     waited += 1
                     if waited >= self.patience:

@@ -315,9 +315,9 @@ class SequenceTagger(RecurrentEstimator):
             tags[row, : len(targets[i])] = targets[i]
         return self._model.loss_and_grads(self.params_, batch, tags, rng)
 
-    def _dev_score(self, X_dev, y_dev) -> tuple[float, tuple, dict]:
+    def _dev_score(self, X_dev, y_dev) -> tuple[float, tuple, tuple, dict]:
         score = self._score_tags(y_dev, self._predict_tags(X_dev))
-        return score, (score,), {}
+        return score, (score,), (), {}
 
     def _score_tags(self, y_true, y_pred) -> float:
         if self.tag_scheme_ == "none":
