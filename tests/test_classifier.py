@@ -186,10 +186,16 @@ def test_early_stopping_on_a_dev_set():
     X_dev, y_dev = review_data(60, seed=3)
     model = SequenceClassifier(**dict(SMALL, max_epochs=40, patience=2, learning_rate=0.03))
     model.fit(X, y, X_dev=X_dev, y_dev=y_dev)
-    losses = [h["dev_loss"] for h in model.history_]
-    assert len(losses) < 40  # stopped early
-    assert losses[model.best_epoch_ - 1] == min(losses)  # selected by log-loss
-    best = model.history_[model.best_epoch_ - 1]
+    history = model.history_
+    assert len(history) < 40  # stopped early
+    # kept: the most accurate epoch, ties going to the lower log-loss
+    keys = [(h["dev_score"], -h["dev_loss"]) for h in history]
+    assert keys[model.best_epoch_ - 1] == max(keys)
+    # stopped: `patience` epochs in which neither accuracy nor log-loss reached a new best
+    last_progress = max(max(range(len(history)), key=lambda i: keys[i]),
+                        min(range(len(history)), key=lambda i: history[i]["dev_loss"]))
+    assert len(history) == last_progress + 1 + 2
+    best = history[model.best_epoch_ - 1]
     assert model.score(X_dev, y_dev) == pytest.approx(best["dev_score"])  # best weights kept
     from sklearn.metrics import log_loss
 
