@@ -100,7 +100,7 @@ def write_section(rows: list[dict], threads: int) -> str:
         f"{np.__version__}, Numba {numba.__version__}, scikit-learn {sklearn.__version__}.",
         "",
         "| task | protocol | seeds | accuracy (first seed) | mean / min over seeds | best epoch "
-        "/ epochs run (first seed) | training time (first seed) | training steps/s |",
+        "/ epochs run (first seed) | training time (first seed) | training tokens (steps)/s |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     results = HERE / "RESULTS.md"
