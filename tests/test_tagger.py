@@ -77,6 +77,13 @@ def test_predictions_shapes_and_order(fitted):
     assert [model.classes_[k] for k in proba[0].argmax(1)] == tags[0]
 
 
+def test_raw_strings_are_tokenized(fitted):
+    model, _, _ = fitted
+    assert model.predict(["John lives in New York."]) == model.predict(
+        [["John", "lives", "in", "New", "York", "."]])
+    assert model.predict(["John lives in New York."])[0][:1] == ["B-PER"]
+
+
 def test_iob2_output_is_well_formed_and_spans_match(fitted):
     model, X, _ = fitted
     for tags in model.predict(X[:30]):
@@ -153,8 +160,8 @@ def test_bad_input_gives_clear_errors():
         model.fit([["a", None]], [["O", "O"]])
     with pytest.raises(TypeError, match="must be a list of sequences"):
         model.fit("a b c", [["O"]])
-    with pytest.raises(TypeError, match="not strings"):
-        model.fit(["a b c"], [["O", "O", "O"]])
+    with pytest.raises(ValueError, match=r"y\[0\] has 2 tags but X\[0\] has 4"):
+        model.fit(["a b, c"], [["O", "O"]])  # raw strings are split by the tokenizer: 4 tokens
     with pytest.raises(TypeError, match="mixes kinds"):
         model.fit([["a"], np.zeros((1, 2))], [["O"], ["O"]])
     with pytest.raises(ValueError, match="cell must be one of"):

@@ -20,6 +20,7 @@ from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
 from ..nn.recurrent import CELLS
 from ..nn.training import apply_gradients, length_batches, thread_limit
 from ..text.embeddings import load_word_vectors
+from ..text.tokenize import make_tokenizer
 from ..text.vocab import SHAPES, Vocabulary
 from ._encoding import SentenceEncoder
 from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_of
@@ -43,7 +44,6 @@ class RecurrentEstimator(BaseEstimator):
     _positive_int_params = ("hidden_size", "num_layers", "word_dim", "char_dim",
                             "char_hidden_size", "min_word_count", "max_epochs", "batch_size",
                             "patience")
-    _tokenizer = None  # raw strings are refused unless a subclass tokenizes them
     _allow_empty = True  # whether an example may have no steps
 
     # ------------------------------------------------------------------------------------------
@@ -74,6 +74,7 @@ class RecurrentEstimator(BaseEstimator):
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got "
                              f"{self.validation_fraction!r}")
+        make_tokenizer(self.tokenizer)
         self._validate_task_params()
         self._resolve_device()
 
@@ -94,6 +95,11 @@ class RecurrentEstimator(BaseEstimator):
     # ------------------------------------------------------------------------------------------
     # inputs
     # ------------------------------------------------------------------------------------------
+
+    @property
+    def _tokenizer(self):
+        """Splits raw strings given as X into tokens (the ``tokenizer`` parameter)."""
+        return make_tokenizer(getattr(self, "tokenizer", "regex"))
 
     def _check_new_X(self, X, name: str = "X"):
         """Checked training examples and their kind ("text" or "numeric")."""
@@ -238,9 +244,15 @@ class RecurrentEstimator(BaseEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _train(self, X, targets, X_dev, y_dev, epochs: int, rng: np.random.Generator,
-               early_stop: bool) -> None:
+               early_stop: bool, callback=None) -> None:
         """Epochs of mini-batch training, a history entry per epoch, early stopping on the
-        development score (the best epoch's weights are kept)."""
+        development score (the best epoch's weights are kept).
+
+        ``callback(event, info)``, when given, hears ``"epoch_start"`` (``epoch``,
+        ``n_batches``), ``"batch"`` (``epoch``, ``batch``, ``n_batches``, ``loss``, ``tokens``)
+        and ``"epoch_end"`` (the epoch's history entry plus ``best_epoch`` and ``estimator``, in
+        a state that :meth:`save` can write as a checkpoint).
+        """
         params, encoder = self.params_, self._encoder
         encoded = [encoder.encode(s) for s in X]
         lengths = [len(s) for s in X]
@@ -252,9 +264,11 @@ class RecurrentEstimator(BaseEstimator):
                 lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
                 self._optimizer.learning_rate = lr
                 start, total_loss, n_tokens = time.perf_counter(), 0.0, 0
-                for idx in length_batches(lengths, self.batch_size, rng):
-                    if lengths[idx[0]] == 0:
-                        continue  # a batch of empty sequences has nothing to learn
+                batches = [idx for idx in length_batches(lengths, self.batch_size, rng)
+                           if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
+                if callback is not None:
+                    callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
+                for number, idx in enumerate(batches, 1):
                     batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
                                           self.word_dropout)
                     loss, grads = self._batch_loss(batch, idx, targets, rng)
@@ -267,6 +281,10 @@ class RecurrentEstimator(BaseEstimator):
                         ) from None
                     total_loss += loss * len(idx)
                     n_tokens += batch.n_tokens
+                    if callback is not None:
+                        callback("batch", {"epoch": epoch, "batch": number,
+                                           "n_batches": len(batches), "loss": loss,
+                                           "tokens": batch.n_tokens})
                 seconds = time.perf_counter() - start
                 dev_score = dev_key = None
                 dev_extra: dict = {}
@@ -285,41 +303,60 @@ class RecurrentEstimator(BaseEstimator):
                           f"{seconds:.1f}s  {n_tokens / max(seconds, 1e-9):,.0f} "
                           f"{'tokens' if self.input_type_ == TEXT else 'steps'}/s",
                           file=sys.stderr)
+                stop = False
                 if dev_score is None or not early_stop:
                     self.best_epoch_ = epoch
-                    continue
-                if len(best_progress) != len(progress):  # the first evaluation
-                    best_progress = tuple(-math.inf for _ in progress)
-                improved = [p > b for p, b in zip(progress, best_progress, strict=True)]
-                best_progress = tuple(max(p, b) for p, b in zip(progress, best_progress,
-                                                                strict=True))
-                if dev_key > best_score:
-                    best_score, waited, self.best_epoch_ = dev_key, 0, epoch
-                    best_params = {k: v.copy() for k, v in params.items()}
-                elif any(improved):
-                    waited = 0
                 else:
-                    waited += 1
-                    if waited >= self.patience:
-                        break
+                    best_score, best_progress, waited, stop = self._early_stopping_step(
+                        epoch, dev_key, progress, best_score, best_progress, waited)
+                    if self.best_epoch_ == epoch:
+                        best_params = {k: v.copy() for k, v in params.items()}
+                if callback is not None:
+                    self.optimizer_state_ = self._optimizer.state_dict()
+                    callback("epoch_end", {**self.history_[-1], "best_epoch": self.best_epoch_,
+                                           "estimator": self})
+                if stop:
+                    break
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
 
-    def _train_more(self, X, targets, rng: np.random.Generator) -> None:
-        """One epoch more from the saved optimizer state (``partial_fit``)."""
+    def _early_stopping_step(self, epoch, dev_key, progress, best_score, best_progress, waited):
+        """Book-keeping of early stopping after an epoch: the new bests, the patience count, and
+        whether to stop. A better ``dev_key`` makes this epoch the best one."""
+        if len(best_progress) != len(progress):  # the first evaluation
+            best_progress = tuple(-math.inf for _ in progress)
+        improved = [p > b for p, b in zip(progress, best_progress, strict=True)]
+        best_progress = tuple(max(p, b) for p, b in zip(progress, best_progress,
+                                                        strict=True))
+        if dev_key > best_score:
+            best_score, waited, self.best_epoch_ = dev_key, 0, epoch
+        elif any(improved):
+            waited = 0
+        else:
+            waited += 1
+        return best_score, best_progress, waited, waited >= self.patience
+
+    def _train_more(self, X, targets, rng: np.random.Generator, X_dev=None, y_dev=None,
+                    epochs: int = 1, early_stop: bool = False, callback=None) -> None:
+        """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``)."""
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         self._optimizer.load_state_dict(self.optimizer_state_)
-        self._train(X, targets, None, None, 1, rng, early_stop=False)
-        self.optimizer_state_ = self._optimizer.state_dict()
-        del self._optimizer
+        try:
+            self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback)
+            self.optimizer_state_ = self._optimizer.state_dict()
+        finally:
+            del self._optimizer
 
-    def _train_new(self, X, targets, X_dev, y_dev, rng: np.random.Generator) -> None:
+    def _train_new(self, X, targets, X_dev, y_dev, rng: np.random.Generator,
+                   callback=None) -> None:
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
-        self._train(X, targets, X_dev, y_dev, self.max_epochs, rng,
-                    early_stop=self.early_stopping)
-        self.optimizer_state_ = self._optimizer.state_dict()
-        del self._optimizer
+        try:
+            self._train(X, targets, X_dev, y_dev, self.max_epochs, rng,
+                        early_stop=self.early_stopping, callback=callback)
+            self.optimizer_state_ = self._optimizer.state_dict()
+        finally:
+            del self._optimizer
 
     def _first_partial_fit(self, fit, *args, **kwargs):
         """``partial_fit`` on an unfitted estimator: one epoch of ``fit`` without early stopping."""
@@ -341,6 +378,10 @@ class RecurrentEstimator(BaseEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _saveable_params(self) -> dict:
+        if callable(self.tokenizer):
+            raise ValueError(f"a {type(self).__name__} whose tokenizer is a function cannot be "
+                             f"saved to a model file (it would have to store code); use "
+                             f"'regex', 'whitespace' or a regular expression")
         params = self.get_params()
         if not isinstance(params["random_state"], (int, np.integer, type(None))):
             params["random_state"] = None  # a generator object cannot go into a JSON file

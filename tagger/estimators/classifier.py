@@ -14,7 +14,6 @@ from sklearn.utils.validation import check_is_fitted
 from ..nn.classifier import POOLINGS, ClassifierNetwork
 from ..nn.model import ClassifierModel
 from ..nn.training import thread_limit
-from ..text.tokenize import make_tokenizer
 from ._base import RecurrentEstimator
 
 _KIND = "SequenceClassifier"
@@ -169,14 +168,9 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got "
                              f"{self.pooling!r}")
-        make_tokenizer(self.tokenizer)
         cw = self.class_weight
         if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {cw!r}")
-
-    @property
-    def _tokenizer(self):
-        return make_tokenizer(self.tokenizer)
 
     def _network_for(self, featurizer) -> ClassifierModel:
         network = ClassifierNetwork(featurizer.output_size, len(self.classes_), self.cell,
@@ -242,7 +236,7 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
     # training
     # ------------------------------------------------------------------------------------------
 
-    def fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None):
+    def fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None, callback=None):
         """Train on sequences ``X`` with labels ``y``.
 
         Parameters
@@ -255,6 +249,9 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
             Development data for early stopping (else a ``validation_fraction`` split).
         sample_weight : array-like (n,), optional
             Weight of each training sequence in the loss.
+        callback : callable, optional
+            ``callback(event, info)`` hears training progress: ``"epoch_start"``, ``"batch"``
+            and ``"epoch_end"`` events (for progress bars and checkpoints).
 
         Returns
         -------
@@ -280,6 +277,18 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
             dev_kind, X_dev = self._check_new_X(X_dev, "X_dev")
             if dev_kind != kind:
                 raise TypeError(f"X holds {kind} sequences but X_dev holds {dev_kind} sequences")
+        X, ids, weights, X_dev, dev_ids = self._development_split(X, ids, weights, X_dev, y_dev,
+                                                                  rng)
+        vectors = self._setup_inputs(kind, X)
+        if X_dev is not None and kind == "numeric":
+            self._encoder.check_features(X_dev, "X_dev")
+        self._init_network(rng, vectors)
+        self._train_new(X, (ids, weights), X_dev, dev_ids, rng, callback)
+        return self
+
+    def _development_split(self, X, ids, weights, X_dev, y_dev, rng):
+        """The development set: given, or a stratified ``validation_fraction`` of X."""
+        if X_dev is not None:
             dev_ids = self._label_ids(self._check_y(y_dev, len(X_dev), "y_dev"), "y_dev")
         elif self.early_stopping and self.validation_fraction > 0:
             targets = list(zip(ids, weights, strict=True))
@@ -290,11 +299,35 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
             dev_ids = np.array([t[0] for t in dev_targets], dtype=np.int64)
         else:
             dev_ids = None
-        vectors = self._setup_inputs(kind, X)
-        if X_dev is not None and kind == "numeric":
-            self._encoder.check_features(X_dev, "X_dev")
-        self._init_network(rng, vectors)
-        self._train_new(X, (ids, weights), X_dev, dev_ids, rng)
+        return X, ids, weights, X_dev, dev_ids
+
+    def continue_fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None, callback=None):
+        """Go on training a fitted classifier (say, a checkpoint of an interrupted run) for the
+        epochs left to ``max_epochs``, with early stopping as in :meth:`fit` (the patience count
+        starts afresh). Without ``X_dev``, the same ``validation_fraction`` split as ``fit``
+        is drawn again (the same ``random_state`` gives the same split).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "params_")
+        self._validate_params()
+        X = self._check_X(X)
+        ids = self._label_ids(self._check_y(y, len(X)))
+        weights = self._example_weights(ids, sample_weight)
+        if (X_dev is None) != (y_dev is None):
+            raise ValueError("give both X_dev and y_dev, or neither")
+        if X_dev is not None:
+            X_dev = self._check_X(X_dev, "X_dev")
+        split_rng = np.random.default_rng(self._seed())
+        X, ids, weights, X_dev, dev_ids = self._development_split(X, ids, weights, X_dev, y_dev,
+                                                                  split_rng)
+        epochs = self.max_epochs - len(self.history_)
+        if epochs > 0:
+            rng = np.random.default_rng(self._seed() + len(self.history_))
+            self._train_more(X, (ids, weights), rng, X_dev, dev_ids, epochs,
+                             self.early_stopping, callback)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -401,10 +434,6 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _saveable_params(self) -> dict:
-        if callable(self.tokenizer):
-            raise ValueError("a classifier whose tokenizer is a function cannot be saved to a "
-                             "model file (it would have to store code); use 'regex', "
-                             "'whitespace' or a regular expression")
         params = super()._saveable_params()
         if isinstance(params["class_weight"], dict):
             # JSON keys are strings: keep (label, weight) pairs so integer labels survive.

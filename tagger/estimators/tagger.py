@@ -42,7 +42,8 @@ def check_tags(X: list, y, name: str = "y") -> list[list[str]]:
 class SequenceTagger(RecurrentEstimator):
     """A recurrent sequence tagger (by default a BiLSTM-CRF with character features).
 
-    X is a list of sentences, each a list of token strings, or a list of numeric sequences, each a
+    X is a list of sentences, each a list of token strings (or a raw string that ``tokenizer``
+    splits), or a list of numeric sequences, each a
     float array of shape (length, n_features) (a signal to segment, say; standardised with
     statistics learned in ``fit``); y a list of tag lists, one tag per token or step. Entity tags
     in IOB1, IOB2 or BIOES are detected and scored as entities; any other tags (part of speech,
@@ -80,6 +81,10 @@ class SequenceTagger(RecurrentEstimator):
     embeddings : str or None
         Path of a word2vec/GloVe text file whose vectors initialise the word embeddings (its
         words join the vocabulary); its dimension replaces ``word_dim``.
+    tokenizer : str or callable
+        How raw strings given as sentences become tokens: "regex" (words, numbers and single
+        punctuation marks), "whitespace", another regular expression whose matches are the
+        tokens, or a function (a tagger with a function for a tokenizer cannot be saved).
     dropout : float
         Dropout on the token vectors, between recurrent layers and before the output layer.
     optimizer : {"adam", "sgd"}
@@ -138,8 +143,8 @@ class SequenceTagger(RecurrentEstimator):
     def __init__(self, cell="lstm", hidden_size=200, num_layers=1, bidirectional=True, crf=True,
                  word_dim=100, char_encoder="cnn", char_dim=30, char_hidden_size=50,
                  shape_dim=16, lowercase=True, min_word_count=1, word_dropout=0.25,
-                 embeddings=None, dropout=0.5, optimizer="adam", learning_rate=2e-3,
-                 lr_decay=0.05, max_epochs=30, batch_size=16, clip_norm=5.0,
+                 embeddings=None, tokenizer="regex", dropout=0.5, optimizer="adam",
+                 learning_rate=2e-3, lr_decay=0.05, max_epochs=30, batch_size=16, clip_norm=5.0,
                  early_stopping=True, patience=5, validation_fraction=0.1, tag_scheme="auto",
                  labels=None, device="auto", n_jobs=None, random_state=None, verbose=0):
         self.cell = cell
@@ -156,6 +161,7 @@ class SequenceTagger(RecurrentEstimator):
         self.min_word_count = min_word_count
         self.word_dropout = word_dropout
         self.embeddings = embeddings
+        self.tokenizer = tokenizer
         self.dropout = dropout
         self.optimizer = optimizer
         self.learning_rate = learning_rate
@@ -245,7 +251,7 @@ class SequenceTagger(RecurrentEstimator):
     # training
     # ------------------------------------------------------------------------------------------
 
-    def fit(self, X, y, X_dev=None, y_dev=None):
+    def fit(self, X, y, X_dev=None, y_dev=None, callback=None):
         """Train on sequences ``X`` with tags ``y``.
 
         Parameters
@@ -256,6 +262,9 @@ class SequenceTagger(RecurrentEstimator):
             One tag per token (step).
         X_dev, y_dev : lists, optional
             Development data for early stopping (else a ``validation_fraction`` split).
+        callback : callable, optional
+            ``callback(event, info)`` hears training progress: ``"epoch_start"``, ``"batch"``
+            and ``"epoch_end"`` events (for progress bars and checkpoints).
 
         Returns
         -------
@@ -283,7 +292,36 @@ class SequenceTagger(RecurrentEstimator):
             self._encoder.check_features(X_dev, "X_dev")
         self._init_network(rng, vectors)
         targets = [self._internal_ids(tags) for tags in y]
-        self._train_new(X, targets, X_dev, y_dev, rng)
+        self._train_new(X, targets, X_dev, y_dev, rng, callback)
+        return self
+
+    def continue_fit(self, X, y, X_dev=None, y_dev=None, callback=None):
+        """Go on training a fitted tagger (say, a checkpoint of an interrupted run) for the
+        epochs left to ``max_epochs``, with early stopping as in :meth:`fit` (the patience count
+        starts afresh). Without ``X_dev``, the same ``validation_fraction`` split as ``fit``
+        is drawn again (the same ``random_state`` gives the same split).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "params_")
+        self._validate_params()
+        X = self._check_X(X)
+        y = check_tags(X, y)
+        if (X_dev is None) != (y_dev is None):
+            raise ValueError("give both X_dev and y_dev, or neither")
+        if X_dev is not None:
+            X_dev = self._check_X(X_dev, "X_dev")
+            y_dev = check_tags(X_dev, y_dev, "y_dev")
+        elif self.early_stopping and self.validation_fraction > 0 and len(X) > 1:
+            split_rng = np.random.default_rng(self._seed())
+            X, y, X_dev, y_dev, _ = self._split_dev(X, y, self.validation_fraction, split_rng)
+        epochs = self.max_epochs - len(self.history_)
+        if epochs > 0:
+            rng = np.random.default_rng(self._seed() + len(self.history_))
+            self._train_more(X, [self._internal_ids(tags) for tags in y], rng, X_dev, y_dev,
+                             epochs, self.early_stopping, callback)
         return self
 
     def partial_fit(self, X, y):
@@ -377,6 +415,10 @@ class SequenceTagger(RecurrentEstimator):
     def predict_spans(self, X) -> list[list[tuple[int, int, str, float]]]:
         """Entities per sentence as ``(start, end, label, score)`` with ``end`` exclusive; the
         score is the mean probability of the predicted tags over the entity's tokens."""
+        return self.predict_with_spans(X)[1]
+
+    def predict_with_spans(self, X) -> tuple[list[list[str]], list[list[tuple]]]:
+        """:meth:`predict` and :meth:`predict_spans` in one pass over the network."""
         check_is_fitted(self, "params_")
         if self.tag_scheme_ == "none":
             raise ValueError("predict_spans needs entity tags (IOB1, IOB2 or BIOES); these tags "
@@ -384,7 +426,7 @@ class SequenceTagger(RecurrentEstimator):
         X = self._check_X(X)
         paths, probs = self._run(X, marginals=True)
         column = {c: i for i, c in enumerate(self.classes_)}
-        out = []
+        all_tags, out = [], []
         for path, internal in zip(paths, probs, strict=True):
             tags = self._to_user(path)
             p = self._user_marginals(internal)
@@ -392,8 +434,9 @@ class SequenceTagger(RecurrentEstimator):
             for span in schemes.spans_from_tags(tags, self.tag_scheme_):
                 score = float(np.mean([p[t, column[tags[t]]] for t in range(span.start, span.end)]))
                 spans.append((span.start, span.end, span.label, score))
+            all_tags.append(tags)
             out.append(spans)
-        return out
+        return all_tags, out
 
     def score(self, X, y) -> float:
         """Entity micro F1 for entity tags, token accuracy otherwise."""

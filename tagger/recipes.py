@@ -1,0 +1,127 @@
+"""Pipeline recipes: TOML files naming a task, its data files and estimator parameters.
+
+A recipe (``pipelines/<name>.toml``)::
+
+    description = "What it trains"
+    task = "tag"                       # or "classify"
+    train = "sample-ner/train.conll"   # relative to the data directory
+    dev = "sample-ner/dev.conll"       # optional
+    format = "conll"                   # optional: inferred from the extensions
+    data_dir = "../data"               # optional default data directory, relative to the recipe
+
+    [params]                           # estimator parameters
+    max_epochs = 10
+
+Data paths are resolved against, in order: the ``data_dir`` argument (``--data-dir``), the
+``TAGGER_DATA_DIR`` environment variable, the recipe's own ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+_KEYS = {"description", "task", "train", "dev", "format", "data_dir", "params", "tag_column",
+         "label_column", "text_column"}
+
+
+@dataclass
+class Recipe:
+    """A loaded recipe with its data paths resolved."""
+
+    name: str
+    path: Path
+    task: str
+    train: Path
+    dev: Path | None = None
+    format: str | None = None
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, int] = field(default_factory=dict)
+
+
+def recipe_folders() -> list[Path]:
+    """Where recipe names are looked up: ``./pipelines`` and the project's ``pipelines/``."""
+    folders = [Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines"]
+    return list(dict.fromkeys(folders))
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes found in :func:`recipe_folders`."""
+    names = set()
+    for folder in recipe_folders():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.toml"))
+    return sorted(names)
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """The recipe file a name (``sample-ner``) or path (``my.toml``) refers to."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or os.sep in name_or_path:
+        if candidate.is_file():
+            return candidate
+        raise DataError("no such recipe file", name_or_path)
+    for folder in recipe_folders():
+        path = folder / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    known = ", ".join(available_recipes()) or "none found"
+    raise DataError(f"no recipe named {name_or_path!r} (known: {known})")
+
+
+def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) -> Recipe:
+    """Read a recipe and resolve its data paths.
+
+    Raises
+    ------
+    DataError
+        A missing or malformed recipe (file and line for TOML syntax errors), unknown keys, or
+        data files that do not exist (saying which data directory was used and how to set it).
+    """
+    path = find_recipe(name_or_path)
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise DataError(f"not valid TOML: {exc}", str(path), line) from None
+    unknown = sorted(set(config) - _KEYS)
+    if unknown:
+        raise DataError(f"unknown recipe keys: {', '.join(unknown)}", str(path))
+    for key in ("task", "train"):
+        if not isinstance(config.get(key), str):
+            raise DataError(f"the recipe needs a {key!r} string", str(path))
+    params = config.get("params", {})
+    if not isinstance(params, dict):
+        raise DataError("[params] must be a table", str(path))
+    if data_dir is None:
+        data_dir = os.environ.get("TAGGER_DATA_DIR")
+    if data_dir is None:
+        data_dir = path.parent / config.get("data_dir", ".")
+    data_dir = Path(data_dir)
+
+    def resolve(key: str) -> Path | None:
+        value = config.get(key)
+        if value is None:
+            return None
+        resolved = data_dir / value
+        if not resolved.is_file():
+            raise DataError(f"the recipe's {key} file {value!r} is not in the data directory "
+                            f"{data_dir} (give --data-dir or set TAGGER_DATA_DIR)", str(path))
+        return resolved
+
+    columns = {k: int(config[k]) for k in ("tag_column", "label_column", "text_column")
+               if k in config}
+    return Recipe(path.stem, path, config["task"], resolve("train"), resolve("dev"),
+                  config.get("format"), config.get("description", ""), dict(params), columns)

@@ -1,0 +1,524 @@
+"""The jobs behind the command line, as plain functions: train, evaluate, predict, info, convert.
+
+The ``tagger`` command is a thin layer over these; everything it does can be done from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from . import persist
+from .errors import DataError, TaggerError
+from .records import ReadErrors, Record, input_format, iter_records
+
+TASKS = ("tag", "classify")
+OUTPUT_FORMATS = ("conll", "jsonl", "tsv")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+
+def read_training_data(path: str | os.PathLike, task: str, fmt: str | None = None,
+                       tag_column: int = -1, label_column: int = 0, text_column: int = -1,
+                       ) -> tuple[list, list]:
+    """Examples and targets of a training or evaluation file.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    task : {"tag", "classify"}
+        Tagging reads tagged sentences (CoNLL, CoNLL-U, JSONL); classification reads labeled
+        texts (TSV with a header, or JSONL objects with ``tokens`` and ``label``).
+    fmt : str, optional
+        Format; inferred from the extension when omitted.
+    tag_column : int
+        CoNLL column of the tags.
+    label_column, text_column : int
+        TSV columns of the label and the text.
+
+    Returns
+    -------
+    X : list of token lists
+    y : list of tag lists, or list of labels
+    """
+    from .io import read_conll, read_conllu, read_jsonl, read_tsv
+
+    path = os.fspath(path)
+    fmt = input_format(path, fmt)
+    if not os.path.isfile(path):
+        raise DataError("no such file" if not os.path.exists(path) else "not a file", path)
+    if task == "classify":
+        if fmt == "tsv":
+            texts = list(read_tsv(path, text_column=text_column, label_column=label_column))
+            return [t.tokens for t in texts], [t.label for t in texts]
+        if fmt == "jsonl":
+            return _read_labeled_jsonl(path)
+        raise DataError(f"classification data must be TSV or JSONL, not {fmt}", path)
+    if fmt == "conll":
+        sentences = read_conll(path, tag_column=tag_column)
+    elif fmt == "conllu":
+        sentences = read_conllu(path)
+    elif fmt == "jsonl":
+        sentences = read_jsonl(path, require_tags=True)
+    else:
+        raise DataError(f"tagging data must be CoNLL, CoNLL-U or JSONL, not {fmt}", path)
+    X, y = [], []
+    for sentence in sentences:
+        if sentence.tags is None:
+            raise DataError("sentence without tags", path, sentence.line)
+        X.append(sentence.tokens)
+        y.append(sentence.tags)
+    return X, y
+
+
+def _read_labeled_jsonl(path: str) -> tuple[list, list]:
+    X, y = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise DataError(f"not a JSON object: {exc}", path, number) from None
+            if not isinstance(obj, dict) or "label" not in obj or (
+                    "tokens" not in obj and "text" not in obj):
+                raise DataError('expected an object with "label" and "tokens" (or "text")', path,
+                                number)
+            tokens = obj.get("tokens", obj.get("text"))
+            if isinstance(tokens, str):
+                tokens = tokens.split()
+            if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
+                raise DataError('"tokens" must be a list of non-empty strings', path, number)
+            X.append(tokens)
+            y.append(str(obj["label"]))
+    return X, y
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+def make_estimator(task: str, params: dict[str, Any]):
+    """A fresh estimator for ``task`` with ``params`` (unknown names are a clear error)."""
+    from .estimators import SequenceClassifier, SequenceTagger
+
+    if task not in TASKS:
+        raise TaggerError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    cls = SequenceTagger if task == "tag" else SequenceClassifier
+    known = cls().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise TaggerError(f"{cls.__name__} has no parameter {', '.join(map(repr, unknown))}")
+    return cls(**params)
+
+
+def history_path(model_path: str | os.PathLike) -> Path:
+    """Where the training history of a model file is written: beside it, ``.history.json``."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".history.json")
+
+
+def train(task: str, train_path, dev_path=None, output=None, params: dict | None = None,
+          fmt: str | None = None, tag_column: int = -1, label_column: int = 0,
+          text_column: int = -1, save_every: int | None = None, resume=None,
+          callback: Callable[[str, dict], None] | None = None):
+    """Train a tagger or classifier from files and write it (and its history) to ``output``.
+
+    Parameters
+    ----------
+    task : {"tag", "classify"}
+        What to train.
+    train_path, dev_path : path
+        Training data, and development data for early stopping (optional).
+    output : path, optional
+        The model file to write; its history goes beside it (:func:`history_path`).
+    params : dict, optional
+        Estimator parameters.
+    fmt, tag_column, label_column, text_column
+        How to read the files (see :func:`read_training_data`).
+    save_every : int, optional
+        Also write the model to ``output`` every this many epochs (a checkpoint to resume from).
+    resume : path, optional
+        A checkpoint written by an interrupted run: training goes on from its weights, optimizer
+        state and history for the epochs left (the patience count starts afresh).
+    callback : callable, optional
+        Progress events, see :meth:`SequenceTagger.fit`.
+
+    Returns
+    -------
+    estimator
+    """
+    from .estimators import load
+
+    X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)
+    X_dev = y_dev = None
+    if dev_path is not None:
+        X_dev, y_dev = read_training_data(dev_path, task, fmt, tag_column, label_column,
+                                          text_column)
+    if resume is not None:
+        model = load(resume)
+        if params:
+            model.set_params(**params)
+    else:
+        model = make_estimator(task, params or {})
+
+    def on_event(event: str, info: dict) -> None:
+        if callback is not None:
+            callback(event, info)
+        if event == "epoch_end" and save_every and output is not None and \
+                info["epoch"] % save_every == 0:
+            save_with_history(info["estimator"], output)
+
+    if resume is not None:
+        model.continue_fit(X, y, X_dev, y_dev, callback=on_event)
+    else:
+        model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
+    if output is not None:
+        save_with_history(model, output)
+    return model
+
+
+def save_with_history(model, output) -> None:
+    """Write the model file and its training history beside it (both atomically)."""
+    model.save(output)
+    target = history_path(output)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"best_epoch": model.best_epoch_, "history": model.history_},
+                              indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+
+
+# ----------------------------------------------------------------------------------------------
+# prediction
+# ----------------------------------------------------------------------------------------------
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def is_classifier(model) -> bool:
+    from .estimators import SequenceClassifier
+
+    return isinstance(model, SequenceClassifier)
+
+
+def predict_records(model, records: Iterable[Record], batch_size: int = 256
+                    ) -> Iterator[tuple[Record, dict]]:
+    """Predictions for a stream of records, batch by batch, in input order.
+
+    Yields
+    ------
+    (record, prediction)
+        For a tagger ``{"tags": [...], "spans": [...]}`` (spans with ``start``, ``end``
+        exclusive, ``label`` and ``score``, for entity tags); for a classifier
+        ``{"label": ..., "proba": {class: probability}}``.
+    """
+    classifier = is_classifier(model)
+    entity = not classifier and model.tag_scheme_ != "none"
+    for batch in _batched(records, batch_size):
+        if classifier:
+            filled = [r for r in batch if r.tokens]
+            proba = model.predict_proba([r.tokens for r in filled]) if filled else None
+            rows = iter(range(len(filled)))
+            for record in batch:
+                if not record.tokens:
+                    yield record, {"label": None, "proba": {}}
+                    continue
+                p = proba[next(rows)]
+                yield record, {"label": _plain(model.classes_[int(np.argmax(p))]),
+                               "proba": {str(_plain(c)): round(float(v), 6)
+                                         for c, v in zip(model.classes_, p, strict=True)}}
+            continue
+        tokens = [r.tokens for r in batch]
+        if entity:
+            tags, spans = model.predict_with_spans(tokens)
+        else:
+            tags, spans = model.predict(tokens), [[] for _ in tokens]
+        for record, record_tags, record_spans in zip(batch, tags, spans, strict=True):
+            yield record, {"tags": record_tags, "spans": [
+                {"start": s, "end": e, "label": label, "score": round(score, 6)}
+                for s, e, label, score in record_spans]}
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value JSON can write."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def write_prediction(out: TextIO, record: Record, prediction: dict, output_format: str,
+                     classifier: bool) -> None:
+    """One record's prediction in ``output_format``."""
+    if output_format == "jsonl":
+        obj: dict[str, Any] = {"tokens": record.tokens}
+        if record.text is not None:
+            obj = {"text": record.text, **obj}
+        obj.update(prediction)
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    elif output_format == "tsv":
+        if not classifier:
+            raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
+        text = record.text if record.text is not None else " ".join(record.tokens)
+        out.write(f"{prediction['label']}\t{text}\n")
+    elif output_format == "conll":
+        if classifier:
+            raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
+        if not record.tokens:
+            return
+        rows = record.columns or [[t] for t in record.tokens]
+        out.write("".join("\t".join([*row, tag]) + "\n"
+                          for row, tag in zip(rows, prediction["tags"], strict=True)) + "\n")
+    else:
+        raise TaggerError(f"unknown output format {output_format!r}; known: "
+                          f"{', '.join(OUTPUT_FORMATS)}")
+
+
+def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
+                  output_format: str | None = None, batch_size: int = 256,
+                  on_error: str = "stop", errors: ReadErrors | None = None,
+                  text_column: int = -1) -> int:
+    """Predict every record of ``paths`` (``"-"``: standard input) and write them to ``out``,
+    flushing batch by batch (constant memory; output order and count are the input's).
+
+    Returns
+    -------
+    int
+        Records written.
+    """
+    classifier = is_classifier(model)
+    output_format = output_format or ("jsonl" if classifier else "conll")
+    if output_format not in OUTPUT_FORMATS:
+        raise TaggerError(f"unknown output format {output_format!r}; known: "
+                          f"{', '.join(OUTPUT_FORMATS)}")
+    if classifier and output_format == "conll":
+        raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
+    if not classifier and output_format == "tsv":
+        raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
+    if getattr(model, "input_type_", "text") != "text":
+        raise TaggerError("this model was trained on numeric sequences; predict on them from "
+                          "Python (the command line reads text)")
+    errors = errors if errors is not None else ReadErrors()
+    tokenizer = model._tokenizer
+    formats = [input_format(path, fmt) for path in paths]  # every name checked before reading
+
+    def records() -> Iterator[Record]:
+        for path, path_format in zip(paths, formats, strict=True):
+            yield from iter_records(path, path_format, tokenizer, on_error, errors,
+                                    tsv_text_column=text_column, tsv_header=False)
+
+    count = 0
+    for batch in _batched(predict_records(model, records(), batch_size), batch_size):
+        for record, prediction in batch:
+            write_prediction(out, record, prediction, output_format, classifier)
+            count += 1
+        out.flush()
+    return count
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+
+def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_column: int = 0,
+             text_column: int = -1, top_confusions: int = 10) -> dict:
+    """Scores of a model on a labeled file.
+
+    Returns
+    -------
+    dict
+        ``task``, ``n_examples``; for a tagger ``token_accuracy``, and for entity tags
+        ``entities`` (per type and averaged P/R/F1/support, seqeval-identical); for a classifier
+        ``accuracy`` and ``classes`` (per class P/R/F1/support, macro and weighted averages);
+        always ``confusions``: the most frequent (gold, predicted, count) mistakes.
+    """
+    from . import metrics
+
+    task = "classify" if is_classifier(model) else "tag"
+    X, y = read_training_data(path, task, fmt, tag_column, label_column, text_column)
+    if not X:
+        raise DataError("no examples to evaluate", os.fspath(path))
+    report: dict[str, Any] = {"task": task, "n_examples": len(X), "file": os.fspath(path)}
+    if task == "classify":
+        from sklearn.metrics import classification_report as sk_report
+
+        classes = [str(_plain(c)) for c in model.classes_]
+        gold = [str(label) for label in y]
+        unknown = sorted(set(gold) - set(classes))
+        if unknown:
+            raise DataError(f"labels the model does not know: {', '.join(unknown)}",
+                            os.fspath(path))
+        predicted = [str(_plain(p)) for p in model.predict(X)]
+        report["accuracy"] = float(np.mean([g == p for g, p in zip(gold, predicted,
+                                                                    strict=True)]))
+        table = sk_report(gold, predicted, labels=classes, output_dict=True, zero_division=0)
+        report["classes"] = {name: {k: (int(v) if k == "support" else float(v))
+                                    for k, v in row.items()}
+                             for name, row in table.items() if isinstance(row, dict)}
+        pairs = zip(gold, predicted, strict=True)
+    else:
+        predicted = model.predict(X)
+        report["token_accuracy"] = metrics.token_accuracy(y, predicted)
+        if model.tag_scheme_ != "none":
+            report["entities"] = metrics.entity_scores(y, predicted, scheme=model.tag_scheme_)
+        pairs = ((g, p) for gs, ps in zip(y, predicted, strict=True)
+                 for g, p in zip(gs, ps, strict=True))
+    confusions = Counter((g, p) for g, p in pairs if g != p)
+    report["confusions"] = [{"gold": g, "predicted": p, "count": n}
+                            for (g, p), n in confusions.most_common(top_confusions)]
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A plain-text table of :func:`evaluate`'s report."""
+    lines = [f"{report['file']}: {report['n_examples']} "
+             f"{'texts' if report['task'] == 'classify' else 'sentences'}"]
+    rows = report.get("entities") or report.get("classes")
+    if report["task"] == "classify":
+        lines.append(f"accuracy {100 * report['accuracy']:.2f}")
+    else:
+        lines.append(f"token accuracy {100 * report['token_accuracy']:.2f}")
+        if "entities" in report:
+            lines.append(f"entity micro F1 {100 * report['entities']['micro avg']['f1-score']:.2f}")
+    if rows:
+        width = max(12, *(len(name) for name in rows))
+        lines.append("")
+        lines.append(f"{'':<{width}}  {'precision':>9}  {'recall':>9}  {'f1-score':>9}  "
+                     f"{'support':>8}")
+        for name, row in rows.items():
+            if name == "accuracy":
+                continue
+            lines.append(f"{name:<{width}}  {100 * row['precision']:>9.2f}  "
+                         f"{100 * row['recall']:>9.2f}  {100 * row['f1-score']:>9.2f}  "
+                         f"{row['support']:>8}")
+    if report["confusions"]:
+        lines.append("")
+        lines.append("most frequent confusions (gold -> predicted: count)")
+        for c in report["confusions"]:
+            lines.append(f"  {c['gold']} -> {c['predicted']}: {c['count']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# model files and conversion
+# ----------------------------------------------------------------------------------------------
+
+def model_info(path) -> dict:
+    """What a model file holds: format and library versions, kind, hyperparameters, labels,
+    vocabulary sizes, parameter count and checksum status (the weights are not loaded into a
+    network)."""
+    path = os.fspath(path)
+    status = persist.file_checksum_status(path)
+    config, arrays = persist.load_model(path)
+    weights = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
+    info = {
+        "file": path,
+        "format": config.get("format"),
+        "format_version": config.get("format_version"),
+        "library_version": config.get("library_version"),
+        "kind": config.get("kind"),
+        "checksums": status,
+        "input_type": config.get("input_type", "text"),
+        "parameters": int(sum(v.size for v in weights.values())),
+        "hyperparameters": config.get("params", {}),
+        "labels": config.get("classes", []),
+        "best_epoch": config.get("best_epoch"),
+        "epochs_trained": len(config.get("history", [])),
+    }
+    if config.get("tag_scheme") is not None:
+        info["tag_scheme"] = config["tag_scheme"]
+    for key in ("vocabulary", "char_vocabulary"):
+        vocab = config.get(key)
+        if isinstance(vocab, dict) and "items" in vocab:
+            info[f"{key}_size"] = len(vocab["items"]) + 2
+    if "n_features" in config:
+        info["n_features"] = config["n_features"]
+    return info
+
+
+def format_info(info: dict) -> str:
+    """A plain-text view of :func:`model_info`."""
+    lines = [f"{info['file']}"]
+    for key in ("kind", "format_version", "library_version", "checksums", "input_type",
+                "tag_scheme", "parameters", "vocabulary_size", "char_vocabulary_size",
+                "n_features", "best_epoch", "epochs_trained"):
+        if key in info and info[key] is not None:
+            value = f"{info[key]:,}" if key == "parameters" else info[key]
+            lines.append(f"  {key.replace('_', ' '):<22} {value}")
+    labels = [str(label) for label in info["labels"]]
+    lines.append(f"  {'labels':<22} {len(labels)}: {', '.join(labels)}")
+    lines.append("  hyperparameters")
+    for key, value in sorted(info["hyperparameters"].items()):
+        lines.append(f"    {key:<24} {value}")
+    return "\n".join(lines)
+
+
+def convert(source, dest, from_format: str | None = None, to_format: str | None = None,
+            from_scheme: str | None = None, to_scheme: str | None = None) -> int:
+    """Convert tagged sentences between CoNLL, CoNLL-U and JSONL, and between tag schemes.
+
+    Tokens, tags and sentence-level data (CoNLL-U comments, extra JSONL keys) are carried over;
+    extra CoNLL columns are not. The output is written to a temporary file and renamed, so a
+    failure leaves no half-written file (and the input may be the output).
+
+    Parameters
+    ----------
+    source, dest : path
+        Input and output files.
+    from_format, to_format : str, optional
+        Formats; inferred from the extensions when omitted.
+    from_scheme : str, optional
+        Tag scheme of the input (detected sentence by sentence when omitted).
+    to_scheme : {"IOB1", "IOB2", "BIOES"}, optional
+        Tag scheme of the output; the input's when omitted.
+
+    Returns
+    -------
+    int
+        Sentences written.
+    """
+    from .io import Sentence, detect_format, read_sentences, write_sentences
+    from .text import schemes
+
+    source, dest = os.fspath(source), os.fspath(dest)
+    if not os.path.isfile(source):
+        raise DataError("no such file" if not os.path.exists(source) else "not a file", source)
+    out_format = to_format or detect_format(dest)
+    source_scheme = schemes.normalize_scheme(from_scheme) if from_scheme else None
+    target = schemes.normalize_scheme(to_scheme) if to_scheme else None
+    if target == "none":
+        raise TaggerError("to_scheme must be IOB1, IOB2 or BIOES")
+
+    def converted():
+        for sentence in read_sentences(source, from_format):
+            tags = sentence.tags
+            if target is not None and tags is not None:
+                scheme = source_scheme or schemes.detect_scheme([tags])
+                if scheme == "none":
+                    scheme = target  # only O tags: the same in every scheme
+                tags = schemes.convert_tags(schemes.repair_tags(tags, scheme), scheme, target)
+            yield Sentence(sentence.tokens, tags, None, sentence.line, dict(sentence.meta))
+
+    tmp = f"{dest}.{os.getpid()}.tmp"
+    try:
+        count = write_sentences(converted(), tmp, out_format)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return count

@@ -1,0 +1,263 @@
+"""The commands train, predict (tag), evaluate, info and convert, through Typer's runner, and the
+installed console script end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tagger
+from tagger.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data"
+NER = SAMPLES / "sample-ner"
+REVIEWS = SAMPLES / "sample-classify"
+TINY = ["--hidden-size", "16", "--word-dim", "16", "--char-dim", "8", "--char-hidden-size", "8",
+        "--shape-dim", "4", "--max-epochs", "3", "--threads", "1", "--quiet"]
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def ner_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ner") / "ner.tagger"
+    result = invoke("train", "--train", NER / "train.conll", "--dev", NER / "dev.conll",
+                    "--output", out, *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def review_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reviews") / "reviews.tagger"
+    result = invoke("train", "--task", "classify", "--train", REVIEWS / "train.tsv",
+                    "--dev", REVIEWS / "dev.tsv", "--output", out, "--pooling", "mean", *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def test_train_writes_the_model_and_its_history(ner_model):
+    model = tagger.load(ner_model)
+    assert model.hidden_size == 16 and model.max_epochs == 3 and model.random_state == 0
+    history = json.loads(Path(str(ner_model) + ".history.json").read_text())
+    assert [h["epoch"] for h in history["history"]] == [1, 2, 3]
+    assert history["best_epoch"] == model.best_epoch_
+    assert all(h["dev_score"] is not None for h in history["history"])
+
+
+def test_train_options_reach_the_estimator(review_model):
+    model = tagger.load(review_model)
+    assert type(model).__name__ == "SequenceClassifier"
+    assert model.pooling == "mean" and model.classes_.tolist() == ["negative", "positive"]
+
+
+def test_train_logs_one_line_per_epoch_when_not_a_terminal(tmp_path):
+    result = invoke("train", "--train", NER / "dev.conll", "--output", tmp_path / "m.tagger",
+                    *[a for a in TINY if a != "--quiet"], "--max-epochs", "2",
+                    "--no-early-stopping", "--crf")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "tokens/s" in lines[0] and "loss" in lines[0]
+
+
+def test_train_from_a_recipe_with_checkpoints_and_resume(tmp_path):
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text('task = "tag"\ntrain = "sample-ner/dev.conll"\n'
+                      '[params]\nmax_epochs = 2\nhidden_size = 8\nword_dim = 8\n'
+                      'char_encoder = "cnn"\nchar_dim = 4\nchar_hidden_size = 4\n')
+    out = tmp_path / "r.tagger"
+    result = invoke("train", recipe, "--data-dir", SAMPLES, "--output", out, "--save-every", "1",
+                    "--threads", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    first = tagger.load(out)
+    assert first.hidden_size == 8 and len(first.history_) == 2
+    result = invoke("train", recipe, "--data-dir", SAMPLES, "--output", out, "--resume", out,
+                    "--max-epochs", "4", "--threads", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    resumed = tagger.load(out)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
+    assert resumed.history_[:2] == first.history_
+
+
+def test_train_errors(tmp_path):
+    result = invoke("train", "--output", tmp_path / "m.tagger")
+    assert result.exit_code == 2 and "give a recipe or --train" in result.output
+    result = invoke("train", "--train", tmp_path / "missing.conll", "--output", tmp_path / "m")
+    assert result.exit_code == 1 and "missing.conll: no such file" in result.output
+    bad = tmp_path / "bad.conll"
+    bad.write_text("a\tO\nb\tO\textra\n")
+    result = invoke("train", "--train", bad, "--output", tmp_path / "m.tagger")
+    assert result.exit_code == 1 and "bad.conll:2:" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("train", "nonexistent-recipe", "--output", tmp_path / "m.tagger")
+    assert result.exit_code == 1 and "no recipe named 'nonexistent-recipe'" in result.output
+    assert "sample-ner" in result.output  # the known ones are listed
+    result = invoke("train", "--train", NER / "dev.conll", "--output", tmp_path / "m.tagger",
+                    "--cell", "transformer", "--quiet")
+    assert result.exit_code == 1 and "cell must be one of" in result.output
+    result = invoke("train", "--train", NER / "dev.conll", "--output", tmp_path / "m.tagger",
+                    "--hidden-size", "many")
+    assert result.exit_code == 2
+    assert not (tmp_path / "m.tagger").exists()
+
+
+# -- predict -----------------------------------------------------------------------------------
+
+
+def test_predict_raw_text_from_stdin_as_jsonl(ner_model):
+    text = "Maria Lopez flew to Paris on Monday .\n\nThe Northwind Labs office is in Oslo .\n"
+    result = invoke("predict", ner_model, "--output-format", "jsonl", input=text)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2  # the blank line is not a sentence
+    first = records[0]
+    assert first["text"].startswith("Maria") and first["tokens"][0] == "Maria"
+    assert len(first["tags"]) == len(first["tokens"])
+    for span in first["spans"]:
+        assert set(span) == {"start", "end", "label", "score"} and 0 < span["score"] <= 1
+        assert first["tags"][span["start"]] == "B-" + span["label"]
+
+
+def test_predict_conll_file_keeps_the_input_columns(ner_model, tmp_path):
+    result = invoke("tag", ner_model, NER / "dev.conll")  # the alias; CoNLL from the extension
+    assert result.exit_code == 0, result.output
+    blocks = [b for b in result.stdout.split("\n\n") if b.strip()]
+    assert len(blocks) == 300
+    first = blocks[0].splitlines()[0].split("\t")
+    gold = (NER / "dev.conll").read_text().splitlines()[0].split("\t")
+    assert first[:2] == gold and len(first) == 3  # token, gold, predicted: ready for conlleval
+    out = tmp_path / "pred.conll"
+    result = invoke("predict", ner_model, NER / "dev.conll", NER / "dev.conll", "-o", out)
+    assert result.exit_code == 0 and "wrote 600 record(s)" in result.output
+    assert out.read_text().count("\n\n") == 600
+
+
+def test_predict_classifier_outputs(review_model, tmp_path):
+    texts = "a delightful kettle , truly great .\nthe battery is awful .\n"
+    result = invoke("predict", review_model, input=texts)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] in ("negative", "positive") for r in records] == [True, True]
+    assert abs(sum(records[0]["proba"].values()) - 1) < 1e-5
+    result = invoke("predict", review_model, "--output-format", "tsv", input=texts)
+    assert result.stdout.splitlines()[1].endswith("\tthe battery is awful .")
+    result = invoke("predict", review_model, "--output-format", "conll", input=texts)
+    assert result.exit_code == 1 and "CoNLL output is for taggers" in result.output
+
+
+def test_predict_on_error_skip_reports_the_bad_records(ner_model, tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"tokens": ["Anna", "works"]}\n{"tokens": [}\n'
+                    '{"tokens": ["in", "Rome"]}\n{"words": []}\n')
+    result = invoke("predict", ner_model, data)
+    assert result.exit_code == 1 and "mixed.jsonl:2:" in result.output
+    result = invoke("predict", ner_model, data, "--on-error", "skip",
+                    "--output-format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2
+    assert "skipped 2 malformed record(s)" in result.stderr
+    assert "mixed.jsonl:2:" in result.stderr and "mixed.jsonl:4:" in result.stderr
+
+
+def test_predict_errors(ner_model, tmp_path):
+    result = invoke("predict", tmp_path / "none.tagger", input="a\n")
+    assert result.exit_code == 1 and "none.tagger" in result.output
+    broken = tmp_path / "broken.tagger"
+    broken.write_bytes(Path(ner_model).read_bytes()[:500])
+    result = invoke("predict", broken, input="a\n")
+    assert result.exit_code == 1 and "broken.tagger" in result.output
+    result = invoke("predict", ner_model, tmp_path / "x.docx")
+    assert result.exit_code == 1 and "cannot tell the format" in result.output
+    result = invoke("predict", ner_model, "--on-error", "ignore", input="a\n")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+# -- evaluate, info, convert ---------------------------------------------------------------------
+
+
+def test_evaluate_table_and_json(ner_model, review_model):
+    result = invoke("evaluate", ner_model, NER / "dev.conll")
+    assert result.exit_code == 0, result.output
+    assert "entity micro F1" in result.stdout and "PER" in result.stdout
+    result = invoke("evaluate", ner_model, NER / "dev.conll", "--json")
+    report = json.loads(result.stdout)
+    model = tagger.load(ner_model)
+    from tagger.io import read_conll
+
+    sentences = list(read_conll(NER / "dev.conll"))
+    expected = model.score([s.tokens for s in sentences], [s.tags for s in sentences])
+    assert report["entities"]["micro avg"]["f1-score"] == pytest.approx(expected)
+    assert report["n_examples"] == 300 and set(report["entities"]) >= {"PER", "LOC", "ORG"}
+    result = invoke("evaluate", review_model, REVIEWS / "dev.tsv", "--json")
+    report = json.loads(result.stdout)
+    assert 0.5 <= report["accuracy"] <= 1 and set(report["classes"]) >= {"negative", "positive"}
+
+
+def test_info(ner_model):
+    result = invoke("info", ner_model, "--json")
+    assert result.exit_code == 0, result.output
+    details = json.loads(result.stdout)
+    model = tagger.load(ner_model)
+    assert details["kind"] == "SequenceTagger" and details["checksums"] == "ok"
+    assert details["parameters"] == sum(v.size for v in model.params_.values())
+    assert details["labels"] == model.classes_
+    assert details["vocabulary_size"] == len(model.vocabulary_)
+    assert details["hyperparameters"]["hidden_size"] == 16
+    assert "library version" in invoke("info", ner_model).stdout
+
+
+def test_convert_round_trips_formats_and_schemes(tmp_path):
+    source = NER / "dev.conll"
+    result = invoke("convert", source, tmp_path / "dev.jsonl")
+    assert result.exit_code == 0 and "wrote 300 sentence(s)" in result.output
+    invoke("convert", tmp_path / "dev.jsonl", tmp_path / "dev.bioes.conll", "--to-scheme", "BIOES")
+    bioes = (tmp_path / "dev.bioes.conll").read_text()
+    assert "\tS-" in bioes or "\tE-" in bioes
+    invoke("convert", tmp_path / "dev.bioes.conll", tmp_path / "back.conll", "--to-scheme", "IOB2")
+    assert (tmp_path / "back.conll").read_text() == source.read_text()
+    result = invoke("convert", source, tmp_path / "out.conllu")
+    assert result.exit_code == 0 and (tmp_path / "out.conllu").read_text().startswith("1\t")
+    result = invoke("convert", source, tmp_path / "out.txt")
+    assert result.exit_code == 1 and "cannot tell the format" in result.output
+    assert not (tmp_path / "out.txt").exists()
+
+
+# -- the installed command ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("tagger") is None, reason="package not installed as a command")
+def test_installed_command_end_to_end(tmp_path):
+    env = dict(os.environ, COLUMNS="100")
+    model = tmp_path / "sample.tagger"
+    train = subprocess.run(["tagger", "train", "sample-ner", "--data-dir", str(SAMPLES),
+                            "--output", str(model), "--max-epochs", "2", "--hidden-size", "16"],
+                           capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert train.returncode == 0, train.stderr
+    assert "recipe sample-ner" in train.stderr and train.stderr.count("epoch") >= 2
+    tagged = subprocess.run(["tagger", "predict", str(model), "--output-format", "jsonl"],
+                            input="Anna Smith visited Berlin .\n", capture_output=True, text=True,
+                            env=env, check=False)
+    assert tagged.returncode == 0, tagged.stderr
+    assert json.loads(tagged.stdout)["tokens"] == ["Anna", "Smith", "visited", "Berlin", "."]
+    missing = subprocess.run(["tagger", "info", str(tmp_path / "nope.tagger")],
+                             capture_output=True, text=True, env=env, check=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ")
+    assert "Traceback" not in missing.stderr
+    usage = subprocess.run(["tagger", "predict"], capture_output=True, text=True, env=env,
+                           check=False)
+    assert usage.returncode == 2
