@@ -269,8 +269,10 @@ def train(
     from .recipes import load_recipe
 
     columns: dict[str, int] = {}
+    dataset = None
     if recipe is not None:
         loaded = load_recipe(recipe, data_dir)
+        dataset = loaded.dataset
         task = task or loaded.task
         train_file = train_file or loaded.train
         dev_file = dev_file or loaded.dev
@@ -279,18 +281,23 @@ def train(
         params = {**loaded.params, **(params or {})}
         if not quiet:
             typer.echo(f"recipe {loaded.name}: {loaded.description}", err=True)
-    if train_file is None:
+    if train_file is None and dataset is None:
         _fail("give a recipe or --train", 2)
     task = task or "tag"
     if task not in workflows.TASKS:
         _fail(f"--task must be tag or classify, got {task!r}", 2)
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
-    model = workflows.train(
-        task, train_file, dev_file, output, params, data_format,
-        tag_column if tag_column is not None else columns.get("tag_column", -1),
-        label_column if label_column is not None else columns.get("label_column", 0),
-        text_column if text_column is not None else columns.get("text_column", -1),
-        save_every, resume, TrainingProgress(quiet))
+    if train_file is None:
+        examples = workflows.DATASETS[dataset]()
+        model = workflows.train_examples(task, *examples, output, params, save_every, resume,
+                                         TrainingProgress(quiet))
+    else:
+        model = workflows.train(
+            task, train_file, dev_file, output, params, data_format,
+            tag_column if tag_column is not None else columns.get("tag_column", -1),
+            label_column if label_column is not None else columns.get("label_column", 0),
+            text_column if text_column is not None else columns.get("text_column", -1),
+            save_every, resume, TrainingProgress(quiet))
     if not quiet:
         best = model.history_[model.best_epoch_ - 1] if model.history_ else {}
         dev = best.get("dev_score")

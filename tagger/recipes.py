@@ -6,6 +6,7 @@ A recipe (``pipelines/<name>.toml``)::
     task = "tag"                       # or "classify"
     train = "sample-ner/train.conll"   # relative to the data directory
     dev = "sample-ner/dev.conll"       # optional
+    # dataset = "sklearn-digits"       # instead of files: a dataset the library provides
     format = "conll"                   # optional: inferred from the extensions
     data_dir = "../data"               # optional default data directory, relative to the recipe
 
@@ -32,7 +33,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _KEYS = {"description", "task", "train", "dev", "format", "data_dir", "params", "tag_column",
-         "label_column", "text_column"}
+         "label_column", "text_column", "dataset"}
 
 
 @dataclass
@@ -42,12 +43,13 @@ class Recipe:
     name: str
     path: Path
     task: str
-    train: Path
+    train: Path | None
     dev: Path | None = None
     format: str | None = None
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, int] = field(default_factory=dict)
+    dataset: str | None = None
 
 
 def recipe_folders() -> list[Path]:
@@ -99,9 +101,15 @@ def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) ->
     unknown = sorted(set(config) - _KEYS)
     if unknown:
         raise DataError(f"unknown recipe keys: {', '.join(unknown)}", str(path))
-    for key in ("task", "train"):
-        if not isinstance(config.get(key), str):
-            raise DataError(f"the recipe needs a {key!r} string", str(path))
+    from .workflows import DATASETS
+
+    if not isinstance(config.get("task"), str):
+        raise DataError("the recipe needs a 'task' string", str(path))
+    dataset = config.get("dataset")
+    if dataset is not None and dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}", str(path))
+    if dataset is None and not isinstance(config.get("train"), str):
+        raise DataError("the recipe needs a 'train' file (or a 'dataset')", str(path))
     params = config.get("params", {})
     if not isinstance(params, dict):
         raise DataError("[params] must be a table", str(path))
@@ -124,4 +132,5 @@ def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) ->
     columns = {k: int(config[k]) for k in ("tag_column", "label_column", "text_column")
                if k in config}
     return Recipe(path.stem, path, config["task"], resolve("train"), resolve("dev"),
-                  config.get("format"), config.get("description", ""), dict(params), columns)
+                  config.get("format"), config.get("description", ""), dict(params), columns,
+                  dataset)

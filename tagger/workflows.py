@@ -158,13 +158,37 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
     -------
     estimator
     """
-    from .estimators import load
-
     X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)
     X_dev = y_dev = None
     if dev_path is not None:
         X_dev, y_dev = read_training_data(dev_path, task, fmt, tag_column, label_column,
                                           text_column)
+    return train_examples(task, X, y, X_dev, y_dev, output, params, save_every, resume,
+                          callback)
+
+
+#: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
+def _sklearn_digits():
+    """scikit-learn's bundled 8x8 digits as sequences of 8 rows of 8 pixels, with the held-out
+    25% (stratified, ``random_state=0``) as development data."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    X, X_dev, y, y_dev = train_test_split(digits.images, digits.target, test_size=0.25,
+                                          random_state=0, stratify=digits.target)
+    return list(X), y.tolist(), list(X_dev), y_dev.tolist()
+
+
+DATASETS = {"sklearn-digits": _sklearn_digits}
+
+
+def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
+                   params: dict | None = None, save_every: int | None = None, resume=None,
+                   callback: Callable[[str, dict], None] | None = None):
+    """:func:`train` on examples in memory (token lists or numeric sequences)."""
+    from .estimators import load
+
     if resume is not None:
         model = load(resume)
         if params:
@@ -289,6 +313,25 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
                           f"{', '.join(OUTPUT_FORMATS)}")
 
 
+def expand_inputs(paths: list[str], fmt: str | None = None) -> list[str]:
+    """Input paths with every folder replaced by the files inside it (recursively, in sorted
+    order): those of a known extension, or all files when the format is given."""
+    from .records import INPUT_EXTENSIONS
+
+    out = []
+    for path in paths:
+        if path != "-" and os.path.isdir(path):
+            found = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and (
+                fmt is not None or p.suffix.lower() in INPUT_EXTENSIONS))
+            if not found:
+                raise DataError(f"no input files in the folder (known extensions: "
+                                f"{', '.join(INPUT_EXTENSIONS)})", path)
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                   output_format: str | None = None, batch_size: int = 256,
                   on_error: str = "stop", errors: ReadErrors | None = None,
@@ -315,6 +358,7 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                           "Python (the command line reads text)")
     errors = errors if errors is not None else ReadErrors()
     tokenizer = model._tokenizer
+    paths = expand_inputs(paths, fmt)
     formats = [input_format(path, fmt) for path in paths]  # every name checked before reading
 
     def records() -> Iterator[Record]:

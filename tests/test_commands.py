@@ -261,3 +261,80 @@ def test_installed_command_end_to_end(tmp_path):
     usage = subprocess.run(["tagger", "predict"], capture_output=True, text=True, env=env,
                            check=False)
     assert usage.returncode == 2
+
+
+def test_predict_a_folder_streams_batch_by_batch(ner_model, tmp_path):
+    from tagger import workflows
+
+    folder = tmp_path / "texts"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("Anna lives in Rome .\nPeter works at Bluefield Bank .\n")
+    (folder / "a.txt").write_text("Omar met Lucy in Lagos .\n")
+    (folder / "sub" / "c.txt").write_text("Chen visited Oslo .\n")
+    (folder / "notes.md").write_text("ignored: unknown extension\n")
+    result = invoke("predict", ner_model, folder, "--output-format", "jsonl")
+    assert result.exit_code == 0, result.output
+    tokens = [json.loads(line)["tokens"][0] for line in result.stdout.splitlines()]
+    assert tokens == ["Omar", "Anna", "Peter", "Chen"]  # files in sorted order, lines in order
+
+    class Recorder:
+        """An output that remembers how many lines had been written at each flush."""
+
+        def __init__(self):
+            self.lines, self.flushes = 0, []
+
+        def write(self, text):
+            self.lines += text.count("\n")
+
+        def flush(self):
+            self.flushes.append(self.lines)
+
+    out = Recorder()
+    model = tagger.load(ner_model)
+    count = workflows.predict_files(model, [str(NER / "dev.conll")], out, batch_size=64,
+                                    output_format="jsonl")
+    assert count == 300 and out.flushes == [64, 128, 192, 256, 300]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("predict", ner_model, empty)
+    assert result.exit_code == 1 and "no input files in the folder" in result.output
+
+
+def test_progress_bar_on_a_terminal_does_not_disturb_training(tmp_path):
+    from tagger.cli import TrainingProgress
+    from tagger.workflows import train
+
+    events = []
+    progress = TrainingProgress(live=True)
+
+    def callback(event, info):
+        events.append(event)
+        progress(event, info)
+
+    model = train("tag", NER / "dev.conll", output=tmp_path / "m.tagger", callback=callback,
+                  params={"hidden_size": 8, "word_dim": 8, "char_encoder": None,
+                          "max_epochs": 2, "early_stopping": False, "n_jobs": 1})
+    assert events.count("epoch_start") == 2 and events.count("epoch_end") == 2
+    assert events.count("batch") == 2 * -(-300 // model.batch_size)
+
+
+def test_every_shipped_recipe_loads_and_the_digits_recipe_trains(tmp_path):
+    from tagger.recipes import available_recipes, load_recipe
+
+    names = available_recipes()
+    assert {"sample-ner", "sample-classify", "ner-wnut17", "pos-ud-ewt", "sentiment-sst2",
+            "digits"} <= set(names)
+    for name in ("sample-ner", "sample-classify", "digits"):
+        recipe = load_recipe(name)
+        assert recipe.task in ("tag", "classify") and recipe.description
+    shared = ROOT.parent / "shared" / "data"
+    if shared.is_dir():
+        for name in ("ner-wnut17", "pos-ud-ewt", "sentiment-sst2"):
+            assert load_recipe(name, shared).train.is_file()
+    result = invoke("train", "ner-wnut17", "--data-dir", tmp_path, "--output", tmp_path / "m")
+    assert result.exit_code == 1 and "not in the data directory" in result.output
+    out = tmp_path / "digits.tagger"
+    result = invoke("train", "digits", "--output", out, "--max-epochs", "3", "--quiet")
+    assert result.exit_code == 0, result.output
+    model = tagger.load(out)
+    assert model.input_type_ == "numeric" and model.n_features_ == 8 and len(model.history_) == 3
