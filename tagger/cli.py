@@ -59,7 +59,7 @@ def _clear_errors(command):
         except BrokenPipeError:  # the reader went away (`tagger predict ... | head`)
             sys.stderr.close()
             raise typer.Exit(1) from None
-        except (TaggerError, ValueError, TypeError, FloatingPointError) as exc:
+        except (TaggerError, ValueError, TypeError, RuntimeError, FloatingPointError) as exc:
             if os.environ.get("TAGGER_DEBUG"):
                 raise  # the whole traceback, for bug reports
             _fail(str(exc))

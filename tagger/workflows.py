@@ -167,6 +167,28 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
                           callback)
 
 
+def train_recipe(name_or_path: str, output=None, data_dir=None, params: dict | None = None,
+                 save_every: int | None = None, resume=None,
+                 callback: Callable[[str, dict], None] | None = None):
+    """Train what a pipeline recipe describes (see :mod:`tagger.recipes`); ``params`` win over
+    the recipe's own.
+
+    Returns
+    -------
+    estimator
+    """
+    from .recipes import load_recipe
+
+    recipe = load_recipe(name_or_path, data_dir)
+    merged = {**recipe.params, **(params or {})}
+    if recipe.dataset is not None:
+        return train_examples(recipe.task, *DATASETS[recipe.dataset](), output, merged,
+                              save_every, resume, callback)
+    return train(recipe.task, recipe.train, recipe.dev, output, merged, recipe.format,
+                 recipe.columns.get("tag_column", -1), recipe.columns.get("label_column", 0),
+                 recipe.columns.get("text_column", -1), save_every, resume, callback)
+
+
 #: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
 def _sklearn_digits():
     """scikit-learn's bundled 8x8 digits as sequences of 8 rows of 8 pixels, with the held-out

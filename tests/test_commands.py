@@ -184,6 +184,10 @@ def test_predict_errors(ner_model, tmp_path):
     assert result.exit_code == 1 and "cannot tell the format" in result.output
     result = invoke("predict", ner_model, "--on-error", "ignore", input="a\n")
     assert result.exit_code == 2
+    result = invoke("predict", ner_model, "--device", "cuda", input="a\n")
+    assert result.exit_code == 1 and "device='cuda'" in result.output
+    result = invoke("predict", ner_model, "--device", "tpu", input="a\n")
+    assert result.exit_code == 1 and "device must be one of" in result.output
     assert "Traceback" not in result.output
 
 
@@ -338,3 +342,12 @@ def test_every_shipped_recipe_loads_and_the_digits_recipe_trains(tmp_path):
     assert result.exit_code == 0, result.output
     model = tagger.load(out)
     assert model.input_type_ == "numeric" and model.n_features_ == 8 and len(model.history_) == 3
+
+
+def test_recipes_run_from_python(tmp_path):
+    from tagger.workflows import train_recipe
+
+    model = train_recipe("sample-classify", tmp_path / "c.tagger",
+                         params={"max_epochs": 2, "hidden_size": 8, "char_encoder": None})
+    assert model.max_epochs == 2 and model.hidden_size == 8 and len(model.history_) == 2
+    assert (tmp_path / "c.tagger.history.json").is_file()
