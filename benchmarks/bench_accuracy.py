@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import _results  # noqa: E402
+
 from tagger import SequenceTagger  # noqa: E402
 from tagger.io import read_conll, read_conllu  # noqa: E402
 
@@ -32,7 +34,6 @@ TASKS = {
     "ud": ("UD English EWT, UPOS token accuracy", "ud_ewt", "train.conllu", "dev.conllu"),
     "wnut": ("WNUT17, entity micro F1", "wnut17", "train.conll", "dev.conll"),
 }
-START, END = "<!-- bench_accuracy:start -->", "<!-- bench_accuracy:end -->"
 
 
 def read(task: str, path: Path):
@@ -87,15 +88,7 @@ def write_section(rows: list[dict], threads: int) -> str:
             f"{r['train_seconds'] / 60:.1f} min | {r['train_tokens_per_s']:,.0f} | "
             f"{r['dev_tokens_per_s']:,.0f} |")
     body = "\n".join(lines)
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
+    _results.write_section("bench_accuracy", body)
     return body
 
 

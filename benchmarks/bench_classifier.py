@@ -31,10 +31,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import _results  # noqa: E402
+
 from tagger import SequenceClassifier  # noqa: E402
 from tagger.io import read_tsv  # noqa: E402
-
-START, END = "<!-- bench_classifier:start -->", "<!-- bench_classifier:end -->"
 
 
 def read_sst2(path: Path):
@@ -103,15 +103,12 @@ def write_section(rows: list[dict], threads: int) -> str:
         "/ epochs run (first seed) | training time (first seed) | training tokens (steps)/s |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
     measured = {(r["task"], r["setting"]) for r in rows}
-    if START in text and END in text:  # keep the rows of tasks not measured in this run
-        for line in text.split(START, 1)[1].split(END, 1)[0].splitlines():
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if line.startswith("| ") and len(cells) == 8 and cells[0] != "task" and \
-                    (cells[0], cells[1]) not in measured:
-                lines.append(line)
+    for line in _results.read_section("bench_classifier").splitlines():  # rows not re-measured
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 8 and cells[0] != "task" and \
+                (cells[0], cells[1]) not in measured:
+            lines.append(line)
     for r in rows:
         scores = 100 * np.array(r["scores"])
         spread = (f"{scores.mean():.2f} / {scores.min():.2f}" if len(scores) > 1 else "—")
@@ -122,13 +119,7 @@ def write_section(rows: list[dict], threads: int) -> str:
             f"{scores[0]:.2f} | {spread} | {r['epochs'][0]} | {duration} | "
             f"{r['tokens_per_s']:,.0f} |")
     body = "\n".join(lines)
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
+    _results.write_section("bench_classifier", body)
     return body
 
 

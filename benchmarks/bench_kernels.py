@@ -29,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS = HERE / "RESULTS.md"
 SHAPES = {"A": (32, 40, 100, 128), "B": (1, 20, 100, 128), "C": (64, 50, 300, 256)}
-START, END = "<!-- bench_kernels:start -->", "<!-- bench_kernels:end -->"
 
 
 def _pin_one_core() -> None:
@@ -224,16 +224,8 @@ def main() -> None:
 
 def write_section(body: str) -> None:
     """Replace this benchmark's section of RESULTS.md (or append it)."""
-    header = "## Kernels (`benchmarks/bench_kernels.py`)"
-    section = f"{START}\n{header}\n\n{body}\n{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    _results.write_section("bench_kernels",
+                           f"## Kernels (`benchmarks/bench_kernels.py`)\n\n{body}")
 
 
 if __name__ == "__main__":
