@@ -325,14 +325,25 @@ def evaluate(
     label_column: int = typer.Option(0, help="TSV column of the gold labels."),
     text_column: int = typer.Option(-1, help="TSV column of the texts."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    report_file: Path = typer.Option(None, "--report",
+                                     help="Also write a self-contained HTML page: scores, "
+                                          "per-type bars and the learning curves."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions."""
     from . import workflows
+    from .html import report_page
 
     model = _load_model(model_file, device, threads)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
+    if report_file is not None:
+        page = report_page({**report, "best_epoch": model.best_epoch_}, model.history_,
+                           title=f"{model_file.name} on {Path(data).name}")
+        tmp = report_file.with_name(f".{report_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, report_file)
+        typer.echo(f"wrote {report_file}", err=True)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
     else:
@@ -350,8 +361,8 @@ def predict(
                                          "conllu, jsonl or tsv.",
                                     show_default="from the extension; text for standard input"),
     output_format: str = typer.Option(None, "--output-format",
-                                      help="conll or jsonl for a tagger, jsonl or tsv for a "
-                                           "classifier.",
+                                      help="conll, jsonl or html for a tagger; jsonl, tsv or "
+                                           "html for a classifier.",
                                       show_default="conll for a tagger, jsonl for a classifier"),
     output: Path = typer.Option(None, "--output", "-o", help="Output file.",
                                 show_default="standard output"),

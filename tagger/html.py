@@ -14,6 +14,7 @@ the same palette indexed by the CRC-32 of its name (Python's ``hash`` changes be
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from html import escape
 
@@ -103,19 +104,23 @@ def entity_page_end() -> str:
 
 def _check_spans(spans: list[dict], n_tokens: int) -> list[dict]:
     """The spans sorted by start; ValueError for spans out of range or overlapping."""
-    ordered = sorted(spans, key=lambda s: (s["start"], s["end"]))
-    previous = None
-    for span in ordered:
-        start, end = span["start"], span["end"]
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= n_tokens):
+    checked = []
+    for span in spans:
+        try:  # NumPy integers are fine, floats and strings are not
+            start, end = operator.index(span["start"]), operator.index(span["end"])
+        except (KeyError, TypeError):
+            raise ValueError(f"entity span needs integer 'start' and 'end': {span!r}") from None
+        if not 0 <= start < end <= n_tokens:
             raise ValueError(f"entity span [{start}, {end}) ({span.get('label')!r}) is empty or "
                              f"outside the sentence's {n_tokens} tokens")
-        if previous is not None and start < previous["end"]:
+        checked.append({**span, "start": start, "end": end})
+    checked.sort(key=lambda s: (s["start"], s["end"]))
+    for previous, span in zip(checked, checked[1:], strict=False):
+        if span["start"] < previous["end"]:
             raise ValueError(f"entity spans overlap: [{previous['start']}, {previous['end']}) "
-                             f"({previous.get('label')!r}) and [{start}, {end}) "
+                             f"({previous.get('label')!r}) and [{span['start']}, {span['end']}) "
                              f"({span.get('label')!r})")
-        previous = span
-    return ordered
+    return checked
 
 
 def entity_sentence_html(tokens: list[str], spans: list[dict], label: str | None = None,
@@ -161,7 +166,7 @@ def entity_sentence_html(tokens: list[str], spans: list[dict], label: str | None
     text = " ".join(pieces)
     if label is not None:
         name = str(label)
-        p = _number(proba.get(label)) if proba else None
+        p = _number(proba.get(label, proba.get(name))) if proba else None
         shown = name if p is None else f"{name} {p:.2f}"
         text += (f' <span class="badge" style="background: {_colour(name)}">{escape(shown)}'
                  f"</span>")

@@ -19,7 +19,7 @@ from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
 TASKS = ("tag", "classify")
-OUTPUT_FORMATS = ("conll", "jsonl", "tsv")
+OUTPUT_FORMATS = ("conll", "jsonl", "tsv", "html")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,6 +322,14 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
             raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
         text = record.text if record.text is not None else " ".join(record.tokens)
         out.write(f"{prediction['label']}\t{text}\n")
+    elif output_format == "html":
+        from .html import entity_sentence_html
+
+        if classifier:
+            out.write(entity_sentence_html(record.tokens, [], prediction["label"],
+                                           prediction["proba"]) + "\n")
+        else:
+            out.write(entity_sentence_html(record.tokens, prediction["spans"]) + "\n")
     elif output_format == "conll":
         if classifier:
             raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
@@ -389,10 +397,19 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                                     tsv_text_column=text_column, tsv_header=False)
 
     count = 0
+    if output_format == "html":
+        from .html import entity_page_start
+
+        out.write(entity_page_start("tagger: " + ", ".join(paths)))
     for batch in _batched(predict_records(model, records(), batch_size), batch_size):
         for record, prediction in batch:
             write_prediction(out, record, prediction, output_format, classifier)
             count += 1
+        out.flush()
+    if output_format == "html":
+        from .html import entity_page_end
+
+        out.write(entity_page_end())
         out.flush()
     return count
 

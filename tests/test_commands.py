@@ -351,3 +351,22 @@ def test_recipes_run_from_python(tmp_path):
                          params={"max_epochs": 2, "hidden_size": 8, "char_encoder": None})
     assert model.max_epochs == 2 and model.hidden_size == 8 and len(model.history_) == 2
     assert (tmp_path / "c.tagger.history.json").is_file()
+
+
+def test_html_views(ner_model, review_model, tmp_path):
+    result = invoke("predict", ner_model, "--output-format", "html",
+                    input="Maria Lopez flew to Paris .\nNothing here <b>at all</b> .\n")
+    assert result.exit_code == 0, result.output
+    page = result.stdout
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count('<p class="sentence">') == 2
+    assert "&lt;" in page and "<b>" not in page  # input text is escaped
+    result = invoke("predict", review_model, "--output-format", "html",
+                    input="a great kettle .\n")
+    assert result.exit_code == 0 and "positive" in result.stdout
+    report = tmp_path / "report.html"
+    result = invoke("evaluate", ner_model, NER / "dev.conll", "--report", report)
+    assert result.exit_code == 0, result.output
+    html_text = report.read_text()
+    assert html_text.count("<svg") >= 3  # per-type bars, loss curve, dev-score curve
+    assert "PER" in html_text and "LOC" in html_text and "<script" not in html_text
