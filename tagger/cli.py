@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +186,15 @@ class TrainingProgress:
         self._loss = 0.0
         self._tokens = 0
         self._batches = 0
+        self._started = time.perf_counter()
+        self._last_dev = "-"
 
     def __call__(self, event: str, info: dict) -> None:
         if self.quiet:
             return
         if event == "epoch_start":
             self._loss, self._tokens, self._batches = 0.0, 0, 0
+            self._started = time.perf_counter()
             if self.live:
                 self._start_bar(info)
         elif event == "batch":
@@ -198,9 +202,13 @@ class TrainingProgress:
             self._batches += 1
             self._tokens += info["tokens"]
             if self._progress is not None:
+                elapsed = max(time.perf_counter() - self._started, 1e-9)
                 self._progress.update(self._task, advance=1,
-                                      loss=f"{self._loss / self._batches:.4f}")
+                                      loss=f"{self._loss / self._batches:.4f}",
+                                      rate=f"{self._tokens / elapsed:,.0f}")
         elif event == "epoch_end":
+            if info.get("dev_score") is not None:
+                self._last_dev = f"{info['dev_score']:.4f}"
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
@@ -223,9 +231,11 @@ class TrainingProgress:
 
         self._progress = Progress(
             TextColumn(f"epoch {info['epoch']:3d}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True)
-        self._task = self._progress.add_task("train", total=info["n_batches"], loss="-")
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} tokens/s"),
+            TextColumn(f"last dev {self._last_dev}"), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task("train", total=info["n_batches"], loss="-",
+                                             rate="-")
         self._progress.start()
 
 

@@ -258,6 +258,24 @@ def test_installed_command_end_to_end(tmp_path):
                             env=env, check=False)
     assert tagged.returncode == 0, tagged.stderr
     assert json.loads(tagged.stdout)["tokens"] == ["Anna", "Smith", "visited", "Berlin", "."]
+
+    def run(*args, **kwargs):
+        return subprocess.run(["tagger", *map(str, args)], capture_output=True, text=True,
+                              env=env, check=False, **kwargs)
+
+    predicted = run("predict", model, NER / "dev.conll", "-o", tmp_path / "dev.pred.conll")
+    assert predicted.returncode == 0, predicted.stderr
+    assert (tmp_path / "dev.pred.conll").read_text().count("\n\n") == 300
+    scored = run("evaluate", model, NER / "dev.conll", "--json")
+    assert scored.returncode == 0 and "micro avg" in json.loads(scored.stdout)["entities"]
+    assert run("convert", NER / "dev.conll", tmp_path / "dev.jsonl").returncode == 0
+    assert run("convert", tmp_path / "dev.jsonl", tmp_path / "back.conll").returncode == 0
+    assert (tmp_path / "back.conll").read_text() == (NER / "dev.conll").read_text()
+    bad = tmp_path / "bad.conll"
+    bad.write_text("a\tO\n\nb\tO\tX\nc\tO\n")
+    malformed = run("evaluate", model, bad)
+    assert malformed.returncode == 1 and malformed.stderr.startswith("error: ")
+    assert f"{bad}:3: expected 2 columns" in malformed.stderr and "Traceback" not in malformed.stderr
     missing = subprocess.run(["tagger", "info", str(tmp_path / "nope.tagger")],
                              capture_output=True, text=True, env=env, check=False)
     assert missing.returncode == 1 and missing.stderr.startswith("error: ")
