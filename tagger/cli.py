@@ -343,16 +343,12 @@ def evaluate(
 ) -> None:
     """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions."""
     from . import workflows
-    from .html import report_page
 
     model = _load_model(model_file, device, threads)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
     if report_file is not None:
-        page = report_page({**report, "best_epoch": model.best_epoch_}, model.history_,
-                           title=f"{model_file.name} on {Path(data).name}")
-        tmp = report_file.with_name(f".{report_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, report_file)
+        workflows.write_report(model, report, report_file,
+                               title=f"{model_file.name} on {Path(data).name}")
         typer.echo(f"wrote {report_file}", err=True)
     if as_json:
         typer.echo(json.dumps(report, indent=1))

@@ -467,6 +467,18 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
     return report
 
 
+def write_report(model, report: dict, path, title: str = "Evaluation report") -> None:
+    """Write :func:`evaluate`'s report with the model's learning curves as one self-contained
+    HTML page (atomically)."""
+    from .html import report_page
+
+    page = report_page({**report, "best_epoch": model.best_epoch_}, model.history_, title=title)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def format_report(report: dict) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
     lines = [f"{report['file']}: {report['n_examples']} "
