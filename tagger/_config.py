@@ -24,3 +24,11 @@ NUM_THREADS: int | None = None
 # when Numba may use 2+ threads and a direction has at least this much work (batch x steps x
 # hidden); below it, thread hand-off costs more than it saves (single-sentence latency).
 PARALLEL_DIRECTIONS_MIN_WORK: int = 20_000
+
+# CUDA launch sizes (read at call time). Threads per block of the per-sequence recurrent kernels
+# and of 1-D kernels; the edge of the square blocks of 2-D kernels; a cap on blocks per grid
+# dimension (kernels loop with grid strides beyond it). Tests make them small so that several
+# blocks run and bugs across blocks show.
+CUDA_THREADS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_TPB", "128"))
+CUDA_BLOCK_2D: int = int(os.environ.get("TAGGER_CUDA_BLOCK_2D", "16"))
+CUDA_MAX_BLOCKS: int = int(os.environ.get("TAGGER_CUDA_MAX_BLOCKS", "4096"))

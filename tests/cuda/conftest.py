@@ -1,0 +1,24 @@
+"""The CUDA kernels run here: under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before
+Numba is imported, so in a pytest process of their own: see ``.ci/run``) or on a real GPU.
+Elsewhere these tests are not collected."""
+
+from __future__ import annotations
+
+import os
+
+
+def _cuda_usable() -> bool:
+    try:
+        from numba import cuda
+    except ImportError:  # numba-cuda not installed
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver or toolkit: nothing to test here
+        return False
+
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0")
+
+if not _cuda_usable():
+    collect_ignore_glob = ["test_*.py"]

@@ -1,0 +1,145 @@
+"""The CUDA recurrent kernels against the NumPy references (tests/naive.py) and the CPU kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import naive
+from tagger.kernels import rnn_cuda
+from tagger.nn import recurrent as R
+
+CELLS = ["lstm", "gru", "rnn", "irnn"]
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def make_case(cell, dtype, seed=0, B=5, T=7, D=3, H=5, lengths=None):
+    rng = np.random.default_rng(seed)
+    params = R.init_direction(cell, D, H, rng, dtype)
+    params = {k: (v + rng.normal(0, 0.3, v.shape)).astype(dtype) for k, v in params.items()}
+    if cell == "irnn":
+        params["U"] = (0.5 * params["U"]).astype(dtype)
+    x = rng.normal(size=(B, T, D)).astype(dtype)
+    if lengths is None:
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[0], lengths[-1] = T, 0  # a full and an empty sequence
+    lengths = np.asarray(lengths, dtype=np.int64)
+    h0 = rng.normal(size=(B, H)).astype(dtype)
+    c0 = rng.normal(size=(B, H)).astype(dtype)
+    return params, x, lengths, h0, c0
+
+
+def run_cuda(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
+    """Forward and backward on the device; results copied back to the host."""
+    B, T, D = x.shape
+    H = params["U"].shape[0]
+    dt = x.dtype
+    dev = {k: cuda.to_device(v) for k, v in params.items()}
+    dx_, dl, dh0_ = cuda.to_device(x), cuda.to_device(lengths), cuda.to_device(h0)
+    out, h_prev = cuda.device_array((B, T, H), dt), cuda.device_array((B, T, H), dt)
+    h_last = cuda.device_array((B, H), dt)
+    grads = {k: cuda.device_array(v.shape, dt) for k, v in params.items()}
+    g_dx, g_h0 = cuda.device_array((B, T, D), dt), cuda.device_array((B, H), dt)
+    d_out_, d_h_ = cuda.to_device(d_out), cuda.to_device(d_h)
+    result = {}
+    if cell == "lstm":
+        c0_ = cuda.to_device(c0)
+        c_out, gates = cuda.device_array((B, T, H), dt), cuda.device_array((B, T, 4 * H), dt)
+        c_last, g_c0 = cuda.device_array((B, H), dt), cuda.device_array((B, H), dt)
+        d_gates = cuda.device_array((B, T, 4 * H), dt)
+        rnn_cuda.lstm_forward(dx_, dl, dev["W"], dev["U"], dev["b"], dh0_, c0_, reverse, out,
+                              c_out, gates, h_prev, h_last, c_last)
+        rnn_cuda.lstm_backward(dx_, dl, dev["W"], dev["U"], c0_, reverse, gates, c_out, h_prev,
+                               d_out_, d_h_, cuda.to_device(d_c), d_gates, g_dx, grads["W"],
+                               grads["U"], grads["b"], g_h0, g_c0)
+        result["c_last"], result["dc0"] = c_last.copy_to_host(), g_c0.copy_to_host()
+    elif cell == "gru":
+        gates, rec_n = cuda.device_array((B, T, 3 * H), dt), cuda.device_array((B, T, H), dt)
+        d_gates = cuda.device_array((B, T, 3 * H), dt)
+        rnn_cuda.gru_forward(dx_, dl, dev["W"], dev["U"], dev["b"], dev["b_rn"], dh0_, reverse,
+                             out, gates, rec_n, h_prev, h_last)
+        rnn_cuda.gru_backward(dx_, dl, dev["W"], dev["U"], reverse, gates, rec_n, h_prev, d_out_,
+                              d_h_, d_gates, g_dx, grads["W"], grads["U"], grads["b"],
+                              grads["b_rn"], g_h0)
+    else:
+        relu = cell == "irnn"
+        d_pre = cuda.device_array((B, T, H), dt)
+        rnn_cuda.rnn_forward(dx_, dl, dev["W"], dev["U"], dev["b"], dh0_, relu, reverse, out,
+                             h_prev, h_last)
+        rnn_cuda.rnn_backward(dx_, dl, dev["W"], dev["U"], relu, reverse, out, h_prev, d_out_,
+                              d_h_, d_pre, g_dx, grads["W"], grads["U"], grads["b"], g_h0)
+    result.update(out=out.copy_to_host(), h_last=h_last.copy_to_host(), dx=g_dx.copy_to_host(),
+                  dh0=g_h0.copy_to_host(),
+                  grads={k: v.copy_to_host() for k, v in grads.items()})
+    return result
+
+
+def reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    args = (x.astype(np.float64), lengths)
+    if cell == "lstm":
+        out, h, c = naive.lstm_forward(*args, p["W"], p["U"], p["b"], h0, c0, reverse)
+        g = naive.lstm_backward(*args, p["W"], p["U"], p["b"], h0, c0, d_out, d_h, d_c, reverse)
+        return out, h, c, g
+    if cell == "gru":
+        out, h = naive.gru_forward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, reverse)
+        g = naive.gru_backward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, d_out, d_h, reverse)
+        return out, h, None, g
+    relu = cell == "irnn"
+    out, h = naive.rnn_forward(*args, p["W"], p["U"], p["b"], h0, relu, reverse)
+    g = naive.rnn_backward(*args, p["W"], p["U"], p["b"], h0, d_out, d_h, relu, reverse)
+    return out, h, None, g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_reference(cell, reverse, dtype):
+    params, x, lengths, h0, c0 = make_case(cell, dtype)
+    rng = np.random.default_rng(1)
+    d_out = rng.normal(size=x.shape[:2] + (h0.shape[1],)).astype(dtype)
+    d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=h0.shape).astype(dtype)
+    got = run_cuda(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c)
+    ref_out, ref_h, ref_c, ref = reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h,
+                                           d_c)
+    tol = TOL[dtype]
+    assert got["out"].dtype == dtype
+    np.testing.assert_allclose(got["out"], ref_out, **tol)
+    np.testing.assert_allclose(got["h_last"], ref_h, **tol)
+    np.testing.assert_allclose(got["dx"], ref["dx"], **tol)
+    np.testing.assert_allclose(got["dh0"], ref["dh0"], **tol)
+    for name in params:
+        np.testing.assert_allclose(got["grads"][name], ref["d" + name], **tol, err_msg=name)
+    if cell == "lstm":
+        np.testing.assert_allclose(got["c_last"], ref_c, **tol)
+        np.testing.assert_allclose(got["dc0"], ref["dc0"], **tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_same_results_as_the_cpu_kernels(cell):
+    params, x, lengths, h0, c0 = make_case(cell, np.float32, seed=5, B=4, T=6, D=4, H=3)
+    rng = np.random.default_rng(2)
+    d_out = rng.normal(size=x.shape[:2] + (3,)).astype(np.float32)
+    d_h, d_c = rng.normal(size=h0.shape).astype(np.float32), rng.normal(size=h0.shape).astype(
+        np.float32)
+    got = run_cuda(cell, params, x, lengths, h0, c0, True, d_out, d_h, d_c)
+    out, h_last, _, cache = R.direction_forward(cell, params, x, lengths, True, h0, c0)
+    dx, grads, dh0, _ = R.direction_backward(params, cache, d_out, d_h, d_c)
+    np.testing.assert_allclose(got["out"], out, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(got["dx"], dx, rtol=2e-5, atol=2e-5)
+    for name in params:
+        np.testing.assert_allclose(got["grads"][name], grads[name], rtol=2e-5, atol=2e-5)
+
+
+def test_gemm_against_numpy():
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(7, 5)), rng.normal(size=(5, 9))
+    C = cuda.device_array((7, 9))
+    rnn_cuda.gemm(cuda.to_device(A), cuda.to_device(B), C)
+    np.testing.assert_allclose(C.copy_to_host(), A @ B, rtol=1e-12)
+    Ct = cuda.device_array((5, 5))
+    rnn_cuda.gemm(cuda.to_device(A), cuda.to_device(A), Ct, trans_a=True)
+    np.testing.assert_allclose(Ct.copy_to_host(), A.T @ A, rtol=1e-12)
+    rnn_cuda.gemm(cuda.to_device(B), cuda.to_device(B), Ct, trans_b=True, accumulate=True)
+    np.testing.assert_allclose(Ct.copy_to_host(), A.T @ A + B @ B.T, rtol=1e-12)

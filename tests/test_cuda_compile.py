@@ -1,0 +1,56 @@
+"""Every CUDA kernel compiles to PTX for float32 and float64, without a GPU: this catches typing
+errors the simulator does not (it runs kernels as Python). Needs numba-cuda with the CUDA toolkit
+wheels (``pip install ".[cuda]"``); skipped elsewhere and under the simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
+    pytest.skip("the simulator does not compile kernels", allow_module_level=True)
+cuda = pytest.importorskip("numba.cuda")
+
+from numba import boolean, float32, float64, int64  # noqa: E402
+
+
+def _toolkit_present() -> bool:
+    from tagger.kernels import rnn_cuda
+
+    try:
+        cuda.compile_ptx(rnn_cuda._copy_tail_kernel, (float32[:], float32[:], int64), cc=(7, 5))
+    except Exception as exc:  # the toolkit wheels (NVRTC) are missing
+        return "nvrtc" not in str(exc).lower() and "libnvvm" not in str(exc).lower()
+    return True
+
+
+def kernel_signatures(f):
+    from tagger.kernels import rnn_cuda as k
+
+    v, m, c, i = f[:], f[:, :], f[:, :, :], int64[:]
+    return {
+        k._gemm_kernel: (m, m, m, boolean, boolean, boolean),
+        k._column_sums_kernel: (m, v),
+        k._copy_tail_kernel: (v, v, int64),
+        k._lstm_forward_kernel: (i, m, v, m, m, boolean, c, c, c, c, m, m),
+        k._lstm_backward_kernel: (i, m, m, boolean, c, c, c, m, m, c, m, m),
+        k._gru_forward_kernel: (i, m, v, v, m, boolean, c, c, c, c, m),
+        k._gru_backward_kernel: (i, m, boolean, c, c, c, c, m, c, c, m),
+        k._rnn_forward_kernel: (i, m, v, m, boolean, boolean, c, c, m),
+        k._rnn_backward_kernel: (i, m, boolean, boolean, c, c, m, c, m),
+    }
+
+
+@pytest.mark.parametrize("dtype", [float32, float64], ids=["float32", "float64"])
+def test_every_kernel_compiles_to_ptx(dtype):
+    if not _toolkit_present():
+        pytest.skip("CUDA toolkit wheels not installed")
+    for kernel, signature in kernel_signatures(dtype).items():
+        ptx, _ = cuda.compile_ptx(kernel, signature, cc=(7, 5))
+        assert ".entry" in ptx, kernel
+        if dtype is float32:
+            # float32 kernels must not fall back to double precision arithmetic
+            doubles = re.findall(r"\w+(?:\.\w+)*\.f64\b", ptx)
+            assert not doubles, (kernel, sorted(set(doubles)))
