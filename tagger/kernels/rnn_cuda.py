@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import cuda
 
 from .. import _config
@@ -84,11 +83,6 @@ def column_sums(A, out) -> None:
 def _flat(a, cols: int):
     """A (B, T, cols) array as (B*T, cols) without copying."""
     return a.reshape((a.shape[0] * a.shape[1], cols))
-
-
-def _as_device(*arrays):
-    return [a if cuda.is_cuda_array(a) else cuda.to_device(np.ascontiguousarray(a))
-            for a in arrays]
 
 
 def _input_gradients(x, W, d_pre, dx, dW, db) -> None:
