@@ -28,11 +28,20 @@ def _toolkit_present() -> bool:
 
 def kernel_signatures(f):
     from tagger.kernels import crf_cuda as crf
+    from tagger.kernels import pool_cuda as pool
     from tagger.kernels import rnn_cuda as k
 
     v, m, c, i = f[:], f[:, :], f[:, :, :], int64[:]
     dv, dm, dc = float64[:], float64[:, :], float64[:, :, :]
     return {
+        pool._mean_pool_kernel: (c, i, m),
+        pool._mean_pool_backward_kernel: (i, m, c),
+        pool._max_pool_kernel: (c, i, m, int64[:, :]),
+        pool._max_pool_backward_kernel: (int64[:, :], m, c),
+        pool._attention_pool_kernel: (c, i, v, v, m, m, m),
+        pool._attention_backward_kernel: (c, i, v, m, m, c, m, m, v),
+        pool._sum_rows_kernel: (m, v, v, v),
+        pool._zero_kernel: (v, v),
         crf._forward_backward_kernel: (c, int64[:, :], i, dm, dc, dc, dv, dv, boolean, c, dc, dm,
                                        dm),
         crf._reduce_kernel: (dc, dm, dm, m, v, v),
@@ -58,8 +67,8 @@ def test_every_kernel_compiles_to_ptx(dtype):
     for kernel, signature in kernel_signatures(dtype).items():
         ptx, _ = cuda.compile_ptx(kernel, signature, cc=(7, 5))
         assert ".entry" in ptx, kernel
-        if dtype is float32 and kernel.py_func.__module__.endswith("rnn_cuda"):
-            # The recurrent kernels must not fall back to double precision arithmetic (the CRF
-            # works in float64 on purpose, as on the CPU).
+        if dtype is float32 and not kernel.py_func.__module__.endswith("crf_cuda"):
+            # float32 kernels must not fall back to double precision arithmetic (the CRF works
+            # in float64 on purpose, as on the CPU).
             doubles = re.findall(r"\w+(?:\.\w+)*\.f64\b", ptx)
             assert not doubles, (kernel, sorted(set(doubles)))
