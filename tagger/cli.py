@@ -473,8 +473,15 @@ def demo(
     typer.echo(f"Held-out token accuracy: bidirectional {bi:.2%}, forward-only {uni:.2%}")
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Entry point of the ``tagger`` console script."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     app()
 
 

@@ -51,6 +51,7 @@ def kernel_signatures(f):
         k._gemm_kernel: (m, m, m, boolean, boolean, boolean),
         k._column_sums_kernel: (m, v),
         k._copy_tail_kernel: (v, v, int64),
+        k.smoke_kernel: (int64[:],),
         k._lstm_forward_kernel: (i, m, v, m, m, boolean, c, c, c, c, m, m),
         k._lstm_backward_kernel: (i, m, m, boolean, c, c, c, m, m, c, m, m),
         k._gru_forward_kernel: (i, m, v, v, m, boolean, c, c, c, c, m),

@@ -166,7 +166,7 @@ def test_bad_input_gives_clear_errors():
         model.fit([["a"], np.zeros((1, 2))], [["O"], ["O"]])
     with pytest.raises(ValueError, match="cell must be one of"):
         SequenceTagger(cell="transformer").fit([["a"]], [["O"]])
-    with pytest.raises(RuntimeError, match="CPU only"):
+    with pytest.raises(RuntimeError, match="device=.cuda. was requested, but"):
         SequenceTagger(device="cuda").fit([["a"]], [["O"]])
     from sklearn.exceptions import NotFittedError
 

@@ -25,8 +25,6 @@ from ..text.vocab import SHAPES, Vocabulary
 from ._encoding import SentenceEncoder
 from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_of
 
-DEVICES = ("auto", "cpu", "cuda")
-
 #: Fitted attributes that describe the inputs (written to and read from model files).
 _INPUT_ATTRIBUTES = ("input_type_", "vocabulary_", "char_vocabulary_", "n_features_",
                      "feature_mean_", "feature_scale_")
@@ -82,12 +80,10 @@ class RecurrentEstimator(BaseEstimator):
         """Checks of the subclass's own parameters."""
 
     def _resolve_device(self) -> str:
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.device == "cuda":
-            raise RuntimeError("device='cuda' was requested, but this version of tagger runs on "
-                               "the CPU only; use device='cpu' or 'auto'")
-        return "cpu"
+        """"cpu" or "cuda" (see :func:`tagger.kernels.backend.resolve_device`)."""
+        from ..kernels.backend import resolve_device
+
+        return resolve_device(self.device)
 
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -167,7 +163,9 @@ class RecurrentEstimator(BaseEstimator):
 
     def _model_for(self, word_dim: int):
         featurizer = self._featurizer_for(word_dim)
-        return self._network_for(featurizer)
+        model = self._network_for(featurizer)
+        model.set_device(self._resolve_device())
+        return model
 
     def _word_dim(self) -> int:
         params = self.__dict__.get("params_")
@@ -180,6 +178,10 @@ class RecurrentEstimator(BaseEstimator):
         model = self.__dict__.get("_model_cache")
         if model is None:
             model = self.__dict__["_model_cache"] = self._model_for(self._word_dim())
+        else:
+            device = self._resolve_device()  # set_params(device=...) moves a fitted model
+            if model.device != device:
+                model.set_device(device)
         return model
 
     @property

@@ -28,6 +28,14 @@ from .. import _config
 # ----------------------------------------------------------------------------------------------
 
 
+@cuda.jit
+def smoke_kernel(out):
+    """out[i] = i + 1: the launch that tells whether the GPU works (see ``backend``)."""
+    i = cuda.threadIdx.x
+    if i < out.shape[0]:
+        out[i] = i + 1
+
+
 @cuda.jit(device=True, inline=True)
 def _sigmoid(v, one):
     # ``one`` has the arrays' dtype: a bare 1 would promote float32 arithmetic to float64.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import pool_cpu
+from ..kernels import backend
 from . import init
 from .recurrent import RNNStack, dropout_mask
 
@@ -43,6 +43,12 @@ class ClassifierNetwork:
         self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = dropout
+        self.device = "cpu"
+
+    def set_device(self, device: str) -> None:
+        """Run the recurrent layers and the pooling with the kernels of ``device``."""
+        self.device = device
+        self.rnn.device = device
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters."""
@@ -58,6 +64,7 @@ class ClassifierNetwork:
     # ----------------------------------------------------------------------------------------------
 
     def _pool(self, params, hidden, lengths):
+        pool_kernels = backend.kernels(self.device, "pool")
         B, T, P = hidden.shape
         dtype = hidden.dtype
         out = np.empty((B, P), dtype)
@@ -70,19 +77,20 @@ class ClassifierNetwork:
             out[lengths == 0] = 0
             return out, last
         if self.pooling == "mean":
-            pool_cpu.mean_pool(hidden, lengths, out)
+            pool_kernels.mean_pool(hidden, lengths, out)
             return out, None
         if self.pooling == "max":
             argmax = np.empty((B, P), np.int64)
-            pool_cpu.max_pool(hidden, lengths, out, argmax)
+            pool_kernels.max_pool(hidden, lengths, out, argmax)
             return out, argmax
         scores = np.empty((B, T), dtype)
         weights = np.empty((B, T), dtype)
-        pool_cpu.attention_pool(hidden, lengths, params["attn.w"], np.zeros(1, dtype), scores,
+        pool_kernels.attention_pool(hidden, lengths, params["attn.w"], np.zeros(1, dtype), scores,
                                 weights, out)
         return out, weights
 
     def _pool_backward(self, params, hidden, lengths, aux, d_out, grads):
+        pool_kernels = backend.kernels(self.device, "pool")
         d_hidden = np.empty_like(hidden)
         if self.pooling == "last":
             H = self.rnn.hidden_size
@@ -93,12 +101,12 @@ class ClassifierNetwork:
             if self.rnn.bidirectional:
                 d_hidden[valid, 0, H:] += d_out[valid, H:]
         elif self.pooling == "mean":
-            pool_cpu.mean_pool_backward(lengths, d_out, d_hidden)
+            pool_kernels.mean_pool_backward(lengths, d_out, d_hidden)
         elif self.pooling == "max":
-            pool_cpu.max_pool_backward(aux, d_out, d_hidden)
+            pool_kernels.max_pool_backward(aux, d_out, d_hidden)
         else:
             grads["attn.w"] = np.empty_like(params["attn.w"])
-            pool_cpu.attention_pool_backward(hidden, lengths, params["attn.w"], aux,
+            pool_kernels.attention_pool_backward(hidden, lengths, params["attn.w"], aux,
                                              np.ascontiguousarray(d_out), d_hidden,
                                              grads["attn.w"], np.empty(1, hidden.dtype))
         return d_hidden

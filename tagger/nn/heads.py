@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import crf_cpu
+from ..kernels import backend
 
 
 def padding_mask(lengths: np.ndarray, T: int) -> np.ndarray:
@@ -91,6 +91,11 @@ class CRFHead:
         self.allowed_start = allowed_start
         self.allowed_end = allowed_end
         self.allowed_trans = allowed_trans
+        self.device = "cpu"  # or "cuda": which kernels run the CRF
+
+    @property
+    def _kernels(self):
+        return backend.kernels(self.device, "crf")
 
     def _masks(self, K: int):
         s = np.ones(K, bool) if self.allowed_start is None else np.asarray(self.allowed_start, bool)
@@ -113,9 +118,10 @@ class CRFHead:
         d_scores = np.empty_like(scores)
         names = ("crf.start", "crf.end", "crf.trans")
         grads = {name: np.empty_like(params[name]) for name in names}
-        crf_cpu.crf_nll(scores, np.ascontiguousarray(tags, np.int64), lengths, params["crf.start"],
-                        params["crf.end"], params["crf.trans"], s, e, t, nll, d_scores,
-                        grads["crf.start"], grads["crf.end"], grads["crf.trans"])
+        self._kernels.crf_nll(scores, np.ascontiguousarray(tags, np.int64), lengths,
+                              params["crf.start"], params["crf.end"], params["crf.trans"], s, e,
+                              t, nll, d_scores, grads["crf.start"], grads["crf.end"],
+                              grads["crf.trans"])
         scale = scores.dtype.type(1.0 / max(B, 1))
         d_scores *= scale
         for g in grads.values():
@@ -128,8 +134,8 @@ class CRFHead:
         s, e, t = self._masks(K)
         tags = np.empty((B, T), np.int64)
         best = np.empty(B, scores.dtype)
-        crf_cpu.viterbi_decode(scores, lengths, params["crf.start"], params["crf.end"],
-                               params["crf.trans"], s, e, t, tags, best)
+        self._kernels.viterbi_decode(scores, lengths, params["crf.start"], params["crf.end"],
+                                     params["crf.trans"], s, e, t, tags, best)
         return tags
 
     def marginals(self, params, scores, lengths):
@@ -138,6 +144,6 @@ class CRFHead:
         s, e, t = self._masks(K)
         out = np.empty_like(scores)
         log_z = np.empty(B, scores.dtype)
-        crf_cpu.crf_marginals(scores, lengths, params["crf.start"], params["crf.end"],
-                              params["crf.trans"], s, e, t, out, log_z)
+        self._kernels.crf_marginals(scores, lengths, params["crf.start"], params["crf.end"],
+                                    params["crf.trans"], s, e, t, out, log_z)
         return out

@@ -32,6 +32,15 @@ class TaggerModel:
         self.featurizer = featurizer
         self.network = network
 
+    @property
+    def device(self) -> str:
+        return self.network.rnn.device
+
+    def set_device(self, device: str) -> None:
+        """Run the network with the kernels of ``device`` ("cpu" or "cuda"); the token features
+        stay on the CPU."""
+        self.network.set_device(device)
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters of the featurizer and the network."""
         params = self.featurizer.init_params(rng, dtype)
@@ -76,6 +85,15 @@ class ClassifierModel:
             raise ValueError("the network's input size differs from the featurizer's output size")
         self.featurizer = featurizer
         self.network = network
+
+    @property
+    def device(self) -> str:
+        return self.network.rnn.device
+
+    def set_device(self, device: str) -> None:
+        """Run the network with the kernels of ``device`` ("cpu" or "cuda"); the token features
+        stay on the CPU."""
+        self.network.set_device(device)
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters of the featurizer and the network."""

@@ -44,6 +44,12 @@ class TaggingNetwork:
         self.dropout = dropout
         self.head = CRFHead(allowed_start, allowed_end, allowed_trans) if crf else SoftmaxHead()
 
+    def set_device(self, device: str) -> None:
+        """Run the recurrent layers and the CRF with the kernels of ``device``."""
+        self.rnn.device = device
+        if hasattr(self.head, "device"):
+            self.head.device = device
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters for the whole network."""
         params = self.rnn.init_params(rng, dtype)

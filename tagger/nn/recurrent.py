@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from .. import _config
-from ..kernels import rnn_cpu
+from ..kernels import backend
 from . import init
 
 CELLS = ("lstm", "gru", "rnn", "irnn")
@@ -90,11 +90,12 @@ class DirectionCache:
     c_out: np.ndarray | None = None
     gates: np.ndarray | None = None
     rec_n: np.ndarray | None = None
+    device: str = "cpu"
 
 
 def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarray,
                       reverse: bool = False, h0: np.ndarray | None = None,
-                      c0: np.ndarray | None = None):
+                      c0: np.ndarray | None = None, device: str = "cpu"):
     """Run one direction of one recurrent layer.
 
     Parameters
@@ -111,6 +112,8 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         Run each sequence backwards in time.
     h0, c0 : ndarray (B, H), optional
         Initial states (zeros when omitted; ``c0`` only for the LSTM).
+    device : {"cpu", "cuda"}
+        Which kernels run it.
 
     Returns
     -------
@@ -131,7 +134,8 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
     h_out = np.empty((B, T, H), dtype)
     h_prev = np.empty((B, T, H), dtype)
     h_last = np.empty((B, H), dtype)
-    cache = DirectionCache(cell, reverse, x, lengths, h_out, h_prev)
+    cache = DirectionCache(cell, reverse, x, lengths, h_out, h_prev, device=device)
+    kernels = backend.kernels(device, "rnn")
     c_last = None
     if cell == "lstm":
         c0 = np.zeros((B, H), dtype) if c0 is None else np.ascontiguousarray(c0, dtype)
@@ -139,15 +143,15 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         cache.c_out = np.empty((B, T, H), dtype)
         cache.gates = np.empty((B, T, 4 * H), dtype)
         c_last = np.empty((B, H), dtype)
-        rnn_cpu.lstm_forward(x, lengths, params["W"], U, params["b"], h0, c0, reverse, h_out,
+        kernels.lstm_forward(x, lengths, params["W"], U, params["b"], h0, c0, reverse, h_out,
                              cache.c_out, cache.gates, h_prev, h_last, c_last)
     elif cell == "gru":
         cache.gates = np.empty((B, T, 3 * H), dtype)
         cache.rec_n = np.empty((B, T, H), dtype)
-        rnn_cpu.gru_forward(x, lengths, params["W"], U, params["b"], params["b_rn"], h0, reverse,
+        kernels.gru_forward(x, lengths, params["W"], U, params["b"], params["b_rn"], h0, reverse,
                             h_out, cache.gates, cache.rec_n, h_prev, h_last)
     else:
-        rnn_cpu.rnn_forward(x, lengths, params["W"], U, params["b"], h0, cell == "irnn", reverse,
+        kernels.rnn_forward(x, lengths, params["W"], U, params["b"], h0, cell == "irnn", reverse,
                             h_out, h_prev, h_last)
     return h_out, h_last, c_last, cache
 
@@ -189,19 +193,20 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     d_pre = np.empty((B, T, W.shape[1]), dtype)
     dh0 = np.empty((B, H), dtype)
     dc0 = None
+    kernels = backend.kernels(cache.device, "rnn")
     if cell == "lstm":
         d_c_last = zeros if d_c_last is None else np.ascontiguousarray(d_c_last, dtype)
         dc0 = np.empty((B, H), dtype)
-        rnn_cpu.lstm_backward(x, lengths, W, U, cache.c0, cache.reverse, cache.gates, cache.c_out,
+        kernels.lstm_backward(x, lengths, W, U, cache.c0, cache.reverse, cache.gates, cache.c_out,
                               cache.h_prev, d_h, d_h_last, d_c_last, d_pre, dx, grads["W"],
                               grads["U"], grads["b"], dh0, dc0)
     elif cell == "gru":
         grads["b_rn"] = np.empty_like(params["b_rn"])
-        rnn_cpu.gru_backward(x, lengths, W, U, cache.reverse, cache.gates, cache.rec_n,
+        kernels.gru_backward(x, lengths, W, U, cache.reverse, cache.gates, cache.rec_n,
                              cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
                              grads["b"], grads["b_rn"], dh0)
     else:
-        rnn_cpu.rnn_backward(x, lengths, W, U, cell == "irnn", cache.reverse, cache.h_out,
+        kernels.rnn_backward(x, lengths, W, U, cell == "irnn", cache.reverse, cache.h_out,
                              cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
                              grads["b"], dh0)
     return dx, grads, dh0, dc0
@@ -269,6 +274,7 @@ class RNNStack:
         self.bidirectional = bidirectional
         self.dropout = dropout
         self.prefix = prefix
+        self.device = "cpu"  # or "cuda": which kernels run the recurrence
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -284,6 +290,10 @@ class RNNStack:
     def _direction_params(self, params: dict, layer: int, direction: str) -> dict:
         key = self._key(layer, direction)
         return {name[len(key):]: value for name, value in params.items() if name.startswith(key)}
+
+    def _work(self, steps: int) -> int:
+        # On the GPU the directions go one after the other (one host thread drives the device).
+        return 0 if self.device != "cpu" else steps * self.hidden_size
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Initial parameters of every layer and direction (see :func:`init_direction`)."""
@@ -317,9 +327,9 @@ class RNNStack:
             B, T, _ = inputs.shape
             calls = [partial(direction_forward, self.cell,
                              self._direction_params(params, layer, direction), inputs, lengths,
-                             reverse=direction == "bwd")
+                             reverse=direction == "bwd", device=self.device)
                      for direction in self.directions]
-            results = run_directions(calls, B * T * self.hidden_size)
+            results = run_directions(calls, self._work(B * T))
             outs = [r[0] for r in results]
             dir_caches = [r[3] for r in results]
             inputs = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
@@ -345,7 +355,7 @@ class RNNStack:
                              dir_caches[k], np.ascontiguousarray(d[:, :, k * H:(k + 1) * H]))
                      for k, direction in enumerate(self.directions)]
             B, T, _ = d.shape
-            results = run_directions(calls, B * T * H)
+            results = run_directions(calls, self._work(B * T))
             dx = None
             for (dx_dir, g, _, _), direction in zip(results, self.directions, strict=True):
                 for name, value in g.items():

@@ -1,0 +1,75 @@
+"""The engine on the GPU kernels (under the simulator in CI): device selection, training and
+prediction end to end, and models moving between devices with the same results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagger import SequenceClassifier, SequenceTagger
+from tagger.kernels import backend
+
+SENTENCES = [
+    (["Anna", "lives", "in", "Rome"], ["B-PER", "O", "O", "B-LOC"]),
+    (["Omar", "works", "in", "Oslo"], ["B-PER", "O", "O", "B-LOC"]),
+    (["we", "met", "Lucy"], ["O", "O", "B-PER"]),
+    (["Paris", "is", "big"], ["B-LOC", "O", "O"]),
+]
+TINY = dict(hidden_size=4, word_dim=4, char_encoder=None, shape_dim=2, batch_size=2,
+            max_epochs=2, early_stopping=False, random_state=0, learning_rate=0.05)
+
+
+def data(n=3):
+    X = [s for s, _ in SENTENCES] * n
+    y = [t for _, t in SENTENCES] * n
+    return X, y
+
+
+def test_cuda_resolves_and_auto_prefers_it(monkeypatch):
+    assert backend.resolve_device("cuda") == "cuda"
+    assert backend.resolve_device("auto") == "cuda"
+    assert backend.resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("TAGGER_DEVICE", "cpu")
+    assert backend.resolve_device("cuda") == "cpu"  # the environment overrides
+    monkeypatch.setenv("TAGGER_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="TAGGER_DEVICE must be one of"):
+        backend.resolve_device("auto")
+
+
+def test_tagger_trains_and_predicts_on_the_gpu_kernels():
+    X, y = data()
+    gpu = SequenceTagger(device="cuda", **TINY).fit(X, y)
+    assert gpu._model.device == "cuda"
+    cpu = SequenceTagger(device="cpu", **TINY).fit(X, y)
+    for name in cpu.params_:  # the same training, step for step, within float32 rounding
+        np.testing.assert_allclose(gpu.params_[name], cpu.params_[name], rtol=1e-3, atol=1e-4,
+                                   err_msg=name)
+    assert [h["loss"] for h in gpu.history_] == pytest.approx(
+        [h["loss"] for h in cpu.history_], rel=1e-4)
+
+
+def test_a_fitted_model_moves_between_devices(tmp_path):
+    X, y = data()
+    model = SequenceTagger(device="cpu", **dict(TINY, max_epochs=3)).fit(X, y)
+    on_cpu, proba_cpu = model.predict(X), model.predict_proba(X)
+    model.set_params(device="cuda")
+    assert model._model.device == "cuda"
+    assert model.predict(X) == on_cpu
+    for a, b in zip(model.predict_proba(X), proba_cpu, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    model.save(tmp_path / "m.tagger")
+    loaded = SequenceTagger.load(tmp_path / "m.tagger")  # saved with device="cuda"
+    assert loaded._model.device == "cuda" and loaded.predict(X) == on_cpu
+
+
+@pytest.mark.parametrize("pooling", ["last", "max", "attention"])
+def test_classifier_on_the_gpu_kernels(pooling):
+    rng = np.random.default_rng(0)
+    X = [rng.normal(size=(int(rng.integers(2, 6)), 2)) for _ in range(8)]
+    y = [int(x[:, 0].sum() > 0) for x in X]
+    options = dict(hidden_size=3, max_epochs=2, early_stopping=False, batch_size=4,
+                   random_state=0, pooling=pooling)
+    gpu = SequenceClassifier(device="cuda", **options).fit(X, y)
+    cpu = SequenceClassifier(device="cpu", **options).fit(X, y)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
+                               atol=1e-5)
