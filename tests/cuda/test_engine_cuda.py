@@ -73,3 +73,16 @@ def test_classifier_on_the_gpu_kernels(pooling):
     cpu = SequenceClassifier(device="cpu", **options).fit(X, y)
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_gpu_benchmark_script_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke"])
+    out = capsys.readouterr().out
+    assert "| batch | tagger fwd+bwd tokens/s |" in out and "| 2 |" in out
