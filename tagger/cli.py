@@ -264,7 +264,8 @@ def train(
                                   help="Where a recipe's data files are."),
     save_every: int = typer.Option(None, min=1,
                                    help="Also write the model every N epochs (checkpoints)."),
-    resume: Path = typer.Option(None, help="Go on from a checkpoint written by --save-every."),
+    resume: Path = typer.Option(None, help="Go on from a checkpoint written by --save-every: "
+                                           "the same model as an uninterrupted run."),
     seed: int = typer.Option(0, help="Random seed (the same seed gives the same model)."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

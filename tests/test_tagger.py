@@ -355,3 +355,33 @@ def test_tags_numeric_sequences(tmp_path):
     with pytest.raises(ValueError, match=r"X\[0\] holds NaN or infinity"):
         model.predict([np.full((2, 2), np.nan)])
     assert model.predict([np.zeros((0, 2))]) == [[]]  # an empty sequence gets no tags
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_path, stop_after):
+    X, y = ner_data(60)
+    options = dict(SMALL, max_epochs=5, patience=2)
+    whole = SequenceTagger(**options).fit(X, y)
+
+    class Interrupted(Exception):
+        pass
+
+    def checkpoint_then_crash(event, info):
+        if event == "epoch_end":
+            info["estimator"].save(tmp_path / "ckpt.tagger")
+            if info["epoch"] == stop_after:
+                raise Interrupted
+
+    with pytest.raises(Interrupted):
+        SequenceTagger(**options).fit(X, y, callback=checkpoint_then_crash)
+    resumed = tagger.load(tmp_path / "ckpt.tagger")
+    assert len(resumed.history_) == stop_after
+    resumed.continue_fit(X, y)
+    assert resumed.best_epoch_ == whole.best_epoch_
+    assert [h["loss"] for h in resumed.history_] == [h["loss"] for h in whole.history_]
+    for k in whole.params_:
+        np.testing.assert_array_equal(resumed.params_[k], whole.params_[k], err_msg=k)
+    resumed.save(tmp_path / "final.tagger")  # a finished model carries no training state
+    from tagger import persist
+
+    assert "training_state" not in persist.read_config(tmp_path / "final.tagger")

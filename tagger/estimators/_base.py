@@ -246,14 +246,16 @@ class RecurrentEstimator(BaseEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _train(self, X, targets, X_dev, y_dev, epochs: int, rng: np.random.Generator,
-               early_stop: bool, callback=None) -> None:
+               early_stop: bool, callback=None, resume: dict | None = None) -> None:
         """Epochs of mini-batch training, a history entry per epoch, early stopping on the
         development score (the best epoch's weights are kept).
 
         ``callback(event, info)``, when given, hears ``"epoch_start"`` (``epoch``,
         ``n_batches``), ``"batch"`` (``epoch``, ``batch``, ``n_batches``, ``loss``, ``tokens``)
         and ``"epoch_end"`` (the epoch's history entry plus ``best_epoch`` and ``estimator``, in
-        a state that :meth:`save` can write as a checkpoint).
+        a state that :meth:`save` can write as a checkpoint: it then also holds the random
+        generator and the early-stopping state, so that :meth:`continue_fit` from it gives the
+        same model as an uninterrupted run). ``resume`` is that state, read back.
         """
         params, encoder = self.params_, self._encoder
         encoded = [encoder.encode(s) for s in X]
@@ -261,6 +263,12 @@ class RecurrentEstimator(BaseEstimator):
         first_epoch = len(self.history_)
         best_score, best_params, waited = (-math.inf,), None, 0
         best_progress: tuple = ()
+        if resume is not None:
+            rng.bit_generator.state = resume["rng"]
+            best_score = tuple(resume["best_key"])
+            best_progress = tuple(resume["best_progress"])
+            waited = int(resume["waited"])
+            best_params = resume.get("best_params")
         with thread_limit(self.n_jobs):
             for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
                 lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
@@ -315,8 +323,15 @@ class RecurrentEstimator(BaseEstimator):
                         best_params = {k: v.copy() for k, v in params.items()}
                 if callback is not None:
                     self.optimizer_state_ = self._optimizer.state_dict()
-                    callback("epoch_end", {**self.history_[-1], "best_epoch": self.best_epoch_,
-                                           "estimator": self})
+                    self._checkpoint_state = {
+                        "rng": rng.bit_generator.state, "best_key": list(best_score),
+                        "best_progress": list(best_progress), "waited": waited,
+                        "best_params": best_params, "stopped": stop}
+                    try:
+                        callback("epoch_end", {**self.history_[-1],
+                                               "best_epoch": self.best_epoch_, "estimator": self})
+                    finally:
+                        self.__dict__.pop("_checkpoint_state", None)
                 if stop:
                     break
         if best_params is not None:
@@ -340,12 +355,13 @@ class RecurrentEstimator(BaseEstimator):
         return best_score, best_progress, waited, waited >= self.patience
 
     def _train_more(self, X, targets, rng: np.random.Generator, X_dev=None, y_dev=None,
-                    epochs: int = 1, early_stop: bool = False, callback=None) -> None:
+                    epochs: int = 1, early_stop: bool = False, callback=None,
+                    resume: dict | None = None) -> None:
         """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``)."""
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         self._optimizer.load_state_dict(self.optimizer_state_)
         try:
-            self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback)
+            self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback, resume)
             self.optimizer_state_ = self._optimizer.state_dict()
         finally:
             del self._optimizer
@@ -359,6 +375,23 @@ class RecurrentEstimator(BaseEstimator):
             self.optimizer_state_ = self._optimizer.state_dict()
         finally:
             del self._optimizer
+
+    def _continue(self, X, targets, X_dev, y_dev, callback) -> None:
+        """The epochs left to ``max_epochs``, from a checkpoint's exact training state when the
+        estimator was loaded from one (the same model as an uninterrupted run), else afresh."""
+        resume = self.__dict__.pop("_resume_state", None)
+        epochs = self.max_epochs - len(self.history_)
+        if resume is not None and (resume.get("stopped") or epochs <= 0):
+            # That run had ended (early stopping, or its last epoch): what remained was to
+            # keep the best epoch's weights.
+            for k, v in (resume.get("best_params") or {}).items():
+                self.params_[k][...] = v
+            return
+        if epochs <= 0:
+            return
+        rng = np.random.default_rng(self._seed() + len(self.history_))
+        self._train_more(X, targets, rng, X_dev, y_dev, epochs, self.early_stopping, callback,
+                         resume)
 
     def _first_partial_fit(self, fit, *args, **kwargs):
         """``partial_fit`` on an unfitted estimator: one epoch of ``fit`` without early stopping."""
@@ -409,6 +442,12 @@ class RecurrentEstimator(BaseEstimator):
         config.update(self._task_config())
         arrays = dict(self.params_)
         arrays.update({f"optimizer.{k}": v for k, v in self.optimizer_state_.items()})
+        state = self.__dict__.get("_checkpoint_state")
+        if state is not None:  # a checkpoint written during training
+            config["training_state"] = {k: v for k, v in state.items() if k != "best_params"}
+            config["training_state"]["has_best_params"] = state["best_params"] is not None
+            if state["best_params"] is not None:
+                arrays.update({f"best.{k}": v for k, v in state["best_params"].items()})
         persist.save_model(path, self._kind, config, arrays)
 
     @classmethod
@@ -446,7 +485,16 @@ class RecurrentEstimator(BaseEstimator):
         _, arrays = persist.load_model(path, kind=cls._kind)
         optimizer_state = {k[len("optimizer."):]: v for k, v in arrays.items()
                            if k.startswith("optimizer.")}
-        weights = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
+        best = {k[len("best."):]: np.ascontiguousarray(v) for k, v in arrays.items()
+                if k.startswith("best.")}
+        weights = {k: v for k, v in arrays.items()
+                   if not k.startswith("optimizer.") and not k.startswith("best.")}
+        state = config.get("training_state")
+        if state is not None:
+            if state.get("has_best_params") and set(best) != set(expected):
+                raise ModelFileError(f"{path}: the checkpoint's best weights do not match the "
+                                     f"network")
+            estimator._resume_state = dict(state, best_params=best or None)
         problems = [f"missing array {k!r}" for k in expected if k not in weights]
         problems += [f"unexpected array {k!r}" for k in weights if k not in expected]
         problems += [f"array {k!r} has shape {weights[k].shape} and dtype {weights[k].dtype}, "

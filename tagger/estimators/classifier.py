@@ -302,10 +302,12 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         return X, ids, weights, X_dev, dev_ids
 
     def continue_fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None, callback=None):
-        """Go on training a fitted classifier (say, a checkpoint of an interrupted run) for the
-        epochs left to ``max_epochs``, with early stopping as in :meth:`fit` (the patience count
-        starts afresh). Without ``X_dev``, the same ``validation_fraction`` split as ``fit``
-        is drawn again (the same ``random_state`` gives the same split).
+        """Go on training a fitted classifier for the epochs left to ``max_epochs``, with early
+        stopping as in :meth:`fit`. From a checkpoint written during :meth:`fit` (a ``callback``
+        that saves, as ``tagger train --save-every`` does), given the same data, the result is
+        the model of an uninterrupted run, bit for bit; otherwise training goes on afresh (new
+        random draws, the patience count from zero). Without ``X_dev``, the same
+        ``validation_fraction`` split as ``fit`` is drawn again.
 
         Returns
         -------
@@ -323,11 +325,7 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         split_rng = np.random.default_rng(self._seed())
         X, ids, weights, X_dev, dev_ids = self._development_split(X, ids, weights, X_dev, y_dev,
                                                                   split_rng)
-        epochs = self.max_epochs - len(self.history_)
-        if epochs > 0:
-            rng = np.random.default_rng(self._seed() + len(self.history_))
-            self._train_more(X, (ids, weights), rng, X_dev, dev_ids, epochs,
-                             self.early_stopping, callback)
+        self._continue(X, (ids, weights), X_dev, dev_ids, callback)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):

@@ -296,10 +296,12 @@ class SequenceTagger(RecurrentEstimator):
         return self
 
     def continue_fit(self, X, y, X_dev=None, y_dev=None, callback=None):
-        """Go on training a fitted tagger (say, a checkpoint of an interrupted run) for the
-        epochs left to ``max_epochs``, with early stopping as in :meth:`fit` (the patience count
-        starts afresh). Without ``X_dev``, the same ``validation_fraction`` split as ``fit``
-        is drawn again (the same ``random_state`` gives the same split).
+        """Go on training a fitted tagger for the epochs left to ``max_epochs``, with early
+        stopping as in :meth:`fit`. From a checkpoint written during :meth:`fit` (a ``callback``
+        that saves, as ``tagger train --save-every`` does), given the same data, the result is
+        the model of an uninterrupted run, bit for bit; otherwise training goes on afresh (new
+        random draws, the patience count from zero). Without ``X_dev``, the same
+        ``validation_fraction`` split as ``fit`` is drawn again.
 
         Returns
         -------
@@ -317,11 +319,7 @@ class SequenceTagger(RecurrentEstimator):
         elif self.early_stopping and self.validation_fraction > 0 and len(X) > 1:
             split_rng = np.random.default_rng(self._seed())
             X, y, X_dev, y_dev, _ = self._split_dev(X, y, self.validation_fraction, split_rng)
-        epochs = self.max_epochs - len(self.history_)
-        if epochs > 0:
-            rng = np.random.default_rng(self._seed() + len(self.history_))
-            self._train_more(X, [self._internal_ids(tags) for tags in y], rng, X_dev, y_dev,
-                             epochs, self.early_stopping, callback)
+        self._continue(X, [self._internal_ids(tags) for tags in y], X_dev, y_dev, callback)
         return self
 
     def partial_fit(self, X, y):
