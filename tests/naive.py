@@ -199,6 +199,25 @@ def rnn_backward(x, lengths, W, U, b, h0, d_out, d_h_last, relu=False, reverse=F
 
 
 
+def direction_reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
+    """Forward outputs and backward gradients of one direction by the references above, in
+    float64: ``(h_out, h_last, c_last or None, grads)``."""
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    args = (x.astype(np.float64), lengths)
+    if cell == "lstm":
+        out, h, c = lstm_forward(*args, p["W"], p["U"], p["b"], h0, c0, reverse)
+        g = lstm_backward(*args, p["W"], p["U"], p["b"], h0, c0, d_out, d_h, d_c, reverse)
+        return out, h, c, g
+    if cell == "gru":
+        out, h = gru_forward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, reverse)
+        g = gru_backward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, d_out, d_h, reverse)
+        return out, h, None, g
+    relu = cell == "irnn"
+    out, h = rnn_forward(*args, p["W"], p["U"], p["b"], h0, relu, reverse)
+    g = rnn_backward(*args, p["W"], p["U"], p["b"], h0, d_out, d_h, relu, reverse)
+    return out, h, None, g
+
+
 def _masked(start, end, trans, allowed_start=None, allowed_end=None, allowed_trans=None):
     """float64 copies of the scores with -inf where forbidden."""
     start = np.array(start, dtype=np.float64)

@@ -31,23 +31,6 @@ def make_case(cell, dtype, seed=0, B=6, T=9, D=5, H=4, lengths=None):
     return params, x, lengths, h0, c0
 
 
-def reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
-    p = {k: v.astype(np.float64) for k, v in params.items()}
-    args = (x.astype(np.float64), lengths)
-    if cell == "lstm":
-        out, h, c = naive.lstm_forward(*args, p["W"], p["U"], p["b"], h0, c0, reverse)
-        g = naive.lstm_backward(*args, p["W"], p["U"], p["b"], h0, c0, d_out, d_h, d_c, reverse)
-        return out, h, c, g
-    if cell == "gru":
-        out, h = naive.gru_forward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, reverse)
-        g = naive.gru_backward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, d_out, d_h, reverse)
-        return out, h, None, g
-    relu = cell == "irnn"
-    out, h = naive.rnn_forward(*args, p["W"], p["U"], p["b"], h0, relu, reverse)
-    g = naive.rnn_backward(*args, p["W"], p["U"], p["b"], h0, d_out, d_h, relu, reverse)
-    return out, h, None, g
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
@@ -58,8 +41,8 @@ def test_matches_reference(cell, reverse, dtype):
     d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=h0.shape).astype(dtype)
     out, h_last, c_last, cache = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
     dx, grads, dh0, dc0 = R.direction_backward(params, cache, d_out, d_h, d_c)
-    ref_out, ref_h, ref_c, ref = reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h,
-                                           d_c)
+    ref_out, ref_h, ref_c, ref = naive.direction_reference(cell, params, x, lengths, h0, c0,
+                                                           reverse, d_out, d_h, d_c)
     tol = TOL[dtype]
     assert out.dtype == dtype and dx.dtype == dtype and grads["W"].dtype == dtype
     np.testing.assert_allclose(out, ref_out, **tol)

@@ -15,18 +15,10 @@ Featurizer = TokenFeaturizer | NumericFeaturizer
 Batch = TokenBatch | NumericBatch
 
 
-class TaggerModel:
-    """A featurizer feeding a :class:`TaggingNetwork`; parameters in one dict.
+class _FeaturizedModel:
+    """A featurizer feeding a network; the parameters of both in one dict."""
 
-    Parameters
-    ----------
-    featurizer : TokenFeaturizer or NumericFeaturizer
-        Produces the step vectors.
-    network : TaggingNetwork
-        Recurrent layers and output head; its ``input_size`` equals the featurizer's output size.
-    """
-
-    def __init__(self, featurizer: Featurizer, network: TaggingNetwork):
+    def __init__(self, featurizer: Featurizer, network: TaggingNetwork | ClassifierNetwork):
         if network.rnn.input_size != featurizer.output_size:
             raise ValueError("the network's input size differs from the featurizer's output size")
         self.featurizer = featurizer
@@ -46,6 +38,19 @@ class TaggerModel:
         params = self.featurizer.init_params(rng, dtype)
         params.update(self.network.init_params(rng, dtype))
         return params
+
+
+class TaggerModel(_FeaturizedModel):
+    """A featurizer feeding a :class:`TaggingNetwork`; parameters in one dict.
+
+    Parameters
+    ----------
+    featurizer : TokenFeaturizer or NumericFeaturizer
+        Produces the step vectors.
+    network : TaggingNetwork
+        Recurrent layers and output head; its ``input_size`` equals the featurizer's output size.
+    """
+
 
     def loss_and_grads(self, params, batch: Batch, tags: np.ndarray,
                        rng: np.random.Generator | None = None):
@@ -69,7 +74,7 @@ class TaggerModel:
         return self.network.head.marginals(params, self.scores(params, batch), batch.lengths)
 
 
-class ClassifierModel:
+class ClassifierModel(_FeaturizedModel):
     """A featurizer feeding a :class:`ClassifierNetwork`; parameters in one dict.
 
     Parameters
@@ -80,26 +85,6 @@ class ClassifierModel:
         Recurrent layers, pooling and the output layer.
     """
 
-    def __init__(self, featurizer: Featurizer, network: ClassifierNetwork):
-        if network.rnn.input_size != featurizer.output_size:
-            raise ValueError("the network's input size differs from the featurizer's output size")
-        self.featurizer = featurizer
-        self.network = network
-
-    @property
-    def device(self) -> str:
-        return self.network.rnn.device
-
-    def set_device(self, device: str) -> None:
-        """Run the network with the kernels of ``device`` ("cpu" or "cuda"); the token features
-        stay on the CPU."""
-        self.network.set_device(device)
-
-    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
-        """Fresh parameters of the featurizer and the network."""
-        params = self.featurizer.init_params(rng, dtype)
-        params.update(self.network.init_params(rng, dtype))
-        return params
 
     def loss_and_grads(self, params, batch: Batch, labels: np.ndarray,
                        rng: np.random.Generator | None = None, sample_weight=None):

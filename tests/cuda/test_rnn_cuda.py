@@ -75,23 +75,6 @@ def run_cuda(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
     return result
 
 
-def reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c):
-    p = {k: v.astype(np.float64) for k, v in params.items()}
-    args = (x.astype(np.float64), lengths)
-    if cell == "lstm":
-        out, h, c = naive.lstm_forward(*args, p["W"], p["U"], p["b"], h0, c0, reverse)
-        g = naive.lstm_backward(*args, p["W"], p["U"], p["b"], h0, c0, d_out, d_h, d_c, reverse)
-        return out, h, c, g
-    if cell == "gru":
-        out, h = naive.gru_forward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, reverse)
-        g = naive.gru_backward(*args, p["W"], p["U"], p["b"], p["b_rn"], h0, d_out, d_h, reverse)
-        return out, h, None, g
-    relu = cell == "irnn"
-    out, h = naive.rnn_forward(*args, p["W"], p["U"], p["b"], h0, relu, reverse)
-    g = naive.rnn_backward(*args, p["W"], p["U"], p["b"], h0, d_out, d_h, relu, reverse)
-    return out, h, None, g
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
@@ -101,8 +84,8 @@ def test_matches_reference(cell, reverse, dtype):
     d_out = rng.normal(size=x.shape[:2] + (h0.shape[1],)).astype(dtype)
     d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=h0.shape).astype(dtype)
     got = run_cuda(cell, params, x, lengths, h0, c0, reverse, d_out, d_h, d_c)
-    ref_out, ref_h, ref_c, ref = reference(cell, params, x, lengths, h0, c0, reverse, d_out, d_h,
-                                           d_c)
+    ref_out, ref_h, ref_c, ref = naive.direction_reference(cell, params, x, lengths, h0, c0,
+                                                           reverse, d_out, d_h, d_c)
     tol = TOL[dtype]
     assert got["out"].dtype == dtype
     np.testing.assert_allclose(got["out"], ref_out, **tol)
