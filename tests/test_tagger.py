@@ -385,3 +385,24 @@ def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_pat
     from tagger import persist
 
     assert "training_state" not in persist.read_config(tmp_path / "final.tagger")
+
+
+def test_a_sequence_of_100000_tokens_is_tagged(fitted):
+    model, _, _ = fitted
+    long = ["John", "lives", "in", "Paris", "."] * 20_000
+    tags = model.predict([long, ["Mary"]])
+    assert len(tags[0]) == 100_000 and len(tags[1]) == 1
+    johns = [tags[0][i] for i in range(0, 100_000, 5)]
+    assert johns.count("B-PER") > 0.9 * len(johns)  # read as sensibly as short sentences
+    X, y = ner_data(20)
+    grown = SequenceTagger(**dict(SMALL, max_epochs=1)).fit(X + [long], y + [
+        ["B-PER", "O", "O", "B-LOC", "O"] * 20_000])  # and trained on
+    assert np.isfinite(grown.history_[0]["loss"])
+
+
+def test_divergence_stops_with_a_clear_message_and_finite_weights():
+    X, y = ner_data(30)
+    model = SequenceTagger(**dict(SMALL, learning_rate=1e30, clip_norm=None, max_epochs=3))
+    with pytest.raises(FloatingPointError, match="training diverged in epoch .*learning_rate"):
+        model.fit(X, y)
+    assert all(np.isfinite(v).all() for v in model.params_.values())  # the last good weights

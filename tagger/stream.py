@@ -1,0 +1,71 @@
+"""Tagging inside data pipelines: lazy, batched, in input order, constant memory.
+
+>>> from tagger import load
+>>> from tagger.stream import tag_stream
+>>> model = load("ner.tagger")
+>>> for result in tag_stream(model, open("sentences.txt")):   # raw lines, or token lists
+...     print(result["spans"])
+
+Each input item is a raw string (split by the model's tokenizer) or a list of tokens. Each
+result is a dict: ``tokens``, ``tags`` and ``spans`` (``start``, ``end`` exclusive, ``label``,
+``score``) for a tagger; ``tokens``, ``label`` and ``proba`` for a classifier. The input is read
+one batch at a time, so an endless iterator works; results come out in input order, one per
+item (a blank string gives empty tokens and tags).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from .records import Record
+
+
+def _records(model, items: Iterable) -> Iterator[Record]:
+    tokenizer = model._tokenizer
+    for number, item in enumerate(items, 1):
+        if isinstance(item, str):
+            text = item.rstrip("\r\n")
+            yield Record(tokenizer(text), number, "<stream>", text=text)
+        elif isinstance(item, (list, tuple)):
+            yield Record(list(item), number, "<stream>")
+        else:
+            raise TypeError(f"item {number} must be a string or a list of tokens, got "
+                            f"{type(item).__name__}")
+
+
+def tag_stream(model, items: Iterable, batch_size: int = 256,
+               n_jobs: int | None = None) -> Iterator[dict]:
+    """Predictions for ``items``, lazily, batch by batch, in input order.
+
+    Parameters
+    ----------
+    model : SequenceTagger or SequenceClassifier
+        A fitted text model.
+    items : iterable of str or of token lists
+        The inputs (any iterable: a file, a generator, a list).
+    batch_size : int
+        Items per batch.
+    n_jobs : int, optional
+        CPU threads for the duration of each batch (restored afterwards); the model's own
+        ``n_jobs`` when omitted.
+
+    Yields
+    ------
+    dict
+        One result per item (see the module docstring).
+    """
+    from .workflows import predict_records
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if getattr(model, "input_type_", "text") != "text":
+        raise TypeError("tag_stream reads text; this model was fitted on numeric sequences "
+                        "(call its predict method on them)")
+    saved = model.n_jobs
+    if n_jobs is not None:
+        model.n_jobs = n_jobs
+    try:
+        for record, prediction in predict_records(model, _records(model, items), batch_size):
+            yield {"tokens": record.tokens, **prediction}
+    finally:
+        model.n_jobs = saved
