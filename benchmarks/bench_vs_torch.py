@@ -1,0 +1,225 @@
+"""The same bidirectional LSTM shapes in this library and in PyTorch's CPU ``nn.LSTM``.
+
+Shapes (float32, bidirectional): A batch 32, length 40, input 100, hidden 128; B batch 1, length
+20 (single-sentence latency); C batch 64, length 50, input 300, hidden 256; D shape A with two
+layers. "train" is forward plus backward (gradients of every weight and of the input, no
+optimizer step); "infer" is the forward pass alone. Runs alternate between the two libraries,
+and the median of several repeats after warm-up is reported, so that the ratio holds on a noisy
+shared machine even when absolute times drift.
+
+Each configuration runs in a fresh process: 1 thread pinned to one core, and 2 threads, with
+``OPENBLAS_CORETYPE`` unset (as on a user's machine) and, for information, as this machine's
+environment sets it. PyTorch is optional: ``pip install torch==2.13.0`` installs a CPU build here
+(plain ``torch`` would pull gigabytes of CUDA packages); without it only this library is timed.
+
+Usage::
+
+    python benchmarks/bench_vs_torch.py                 # everything; update RESULTS.md
+    python benchmarks/bench_vs_torch.py --json --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+SHAPES = {  # batch, length, input, hidden, layers
+    "A": (32, 40, 100, 128, 1),
+    "B": (1, 20, 100, 128, 1),
+    "C": (64, 50, 300, 256, 1),
+    "D": (32, 40, 100, 128, 2),
+}
+
+
+def _median(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
+    """Median seconds per call of both libraries for one shape, train and infer."""
+    import numpy as np
+
+    from tagger.nn.recurrent import RNNStack
+    from tagger.nn.training import thread_limit
+
+    B, T, D, H, layers = SHAPES[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    lengths = np.full(B, T, np.int64)
+    d_out = rng.standard_normal((B, T, 2 * H)).astype(np.float32)
+    stack = RNNStack("lstm", D, H, layers, bidirectional=True)
+    params = stack.init_params(rng)
+
+    def ours_train():
+        _, cache = stack.forward(params, x, lengths)
+        stack.backward(params, cache, d_out)
+
+    def ours_infer():
+        stack.forward(params, x, lengths)
+
+    calls = {"train": [ours_train], "infer": [ours_infer]}
+    if torch is not None:
+        lstm = torch.nn.LSTM(D, H, num_layers=layers, bidirectional=True, batch_first=True)
+        tx = torch.from_numpy(x).requires_grad_(True)
+        td = torch.from_numpy(d_out)
+
+        def torch_train():
+            lstm.zero_grad(set_to_none=True)
+            tx.grad = None
+            out, _ = lstm(tx)
+            out.backward(td)
+
+        def torch_infer():
+            with torch.no_grad():
+                lstm(tx)
+
+        calls["train"].append(torch_train)
+        calls["infer"].append(torch_infer)
+    rows = []
+    with thread_limit(threads):
+        for mode, fns in calls.items():
+            for fn in fns:
+                fn()  # compile or load kernels, warm caches, outside the timing
+            times: list[list[float]] = [[] for _ in fns]
+            for _ in range(repeats):  # alternate, so that drift hits both libraries alike
+                for k, fn in enumerate(fns):
+                    times[k].append(_median(fn, 1, warmup=1))
+            ours = statistics.median(times[0])
+            theirs = statistics.median(times[1]) if len(fns) > 1 else None
+            rows.append({
+                "shape": name, "mode": mode, "threads": threads,
+                "tagger_tokens_per_s": B * T / ours,
+                "torch_tokens_per_s": B * T / theirs if theirs else None,
+                "tagger_ms": 1e3 * ours, "torch_ms": 1e3 * theirs if theirs else None,
+            })
+    return rows
+
+
+def measure(threads: int, repeats: int) -> list[dict]:
+    """Tokens/s of both libraries for every shape and mode, in this process."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+    rows = []
+    for name in SHAPES:
+        rows.extend(_time_shape(name, threads, repeats, torch))
+    return rows
+
+
+def _child(threads: int, coretype: str | None, repeats: int) -> list[dict]:
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    command = [sys.executable, str(Path(__file__).resolve()), "--json", "--threads",
+               str(threads), "--repeats", str(repeats)]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if threads == 1 and cores and Path("/usr/bin/taskset").exists():
+        command = ["taskset", "-c", str(cores[-1])] + command
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    for row in rows:
+        row["coretype"] = coretype or "unset"
+    return rows
+
+
+def _section(rows: list[dict]) -> str:
+    import platform
+
+    import numba
+    import numpy
+
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [
+        "## BiLSTM beside PyTorch's CPU `nn.LSTM` (`benchmarks/bench_vs_torch.py`)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {cpu}, {os.cpu_count()} logical cores; NumPy "
+        f"{numpy.__version__}, Numba {numba.__version__}, PyTorch {torch_version}. float32, "
+        "bidirectional; train = forward + backward, infer = forward; medians of alternating runs. "
+        "1 thread runs pinned to one core.",
+        "",
+        "| OPENBLAS_CORETYPE | threads | shape | mode | tagger tokens/s | PyTorch tokens/s | "
+        "ratio | tagger ms | PyTorch ms |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        torch_tps = r["torch_tokens_per_s"]
+        ratio = f"{r['tagger_tokens_per_s'] / torch_tps:.2f}×" if torch_tps else "—"
+        torch_rate = f"{torch_tps:,.0f}" if torch_tps else "—"
+        torch_ms = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "—"
+        lines.append(
+            f"| {r['coretype']} | {r['threads']} | {r['shape']} | {r['mode']} | "
+            f"{r['tagger_tokens_per_s']:,.0f} | {torch_rate} | {ratio} | {r['tagger_ms']:.2f} | "
+            f"{torch_ms} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true",
+                        help="measure in this process and print one JSON object per line")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.json:
+        for row in measure(args.threads, args.repeats):
+            print(json.dumps(row), flush=True)
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("PyTorch is not installed (pip install torch==2.13.0): timing this library only",
+              file=sys.stderr)
+    rows = []
+    coretypes = [None] + ([os.environ["OPENBLAS_CORETYPE"]]
+                          if os.environ.get("OPENBLAS_CORETYPE") else [])
+    for coretype in coretypes:
+        for threads in (1, 2):
+            rows.extend(_child(threads, coretype, args.repeats))
+            print(f"done: OPENBLAS_CORETYPE={coretype or 'unset'}, {threads} thread(s)",
+                  file=sys.stderr, flush=True)
+    body = _section(rows)
+    print(body)
+    if not args.no_write:
+        import _results
+
+        _results.write_section("bench_vs_torch", body)
+
+
+if __name__ == "__main__":
+    main()
