@@ -36,6 +36,11 @@ def _probe_cuda() -> tuple[bool, str]:
     with _lock:
         if _probe is not None:
             return _probe
+        # Without numba-cuda (the kernels need it, not numba's deprecated built-in target) there
+        # is nothing to probe: answer without importing anything (CPU start-up stays fast).
+        if importlib.util.find_spec("numba_cuda") is None:
+            _probe = (False, "numba-cuda is not installed (pip install 'tagger[cuda]')")
+            return _probe
         try:
             from numba import cuda
         except ImportError:

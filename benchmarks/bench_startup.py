@@ -1,0 +1,88 @@
+"""Start-up cost: wall time of ``tagger predict`` on one sentence in a fresh process, with a warm
+compile cache and with an empty one (the first run after installing), and of ``import tagger``.
+
+A small model is trained once on the sample corpus (``data/sample-ner``), then each measurement
+is a new process (median of several). Usage::
+
+    python benchmarks/bench_startup.py            # measure, print, update RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+def _tagger_command() -> list[str]:
+    found = shutil.which("tagger")
+    return [found] if found else [sys.executable, "-m", "tagger.cli"]
+
+
+def _wall(command: list[str], env: dict, stdin: str = "") -> float:
+    start = time.perf_counter()
+    subprocess.run(command, input=stdin, capture_output=True, text=True, env=env, check=True,
+                   cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="tagger-startup-"))
+    env = dict(os.environ, TAGGER_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT))
+    model = work / "sample.tagger"
+    subprocess.run([*_tagger_command(), "train", "sample-ner", "-o", str(model), "--max-epochs",
+                    "1", "--quiet"], env=env, check=True, cwd=ROOT, capture_output=True)
+    sentence = "Maria Lopez flew from Paris to Oslo on Monday .\n"
+    predict = [*_tagger_command(), "predict", str(model)]
+    cold = []
+    for _ in range(max(1, args.repeats // 2)):
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        cold.append(_wall(predict, env, sentence))
+    _wall(predict, env, sentence)  # the cache is warm from here on
+    warm = [_wall(predict, env, sentence) for _ in range(args.repeats)]
+    imports = [_wall([sys.executable, "-c", "import tagger"], env) for _ in range(args.repeats)]
+    shutil.rmtree(work, ignore_errors=True)
+    rows = [
+        ("`tagger predict` on one sentence, warm compile cache", statistics.median(warm)),
+        ("`tagger predict` on one sentence, empty compile cache (first run)",
+         statistics.median(cold)),
+        ("`python -c 'import tagger'`", statistics.median(imports)),
+    ]
+    lines = [
+        "## Start-up (`benchmarks/bench_startup.py`)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')}: wall time of a fresh process, median of "
+        f"{args.repeats} (empty cache: {max(1, args.repeats // 2)}); a BiLSTM-CRF with character "
+        f"CNN trained on the sample corpus; numba-cuda "
+        f"{'installed' if importlib.util.find_spec('numba_cuda') else 'not installed'} (with it, "
+        f"`device=\"auto\"` probes the GPU: about 0.4 s more).",
+        "",
+        "| what | seconds |",
+        "|---|---:|",
+        *[f"| {name} | {seconds:.2f} |" for name, seconds in rows],
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        import _results
+
+        _results.write_section("bench_startup", body)
+
+
+if __name__ == "__main__":
+    main()
