@@ -1,0 +1,149 @@
+"""Batch tagging on Dask, for corpora that outgrow one machine (``pip install "tagger[dask]"``).
+
+* :func:`tag_bag` maps a ``dask.bag`` of texts or token lists to a bag of results, in the input's
+  order; :func:`tag_dataframe` adds a column of results to a ``dask.dataframe``.
+* The model travels as its file's bytes: scattered once to every worker when a distributed
+  client is running (else embedded once in the graph), and loaded once per worker process (a
+  per-process cache keyed by the bytes' digest), not once per partition.
+* Kernels are compiled (or loaded from the compile cache) once per worker, under a file lock on
+  the cache directory, so that no two processes compile into it at the same time.
+* :func:`local_cluster` starts worker *processes* with the ``spawn`` method (Numba's OpenMP layer
+  breaks in a forked child) and gives each worker ``cores // workers`` Numba threads and one BLAS
+  thread.
+
+Results are those of :func:`tagger.stream.tag_stream` on one machine, in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+_models: dict[str, object] = {}
+_models_lock = threading.Lock()
+
+
+def _model_bytes(model) -> bytes:
+    """The model file's bytes: read from a path, or written from a fitted estimator."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model).read_bytes()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.tagger"
+        model.save(path)
+        return path.read_bytes()
+
+
+def _warm(model) -> None:
+    """Compile (or load from the cache) every kernel the model uses, under an inter-process lock
+    on the compile-cache directory."""
+    from .kernels._jit import CACHE_DIR as directory
+
+    lock_file = None
+    if directory is not None:
+        import fcntl
+
+        lock_file = open(Path(directory) / ".warm.lock", "w")  # noqa: SIM115
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+        from .stream import tag_stream
+
+        list(tag_stream(model, [["warm", "up", "."]]))
+    finally:
+        if lock_file is not None:
+            lock_file.close()  # releases the lock
+
+
+def worker_model(data: bytes):
+    """The model for these file bytes in this process, loaded and warmed once."""
+    key = hashlib.sha256(data).hexdigest()
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            import tempfile
+
+            from .estimators import load
+
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "model.tagger"
+                path.write_bytes(data)
+                model = load(path)
+            if getattr(model, "input_type_", "text") == "text":
+                _warm(model)
+            _models[key] = model
+        return model
+
+
+def _tag_partition(items, data: bytes, batch_size: int) -> list:
+    from .stream import tag_stream
+
+    return list(tag_stream(worker_model(data), items, batch_size))
+
+
+def _shared(data: bytes):
+    """The bytes scattered to every worker once when a distributed client runs, else as is."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return data
+    return client.scatter(data, broadcast=True, hash=True)
+
+
+def tag_bag(model, bag, batch_size: int = 256):
+    """Tag every item of a ``dask.bag`` (texts or token lists).
+
+    Parameters
+    ----------
+    model : estimator or path
+        A fitted text model, or the path of its model file.
+    bag : dask.bag.Bag
+        The items.
+    batch_size : int
+        Items per batch inside a partition.
+
+    Returns
+    -------
+    dask.bag.Bag
+        One result dict per item (see :mod:`tagger.stream`), in the input's order.
+    """
+    data = _shared(_model_bytes(model))
+    return bag.map_partitions(_tag_partition, data, batch_size)
+
+
+def _tag_frame(frame, column: str, output: str, data: bytes, batch_size: int):
+    frame = frame.copy()
+    results = _tag_partition(frame[column].tolist(), data, batch_size)
+    frame[output] = results
+    return frame
+
+
+def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: int = 256):
+    """Add a column of results (one dict per row, see :mod:`tagger.stream`) to a
+    ``dask.dataframe`` whose ``column`` holds texts or token lists."""
+    data = _shared(_model_bytes(model))
+    meta = ddf._meta.copy()
+    meta[output] = meta[column].astype(object) if column in meta else None
+    return ddf.map_partitions(_tag_frame, column, output, data, batch_size, meta=meta)
+
+
+def local_cluster(n_workers: int = 2, **kwargs):
+    """A ``distributed.LocalCluster`` of spawned worker processes with ``cores // workers`` Numba
+    threads and one BLAS thread each."""
+    import dask
+    from distributed import LocalCluster
+
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    environ = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
+                          "distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            **kwargs)
+
+
+__all__ = ["local_cluster", "tag_bag", "tag_dataframe", "worker_model"]
