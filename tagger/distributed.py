@@ -141,7 +141,7 @@ def local_cluster(n_workers: int = 2, **kwargs):
     environ = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
-                          "distributed.nanny.pre-spawn-environ": environ}):
+                          "distributed.nanny.environ": environ}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                             **kwargs)
 
