@@ -379,6 +379,13 @@ def predict(
                                               "report it on stderr)."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    engine: str = typer.Option("local", help="local (this process) or dask (one output file "
+                                             "per input file, in --output-dir)."),
+    scheduler: str = typer.Option("local", help="With --engine dask: a scheduler address, or "
+                                                "local for a cluster on this machine."),
+    workers: int = typer.Option(2, min=1, help="With --engine dask --scheduler local: worker "
+                                               "processes."),
+    output_dir: Path = typer.Option(None, help="With --engine dask: where the outputs go."),
 ) -> None:
     """Tag or classify text: files or standard input, streamed batch by batch to the output."""
     from . import workflows
@@ -386,6 +393,12 @@ def predict(
 
     if on_error not in ("stop", "skip"):
         _fail(f"--on-error must be stop or skip, got {on_error!r}", 2)
+    if engine not in ("local", "dask"):
+        _fail(f"--engine must be local or dask, got {engine!r}", 2)
+    if engine == "dask":
+        _predict_on_dask(model_file, inputs or [], output_dir, scheduler, workers, data_format,
+                         output_format, batch_size, on_error)
+        return
     model = _load_model(model_file, device, threads)
     paths = inputs or ["-"]
     errors = ReadErrors()
@@ -417,6 +430,42 @@ def predict(
 
 
 app.command("tag", help="Alias of predict.")(predict)
+
+
+def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_format,
+                     output_format, batch_size, on_error) -> None:
+    import glob
+
+    try:
+        from distributed import Client
+
+        from .distributed import local_cluster, tag_files
+    except ImportError:
+        _fail("--engine dask needs Dask: pip install 'tagger[dask]'")
+    if output_dir is None:
+        _fail("--engine dask writes one file per input: give --output-dir", 2)
+    paths = []
+    for pattern in inputs:  # quoted patterns ('corpus/*.txt') are expanded here
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            _fail(f"{pattern}: no file matches")
+        paths.extend(matches)
+    if not paths:
+        _fail("--engine dask needs input files", 2)
+    cluster = local_cluster(workers, dashboard_address=None) if scheduler == "local" else None
+    try:
+        with Client(cluster if cluster is not None else scheduler) as client:
+            results = tag_files(str(model_file), paths, output_dir, client, data_format,
+                                output_format, batch_size, on_error)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    skipped = [s for r in results for s in r["skipped"]]
+    for message in skipped[:20]:
+        typer.echo(f"  skipped: {message}", err=True)
+    typer.echo(f"wrote {len(results)} file(s), {sum(r['records'] for r in results)} record(s), "
+               f"to {output_dir}" + (f"; skipped {len(skipped)} malformed record(s)"
+                                     if skipped else ""), err=True)
 
 
 @app.command()

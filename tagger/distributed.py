@@ -1,7 +1,8 @@
 """Batch tagging on Dask, for corpora that outgrow one machine (``pip install "tagger[dask]"``).
 
 * :func:`tag_bag` maps a ``dask.bag`` of texts or token lists to a bag of results, in the input's
-  order; :func:`tag_dataframe` adds a column of results to a ``dask.dataframe``.
+  order; :func:`tag_dataframe` adds a column of results to a ``dask.dataframe``; :func:`tag_files`
+  tags files on the workers, one output file per input (``tagger predict --engine dask``).
 * The model travels as its file's bytes: scattered once to every worker when a distributed
   client is running (else embedded once in the graph), and loaded once per worker process (a
   per-process cache keyed by the bytes' digest), not once per partition.
@@ -131,6 +132,65 @@ def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: i
     return ddf.map_partitions(_tag_frame, column, output, data, batch_size, meta=meta)
 
 
+_EXTENSIONS = {"conll": ".conll", "jsonl": ".jsonl", "tsv": ".tsv", "html": ".html"}
+
+
+def _tag_file(data: bytes, source: str, target: str, fmt: str | None, output_format: str | None,
+              batch_size: int, on_error: str) -> dict:
+    """Tag one file on a worker into ``target`` (written to a temporary name, then renamed)."""
+    from .records import ReadErrors
+    from .workflows import predict_files
+
+    errors = ReadErrors()
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+            count = predict_files(worker_model(data), [source], out, fmt, output_format,
+                                  batch_size, on_error, errors)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return {"source": source, "target": target, "records": count,
+            "skipped": [str(e) for e in errors.skipped]}
+
+
+def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = None,
+              output_format: str | None = None, batch_size: int = 256,
+              on_error: str = "stop") -> list[dict]:
+    """Tag every file on the workers of ``client``, one output file per input file in
+    ``output_dir`` (same name, the output format's extension).
+
+    Returns
+    -------
+    list of dict
+        Per file: ``source``, ``target``, ``records`` written and ``skipped`` records.
+    """
+    from .errors import DataError
+    from .workflows import expand_inputs, is_classifier
+
+    data = _model_bytes(model)
+    paths = expand_inputs(paths, fmt)
+    if any(path == "-" for path in paths):
+        raise DataError("standard input cannot be tagged on a cluster; give files")
+    if output_format is None:
+        from .estimators import load
+
+        output_format = "jsonl" if is_classifier(load(model) if isinstance(
+            model, (str, os.PathLike)) else model) else "conll"
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    targets = [str(output_dir / (Path(p).stem + _EXTENSIONS.get(output_format, ".out")))
+               for p in paths]
+    if len(set(targets)) != len(targets):
+        raise DataError("two input files have the same name; their outputs would collide")
+    shared = client.scatter(data, broadcast=True, hash=True)
+    futures = client.map(_tag_file, [shared] * len(paths), paths, targets,
+                         [fmt] * len(paths), [output_format] * len(paths),
+                         [batch_size] * len(paths), [on_error] * len(paths), pure=False)
+    return client.gather(futures)
+
+
 def local_cluster(n_workers: int = 2, **kwargs):
     """A ``distributed.LocalCluster`` of spawned worker processes with ``cores // workers`` Numba
     threads and one BLAS thread each."""
@@ -146,4 +206,4 @@ def local_cluster(n_workers: int = 2, **kwargs):
                             **kwargs)
 
 
-__all__ = ["local_cluster", "tag_bag", "tag_dataframe", "worker_model"]
+__all__ = ["local_cluster", "tag_bag", "tag_dataframe", "tag_files", "worker_model"]

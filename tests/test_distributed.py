@@ -97,3 +97,37 @@ def test_a_worker_killed_mid_job_loses_nothing(client, model_file):
     assert victim not in set(client.run(os.getpid).values())
     assert len(results) == len(X)
     assert same(results, list(tag_stream(load(model_file), X)))  # each record once, in order
+
+
+def test_predict_command_on_a_local_dask_cluster(model_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from tagger import load
+    from tagger.cli import app
+    from tagger.workflows import predict_files
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    X = corpus(300)
+    for k in range(3):
+        (corpus_dir / f"part{k}.txt").write_text(
+            "".join(" ".join(s) + "\n" for s in X[k * 100:(k + 1) * 100]))
+    (corpus_dir / "bad.jsonl").write_text('{"tokens": ["Anna"]}\n{"tokens": [\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(corpus_dir / "*.txt"),
+                                      str(corpus_dir / "bad.jsonl"), "--engine", "dask",
+                                      "--workers", "2", "--output-dir", str(out),
+                                      "--on-error", "skip"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 file(s), 301 record(s)" in result.output and "bad.jsonl:2" in result.output
+    model = load(model_file)
+    for k in range(3):
+        import io
+
+        expected = io.StringIO()
+        predict_files(model, [str(corpus_dir / f"part{k}.txt")], expected)
+        assert (out / f"part{k}.conll").read_text() == expected.getvalue()
+    assert not list(out.glob("*.tmp"))
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(corpus_dir / "*.txt"),
+                                      "--engine", "dask"])
+    assert result.exit_code == 2 and "--output-dir" in result.output
