@@ -84,6 +84,20 @@ def _tag_partition(items, data: bytes, batch_size: int) -> list:
     return list(tag_stream(worker_model(data), items, batch_size))
 
 
+_scattered: dict[tuple[str, str], object] = {}
+
+
+def _scatter(client, data: bytes):
+    """The bytes on every worker of ``client``, scattered once per client: the future is kept,
+    because re-scattering the same content under the same key while an earlier future is being
+    released loses the data ("lost dependencies")."""
+    key = (client.id, hashlib.sha256(data).hexdigest())
+    future = _scattered.get(key)
+    if future is None or future.status != "finished":
+        future = _scattered[key] = client.scatter(data, broadcast=True, hash=True)
+    return future
+
+
 def _shared(data: bytes):
     """The bytes scattered to every worker once when a distributed client runs, else as is."""
     try:
@@ -92,7 +106,7 @@ def _shared(data: bytes):
         client = default_client()
     except (ImportError, ValueError):
         return data
-    return client.scatter(data, broadcast=True, hash=True)
+    return _scatter(client, data)
 
 
 def tag_bag(model, bag, batch_size: int = 256):
@@ -184,7 +198,7 @@ def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = Non
                for p in paths]
     if len(set(targets)) != len(targets):
         raise DataError("two input files have the same name; their outputs would collide")
-    shared = client.scatter(data, broadcast=True, hash=True)
+    shared = _scatter(client, data)
     futures = client.map(_tag_file, [shared] * len(paths), paths, targets,
                          [fmt] * len(paths), [output_format] * len(paths),
                          [batch_size] * len(paths), [on_error] * len(paths), pure=False)

@@ -61,6 +61,8 @@ def test_bag_results_equal_one_process_in_order(client, model_file):
     expected = list(tag_stream(load(model_file), X))
     results = tag_bag(model_file, dask_bag.from_sequence(X, npartitions=12)).compute()
     assert same(results, expected)
+    again = tag_bag(model_file, dask_bag.from_sequence(X[:500], npartitions=6)).compute()
+    assert same(again, expected[:500])  # the model's bytes are scattered once, then reused
     # every worker loaded (and warmed) the model once, whatever the number of partitions
     loaded = client.run(lambda: len(__import__("tagger.distributed").distributed._models))
     assert sorted(loaded.values()) == [1, 1]
