@@ -6,6 +6,9 @@
 >>> for result in tag_stream(model, open("sentences.txt")):   # raw lines, or token lists
 ...     print(result["spans"])
 
+:func:`tag_series` does the same for a pandas column: a column of texts in, a column of spans,
+tags or labels out, on the same index.
+
 Each input item is a raw string (split by the model's tokenizer) or a list of tokens. Each
 result is a dict: ``tokens``, ``tags`` and ``spans`` (``start``, ``end`` exclusive, ``label``,
 ``score``) for a tagger; ``tokens``, ``label`` and ``proba`` for a classifier. The input is read
@@ -69,3 +72,47 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
             yield {"tokens": record.tokens, **prediction}
     finally:
         model.n_jobs = saved
+
+
+_FIELDS = ("spans", "tags", "label", "proba", "all")
+
+
+def tag_series(model, series, field: str = "spans", batch_size: int = 256,
+               n_jobs: int | None = None):
+    """A pandas column of texts (or token lists) in, a column of results out.
+
+    Parameters
+    ----------
+    model : SequenceTagger or SequenceClassifier
+        A fitted text model.
+    series : pandas.Series
+        The inputs; missing values (None, NaN) give None.
+    field : {"spans", "tags", "label", "proba", "all"}
+        Which part of each result to keep ("spans" and "tags" for a tagger, "label" and
+        "proba" for a classifier; "all" keeps the whole result dict).
+    batch_size, n_jobs
+        As for :func:`tag_stream`.
+
+    Returns
+    -------
+    pandas.Series
+        On the input's index, named ``field``.
+    """
+    import pandas as pd
+
+    if field not in _FIELDS:
+        raise ValueError(f"field must be one of {', '.join(_FIELDS)}, got {field!r}")
+    present = series.notna().to_numpy()
+    values = series[present].tolist()
+    results = iter(tag_stream(model, values, batch_size, n_jobs))
+    out = []
+    for ok in present:
+        if not ok:
+            out.append(None)
+            continue
+        result = next(results)
+        if field != "all" and field not in result:
+            raise ValueError(f"this model's results have no {field!r}; they have "
+                             f"{', '.join(k for k in result if k != 'tokens')}")
+        out.append(result if field == "all" else result[field])
+    return pd.Series(out, index=series.index, name=field, dtype=object)

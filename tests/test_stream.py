@@ -68,3 +68,21 @@ def test_bad_items_and_arguments(tagger_model):
         list(tag_stream(tagger_model, [["a"], 3]))
     with pytest.raises(ValueError, match="batch_size must be positive"):
         list(tag_stream(tagger_model, [["a"]], batch_size=0))
+
+
+def test_pandas_column_in_column_out(tagger_model):
+    pd = pytest.importorskip("pandas")
+    from tagger.stream import tag_series
+
+    texts = pd.Series(["John lives in Paris .", None, "we met Mary"], index=[10, 20, 30])
+    spans = tag_series(tagger_model, texts)
+    assert list(spans.index) == [10, 20, 30] and spans.name == "spans"
+    assert spans[20] is None
+    assert [s["label"] for s in spans[10]] == [s[2] for s in tagger_model.predict_spans(
+        [["John", "lives", "in", "Paris", "."]])[0]]
+    tags = tag_series(tagger_model, texts, "tags")
+    assert tags[30] == tagger_model.predict([["we", "met", "Mary"]])[0]
+    with pytest.raises(ValueError, match="results have no 'label'"):
+        tag_series(tagger_model, texts, "label")
+    with pytest.raises(ValueError, match="field must be one of"):
+        tag_series(tagger_model, texts, "everything")
