@@ -20,6 +20,7 @@ Data paths are resolved against, in order: the ``data_dir`` argument (``--data-d
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,11 @@ def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) ->
             config = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
-        raise DataError(f"not valid TOML: {exc}", str(path), line) from None
+        message = str(exc)
+        if line is None:  # before Python 3.14 the line is only in the message
+            found = re.search(r"\(at line (\d+), column \d+\)", message)
+            line = int(found.group(1)) if found else None
+        raise DataError(f"not valid TOML: {message}", str(path), line) from None
     unknown = sorted(set(config) - _KEYS)
     if unknown:
         raise DataError(f"unknown recipe keys: {', '.join(unknown)}", str(path))
