@@ -63,11 +63,18 @@ def test_bag_results_equal_one_process_in_order(client, model_file):
     assert same(results, expected)
     again = tag_bag(model_file, dask_bag.from_sequence(X[:500], npartitions=6)).compute()
     assert same(again, expected[:500])  # the model's bytes are scattered once, then reused
+    # Partitions cut at multiples of the batch size batch exactly as one stream does: then
+    # the results are the single-process ones bit for bit, scores included.
+    aligned = tag_bag(model_file, dask_bag.from_sequence(X, partition_size=512),
+                      batch_size=256).compute()
+    assert aligned == list(tag_stream(load(model_file), X, batch_size=256))
     # every worker loaded (and warmed) the model once, whatever the number of partitions
     loaded = client.run(lambda: len(__import__("tagger.distributed").distributed._models))
     assert sorted(loaded.values()) == [1, 1]
     pids = set(client.run(os.getpid).values())
     assert os.getpid() not in pids  # worker processes, not threads of this one
+    threads = client.run(lambda: __import__("numba").config.NUMBA_NUM_THREADS)
+    assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}  # cores / workers
 
 
 def test_dataframe_column(client, model_file):
