@@ -156,6 +156,58 @@ def _project_inputs(x, W, out):
     np.dot(x.reshape((B * T, D)), W, out.reshape((B * T, W.shape[1])))
 
 
+# Below this many rows a recurrent product is done by the loops below instead of BLAS: for a
+# single sentence a BLAS call costs more than its arithmetic (measured: 20 products 1x128 by
+# 128x512 took 86 us per direction through np.dot).
+_SMALL_ROWS = 2
+
+
+@kernel()
+def _rows_times(a, M, out, n):
+    """out[:n] = a[:n] @ M, by rows (each a contiguous multiply-add over a row of M)."""
+    zero = zero_of(out)
+    for r in range(n):
+        o = out[r]
+        o[:] = zero
+        for i in range(M.shape[0]):
+            v = a[r, i]
+            m = M[i]
+            for k in range(M.shape[1]):
+                o[k] += v * m[k]
+
+
+@kernel()
+def _rows_times_t(a, M, out, n):
+    """out[:n] = a[:n] @ M.T, as dot products with the rows of M."""
+    zero = zero_of(out)
+    for r in range(n):
+        ar = a[r]
+        for i in range(M.shape[0]):
+            m = M[i]
+            acc = zero
+            for k in range(M.shape[1]):
+                acc += ar[k] * m[k]
+            out[r, i] = acc
+
+
+@kernel()
+def _recurrent_product(h, U, out, n):
+    """out[:n] = h[:n] @ U: BLAS for a batch, plain loops for one or two rows."""
+    if n <= _SMALL_ROWS:
+        _rows_times(h, U, out, n)
+    else:
+        np.dot(h[:n], U, out[:n])
+
+
+@kernel()
+def _recurrent_product_t(d, U, out, n):
+    """out[:n] = d[:n] @ U.T: BLAS for a batch, plain loops for one or two rows."""
+    if n <= _SMALL_ROWS:
+        _rows_times_t(d, U, out, n)
+    else:
+        np.dot(d[:n], U.T, out[:n])
+
+
 @kernel()
 def _input_gradients(x, W, d_pre, dx, dW, db):
     """dW = x^T d_pre, db = column sums of d_pre, dx = d_pre W^T (padding rows of d_pre are 0)."""
@@ -220,7 +272,7 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
         n = active_rows(lengths, s)
         if n == 0:
             break
-        np.dot(h_state[:n], U, rec[:n])
+        _recurrent_product(h_state, U, rec, n)
         for row in range(n):
             L = lengths[row]
             if L <= s:
@@ -333,7 +385,7 @@ def lstm_backward(
             for j in range(H):
                 cs[j] = dc[j] * g_row[H + j]
             d_gates[row, t, :] = step[row]
-        np.dot(step[:n], U.T, dh_rec[:n])
+        _recurrent_product_t(step, U, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
@@ -384,7 +436,7 @@ def gru_forward(x, lengths, W, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h_p
         n_rows = active_rows(lengths, s)
         if n_rows == 0:
             break
-        np.dot(h_state[:n_rows], U, rec[:n_rows])
+        _recurrent_product(h_state, U, rec, n_rows)
         for row in range(n_rows):
             L = lengths[row]
             if L <= s:
@@ -484,7 +536,7 @@ def gru_backward(
             for j in range(H):
                 db_rn[j] += st[2 * H + j]
             d_rec[row, t, :] = step[row]
-        np.dot(step[:n_rows], U.T, dh_rec[:n_rows])
+        _recurrent_product_t(step, U, dh_rec, n_rows)
         for row in range(n_rows):
             if lengths[row] > s:
                 for j in range(H):
@@ -530,7 +582,7 @@ def rnn_forward(x, lengths, W, U, b, h0, relu, reverse, h_out, h_prev, h_last):
         n = active_rows(lengths, s)
         if n == 0:
             break
-        np.dot(h_state[:n], U, rec[:n])
+        _recurrent_product(h_state, U, rec, n)
         for row in range(n):
             L = lengths[row]
             if L <= s:
@@ -602,7 +654,7 @@ def rnn_backward(
                 for j in range(H):
                     st[j] = (dh_row[j] + hs[j]) * (one - h_row[j] * h_row[j])
             d_pre[row, t, :] = step[row]
-        np.dot(step[:n], U.T, dh_rec[:n])
+        _recurrent_product_t(step, U, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
