@@ -308,9 +308,21 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def check_output_format(output_format: str, classifier: bool) -> None:
+    """A clear error for an unknown output format, or one that does not fit the model."""
+    if output_format not in OUTPUT_FORMATS:
+        raise TaggerError(f"unknown output format {output_format!r}; known: "
+                          f"{', '.join(OUTPUT_FORMATS)}")
+    if classifier and output_format == "conll":
+        raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
+    if not classifier and output_format == "tsv":
+        raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
+
+
 def write_prediction(out: TextIO, record: Record, prediction: dict, output_format: str,
                      classifier: bool) -> None:
-    """One record's prediction in ``output_format``."""
+    """One record's prediction in ``output_format`` (see :func:`check_output_format`)."""
+    check_output_format(output_format, classifier)
     if output_format == "jsonl":
         obj: dict[str, Any] = {"tokens": record.tokens}
         if record.text is not None:
@@ -318,8 +330,6 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
         obj.update(prediction)
         out.write(json.dumps(obj, ensure_ascii=False) + "\n")
     elif output_format == "tsv":
-        if not classifier:
-            raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
         text = record.text if record.text is not None else " ".join(record.tokens)
         out.write(f"{prediction['label']}\t{text}\n")
     elif output_format == "html":
@@ -330,17 +340,12 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
                                            prediction["proba"]) + "\n")
         else:
             out.write(entity_sentence_html(record.tokens, prediction["spans"]) + "\n")
-    elif output_format == "conll":
-        if classifier:
-            raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
+    else:  # conll
         if not record.tokens:
             return
         rows = record.columns or [[t] for t in record.tokens]
         out.write("".join("\t".join([*row, tag]) + "\n"
                           for row, tag in zip(rows, prediction["tags"], strict=True)) + "\n")
-    else:
-        raise TaggerError(f"unknown output format {output_format!r}; known: "
-                          f"{', '.join(OUTPUT_FORMATS)}")
 
 
 def expand_inputs(paths: list[str], fmt: str | None = None) -> list[str]:
@@ -376,13 +381,7 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     """
     classifier = is_classifier(model)
     output_format = output_format or ("jsonl" if classifier else "conll")
-    if output_format not in OUTPUT_FORMATS:
-        raise TaggerError(f"unknown output format {output_format!r}; known: "
-                          f"{', '.join(OUTPUT_FORMATS)}")
-    if classifier and output_format == "conll":
-        raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
-    if not classifier and output_format == "tsv":
-        raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
+    check_output_format(output_format, classifier)
     if getattr(model, "input_type_", "text") != "text":
         raise TaggerError("this model was trained on numeric sequences; predict on them from "
                           "Python (the command line reads text)")

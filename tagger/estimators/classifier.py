@@ -257,15 +257,26 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         -------
         self
         """
+        return self._fit(X, y, X_dev, y_dev, sample_weight, callback)
+
+    def _fit(self, X, y, X_dev=None, y_dev=None, sample_weight=None, callback=None,
+             classes=None):
+        """:meth:`fit`; with ``classes`` (the first ``partial_fit``), y may show only some of
+        the classes."""
         self._validate_params()
         kind, X = self._check_new_X(X)
         if not len(X):
             raise ValueError("X holds no sequences to learn from")
         y = self._check_y(y, len(X))
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(f"y has only one class ({classes[0]!r}); a classifier needs at "
-                             f"least two")
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if len(classes) < 2:
+                raise ValueError("classes must name at least two classes")
+        else:
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(f"y has only one class ({classes[0]!r}); a classifier needs "
+                                 f"at least two")
         if (X_dev is None) != (y_dev is None):
             raise ValueError("give both X_dev and y_dev, or neither")
         rng = np.random.default_rng(self._seed())
@@ -338,10 +349,8 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         self
         """
         if not hasattr(self, "params_"):
-            if classes is None:
-                return self._first_partial_fit(self.fit, X, y, sample_weight=sample_weight)
-            return self._first_partial_fit(self._fit_with_classes, X, y, classes,
-                                           sample_weight)
+            return self._first_partial_fit(self._fit, X, y, sample_weight=sample_weight,
+                                           classes=classes)
         if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={list(classes)} differs from the classes of the first "
                              f"partial_fit, {self.classes_.tolist()}")
@@ -351,24 +360,6 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         weights = self._example_weights(ids, sample_weight)
         rng = np.random.default_rng(self._seed() + len(self.history_))
         self._train_more(X, (ids, weights), rng)
-        return self
-
-    def _fit_with_classes(self, X, y, classes, sample_weight):
-        """The first ``partial_fit`` with declared classes: y may show only some of them."""
-        self._validate_params()
-        kind, X = self._check_new_X(X)
-        y = self._check_y(y, len(X))
-        classes = np.unique(np.asarray(classes))
-        if len(classes) < 2:
-            raise ValueError("classes must name at least two classes")
-        self._forget_fit()
-        self.classes_ = classes
-        ids = self._label_ids(y)
-        weights = self._example_weights(ids, sample_weight)
-        rng = np.random.default_rng(self._seed())
-        vectors = self._setup_inputs(kind, X)
-        self._init_network(rng, vectors)
-        self._train_new(X, (ids, weights), None, None, rng)
         return self
 
     def _batch_loss(self, batch, idx, targets, rng):

@@ -251,9 +251,7 @@ def _gru_forward_kernel(lengths, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h
             h_prev[row, t, j] = hp
             h = n + gates[row, t, H + j] * (hp - n)
             h_out[row, t, j] = h
-        cuda.syncthreads()
-        for j in range(tid, H, nt):
-            h_last[row, j] = h_out[row, t, j]
+            h_last[row, j] = h  # only this thread reads h_last[row, j] in this phase
         cuda.syncthreads()
     for t in range(L, T):
         for j in range(tid, H, nt):
