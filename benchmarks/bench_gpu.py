@@ -102,6 +102,8 @@ def torch_lstm(B: int, repeats: int) -> tuple[float, float] | None:
         import torch
     except ImportError:
         return None
+    if not torch.cuda.is_available():  # a CPU build of PyTorch, or the CUDA simulator's runs
+        return None
     torch.backends.cudnn.benchmark = True
     lstm = torch.nn.LSTM(D, H, batch_first=True, bidirectional=True).cuda()
     x = torch.randn(B, T, D, device="cuda", requires_grad=True)
