@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,158 @@ def tagger_lstm(B: int, repeats: int) -> tuple[float, float]:
             _median_seconds(forward, sync, repeats))
 
 
+def gemm_variants(repeats: int) -> list[tuple[str, str, float]]:
+    """Milliseconds of the engine's large matrix products at batch 256 with each GEMM choice."""
+    from numba import cuda
+
+    from tagger import _config
+    from tagger.kernels import rnn_cuda
+
+    rng = np.random.default_rng(0)
+    BT, G = 256 * T, 4 * H
+    shapes = {  # name: (A shape, B shape, C shape, trans_a, trans_b)
+        "input projection x W": ((BT, D), (D, G), (BT, G), False, False),
+        "dW = x^T d_gates": ((BT, D), (BT, G), (D, G), True, False),
+        "dU = h^T d_gates": ((BT, H), (BT, G), (H, G), True, False),
+        "dx = d_gates W^T": ((BT, G), (D, G), (BT, D), False, True),
+    }
+    rows = []
+    saved = _config.CUDA_GEMM
+    try:
+        for name, (sa, sb, sc, ta, tb) in shapes.items():
+            A = cuda.to_device(rng.standard_normal(sa).astype(np.float32))
+            Bm = cuda.to_device(rng.standard_normal(sb).astype(np.float32))
+            C = cuda.device_array(sc, np.float32)
+            ref = None
+            for choice in ("naive", "tiled", "cublas"):
+                if choice == "cublas" and rnn_cuda._cupy() is None:
+                    continue
+                _config.CUDA_GEMM = choice
+                seconds = _median_seconds(partial(rnn_cuda.gemm, A, Bm, C, ta, tb),
+                                          cuda.synchronize, repeats)
+                got = C.copy_to_host()
+                if ref is None:
+                    a, b = A.copy_to_host().astype(np.float64), Bm.copy_to_host().astype(np.float64)
+                    ref = (a.T if ta else a) @ (b.T if tb else b)
+                err = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+                rows.append((name, choice, 1e3 * seconds, err))
+                print(name, choice, f"{1e3 * seconds:.3f} ms", f"rel err {err:.1e}", flush=True)
+    finally:
+        _config.CUDA_GEMM = saved
+    return rows
+
+
+def persistent_variants(repeats: int) -> list[tuple[int, str, float, float]]:
+    """(batch, mode, fwd+bwd ms, forward ms): the recurrence in one cooperative launch per
+    direction against one launch per step."""
+    from tagger import _config
+
+    rows = []
+    saved = _config.CUDA_PERSISTENT
+    try:
+        for B in (1, 8, 64, 256):
+            for persistent in (True, False):
+                _config.CUDA_PERSISTENT = persistent
+                fb, fw = tagger_lstm(B, repeats)
+                mode = "one launch" if persistent else "launch per step"
+                rows.append((B, mode, 1e3 * fb, 1e3 * fw))
+                print(B, mode, f"{1e3 * fb:.3f} ms", f"{1e3 * fw:.3f} ms", flush=True)
+    finally:
+        _config.CUDA_PERSISTENT = saved
+    return rows
+
+
+def parity_at_size(B: int = 16) -> dict[str, float]:
+    """Relative errors of the CUDA forward and backward pass against the CPU kernels (float32) and
+    the float64 CPU kernels, at the benchmark's sizes."""
+    from numba import cuda
+
+    from tagger.kernels import rnn_cuda
+    from tagger.nn import recurrent as R
+
+    rng = np.random.default_rng(3)
+    params64 = R.init_direction("lstm", D, H, rng, np.float64)
+    x64 = rng.standard_normal((B, T, D))
+    lengths = rng.integers(1, T + 1, B).astype(np.int64)
+    d_h64 = rng.standard_normal((B, T, H))
+    out = {}
+    for reverse in (False, True):
+        ref_out, _, _, cache = R.direction_forward("lstm", params64, x64, lengths, reverse)
+        ref_dx, ref_grads, _, _ = R.direction_backward(params64, cache, d_h64)
+        p32 = {k: v.astype(np.float32) for k, v in params64.items()}
+        f = np.float32
+        dev = {k: cuda.to_device(v) for k, v in p32.items()}
+        x, dl = cuda.to_device(x64.astype(f)), cuda.to_device(lengths)
+        zeros = cuda.to_device(np.zeros((B, H), f))
+        h_out, c_out, h_prev = (cuda.device_array((B, T, H), f) for _ in range(3))
+        gates, d_gates = (cuda.device_array((B, T, 4 * H), f) for _ in range(2))
+        h_last, c_last, dh0, dc0 = (cuda.device_array((B, H), f) for _ in range(4))
+        dx = cuda.device_array((B, T, D), f)
+        grads = {k: cuda.device_array(v.shape, f) for k, v in p32.items()}
+        rnn_cuda.lstm_forward(x, dl, dev["W"], dev["U"], dev["b"], zeros, zeros, reverse, h_out,
+                              c_out, gates, h_prev, h_last, c_last)
+        rnn_cuda.lstm_backward(x, dl, dev["W"], dev["U"], zeros, reverse, gates, c_out, h_prev,
+                               cuda.to_device(d_h64.astype(f)), zeros, zeros, d_gates, dx,
+                               grads["W"], grads["U"], grads["b"], dh0, dc0)
+
+        def rel(a, b):
+            return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+        side = "reverse" if reverse else "forward"
+        out[f"{side} h"] = rel(h_out.copy_to_host(), ref_out)
+        out[f"{side} dx"] = rel(dx.copy_to_host(), ref_dx)
+        for k in ("W", "U", "b"):
+            out[f"{side} d{k}"] = rel(grads[k].copy_to_host(), ref_grads[k])
+    return out
+
+
+def barrier_cost(repeats: int) -> list[tuple[int, float]]:
+    """Microseconds per grid-wide barrier (``cuda.cg.this_grid().sync()``) in a cooperative
+    launch of 128-thread blocks: the fixed cost of every step of the one-launch recurrence."""
+    from numba import cuda
+
+    @cuda.jit
+    def barriers(n, out):
+        grid = cuda.cg.this_grid()
+        for _ in range(n):
+            grid.sync()
+        if cuda.grid(1) == 0:
+            out[0] = n
+
+    out = cuda.device_array(1, np.int64)
+    rows = []
+    for blocks in (32, 64, 256):
+        times = {}
+        for n in (1, 401):
+            times[n] = _median_seconds(lambda n=n, blocks=blocks: barriers[blocks, 128](n, out),
+                                       cuda.synchronize, repeats)
+        rows.append((blocks, 1e6 * (times[401] - times[1]) / 400))
+    return rows
+
+
+def engine_epoch(device: str, hidden: int = 256) -> tuple[float, float, float]:
+    """(training tokens/s over one epoch, prediction tokens/s, dev F1) of a SequenceTagger on the
+    embedded sample corpus (data/sample-ner), one epoch after a warm-up fit (compilation)."""
+    from tagger import SequenceTagger
+    from tagger.metrics import entity_f1
+    from tagger.workflows import read_training_data
+
+    X, y = read_training_data(HERE.parent / "data" / "sample-ner" / "train.conll", "tag")
+    Xd, yd = read_training_data(HERE.parent / "data" / "sample-ner" / "dev.conll", "tag")
+    options = dict(hidden_size=hidden, batch_size=32, max_epochs=1, early_stopping=False,
+                   random_state=0, device=device)
+    SequenceTagger(**options).fit(X[:64], y[:64])  # compile everything first
+    model = SequenceTagger(**options)
+    start = time.perf_counter()
+    model.fit(X, y)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    predicted = model.predict(Xd)
+    predict_s = time.perf_counter() - start
+    f1 = entity_f1(yd, predicted)
+    return (sum(map(len, X)) / train_s, sum(map(len, Xd)) / predict_s, f1)
+
+
 def torch_lstm(B: int, repeats: int) -> tuple[float, float] | None:
     try:
         import torch
@@ -128,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, one run, nothing written: checks that the script runs "
                              "(also under the CUDA simulator)")
+    parser.add_argument("--engine", action="store_true",
+                        help="also time one training epoch of the whole tagger on each device")
     args = parser.parse_args(argv)
     global T, D, H, BATCHES
     from numba import cuda
@@ -181,6 +336,34 @@ def main(argv: list[str] | None = None) -> None:
         else:
             lines.append(f"| {B} | {tok / fb:,.0f} | {tok / theirs[0]:,.0f} | "
                          f"{theirs[0] / fb:.2f}× | {1e3 * fw:.3f} | {1e3 * theirs[1]:.3f} |")
+    parity_batch = 2 if args.smoke else 16
+    parity = parity_at_size(parity_batch)
+    lines += ["", f"Parity at these sizes (batch {parity_batch}, random lengths): relative "
+              "error of the float32 GPU pass against the float64 CPU kernels: " + ", ".join(
+                  f"{k} {v:.1e}" for k, v in parity.items()) + "."]
+    if not args.smoke:
+        lines += ["", "Recurrence in one cooperative launch per direction (a grid-wide barrier "
+                  "between steps) against one launch per step:", "",
+                  "| batch | mode | fwd+bwd ms | forward ms |", "|---:|---|---:|---:|"]
+        lines += [f"| {B} | {mode} | {fb:.3f} | {fw:.3f} |"
+                  for B, mode, fb, fw in persistent_variants(args.repeats)]
+        lines += ["", "A grid-wide barrier costs " + ", ".join(
+            f"{us:.1f} µs with {blocks} blocks" for blocks, us in barrier_cost(args.repeats))
+            + " (128 threads each)."]
+        lines += ["", f"The large matrix products at batch 256 (rows = 256 x {T}):", "",
+                  "| product | implementation | ms | relative error |", "|---|---|---:|---:|"]
+        lines += [f"| {name} | {choice} | {ms:.3f} | {err:.1e} |"
+                  for name, choice, ms, err in gemm_variants(args.repeats)]
+    if args.engine:
+        lines += ["", "The whole tagger (`SequenceTagger`, hidden 256, batch 32, word, character "
+                  "and shape features, CRF) for one epoch on data/sample-ner (1,500 sentences), "
+                  "after a warm-up fit:", "",
+                  "| device | training tokens/s | prediction tokens/s (dev) | dev F1 |",
+                  "|---|---:|---:|---:|"]
+        for device in ("cpu", "cuda"):
+            train_tps, predict_tps, f1 = engine_epoch(device)
+            print(device, train_tps, predict_tps, f1, flush=True)
+            lines.append(f"| {device} | {train_tps:,.0f} | {predict_tps:,.0f} | {f1:.3f} |")
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

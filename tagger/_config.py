@@ -32,3 +32,18 @@ PARALLEL_DIRECTIONS_MIN_WORK: int = 20_000
 CUDA_THREADS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_TPB", "128"))
 CUDA_BLOCK_2D: int = int(os.environ.get("TAGGER_CUDA_BLOCK_2D", "16"))
 CUDA_MAX_BLOCKS: int = int(os.environ.get("TAGGER_CUDA_MAX_BLOCKS", "4096"))
+
+# The large matrix products on the GPU: "auto" (cuBLAS when CuPy is installed, else "tiled"),
+# "cublas" (through CuPy), "tiled" (the shared-memory kernel) or "naive" (one thread per output; a
+# reference for measurements).
+CUDA_GEMM: str = os.environ.get("TAGGER_CUDA_GEMM", "auto")
+
+# The LSTM recurrence on the GPU spreads each step over blocks that own a slice of the hidden
+# units (at most this many per block, their recurrent weights held in shared memory) and a group
+# of at most this many sequences.
+CUDA_UNITS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_UNITS", "8"))
+CUDA_ROWS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_ROWS", "32"))
+
+# Run all steps of the recurrence in one cooperative launch with a grid-wide barrier between steps
+# (when the grid fits on the GPU at once); else one launch per step.
+CUDA_PERSISTENT: bool = os.environ.get("TAGGER_CUDA_PERSISTENT", "1") not in ("", "0")

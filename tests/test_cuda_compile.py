@@ -31,7 +31,7 @@ def kernel_signatures(f):
     from tagger.kernels import pool_cuda as pool
     from tagger.kernels import rnn_cuda as k
 
-    v, m, c, i = f[:], f[:, :], f[:, :, :], int64[:]
+    v, m, c, i, n = f[:], f[:, :], f[:, :, :], int64[:], int64
     dv, dm, dc = float64[:], float64[:, :], float64[:, :, :]
     return {
         pool._mean_pool_kernel: (c, i, m),
@@ -49,11 +49,17 @@ def kernel_signatures(f):
         crf._copy_kernel: (dv, v),
         crf._viterbi_kernel: (c, i, dm, dc, int64[:, :, :], int64[:, :], v),
         k._gemm_kernel: (m, m, m, boolean, boolean, boolean),
+        k._tiled_gemm(*k._gemm_geometry()): (m, m, m, c, boolean, boolean, boolean, n),
+        k._tiled_gemm(4, 2, 4): (m, m, m, c, boolean, boolean, boolean, n),
+        k._sum_splits_kernel: (c, m, boolean),
         k._column_sums_kernel: (m, v),
         k._copy_tail_kernel: (v, v, int64),
         k.smoke_kernel: (int64[:],),
-        k._lstm_forward_kernel: (i, m, v, m, m, boolean, c, c, c, c, m, m),
-        k._lstm_backward_kernel: (i, m, m, boolean, c, c, c, m, m, c, m, m),
+        k._lstm_forward_one_step: (n, n, n, boolean, i, m, v, m, m, boolean, c, c, c, c, m, m, c),
+        k._lstm_forward_pad_kernel: (i, m, m, c, c, c, c, m, m),
+        k._lstm_backward_gates_kernel: (n, n, n, i, m, boolean, c, c, c, c, m, m),
+        k._lstm_backward_state_kernel: (n, n, n, n, boolean, i, m, boolean, c, m),
+        k._zero_padding_kernel: (i, c),
         k._gru_forward_kernel: (i, m, v, v, m, boolean, c, c, c, c, m),
         k._gru_backward_kernel: (i, m, boolean, c, c, c, c, m, c, c, m),
         k._rnn_forward_kernel: (i, m, v, m, boolean, boolean, c, c, m),
@@ -61,11 +67,27 @@ def kernel_signatures(f):
     }
 
 
+def cooperative_signatures(f):
+    """Kernels with a grid-wide barrier: compiling them links the device runtime, which needs a
+    GPU's driver."""
+    from tagger.kernels import rnn_cuda as k
+
+    m, c, i, n = f[:, :], f[:, :, :], int64[:], int64
+    return {
+        k._lstm_forward_persistent: (n, n, n, boolean, i, m, f[:], m, m, boolean, c, c, c, c, m,
+                                     m, c),
+        k._lstm_backward_persistent: (n, n, n, n, boolean, i, m, m, boolean, c, c, c, c, m, m),
+    }
+
+
 @pytest.mark.parametrize("dtype", [float32, float64], ids=["float32", "float64"])
 def test_every_kernel_compiles_to_ptx(dtype):
     if not _toolkit_present():
         pytest.skip("CUDA toolkit wheels not installed")
-    for kernel, signature in kernel_signatures(dtype).items():
+    signatures = kernel_signatures(dtype)
+    if cuda.is_available():
+        signatures.update(cooperative_signatures(dtype))
+    for kernel, signature in signatures.items():
         ptx, _ = cuda.compile_ptx(kernel, signature, cc=(7, 5))
         assert ".entry" in ptx, kernel
         if dtype is float32 and not kernel.py_func.__module__.endswith("crf_cuda"):

@@ -127,33 +127,67 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         For :func:`direction_backward`.
     """
     B, T, _ = x.shape
-    U = params["U"]
-    H = U.shape[0]
+    H = params["U"].shape[0]
     dtype = x.dtype
-    h0 = np.zeros((B, H), dtype) if h0 is None else np.ascontiguousarray(h0, dtype)
-    h_out = np.empty((B, T, H), dtype)
-    h_prev = np.empty((B, T, H), dtype)
-    h_last = np.empty((B, H), dtype)
+    mem = _Memory(device, dtype)
+    h0 = mem.zeros((B, H)) if h0 is None else mem.put(h0)
+    h_out, h_prev, h_last = mem.empty((B, T, H)), mem.empty((B, T, H)), mem.empty((B, H))
+    x, lengths = mem.put(x), mem.put(lengths, np.int64)
+    W, U, b = mem.put(params["W"]), mem.put(params["U"]), mem.put(params["b"])
     cache = DirectionCache(cell, reverse, x, lengths, h_out, h_prev, device=device)
     kernels = backend.kernels(device, "rnn")
     c_last = None
     if cell == "lstm":
-        c0 = np.zeros((B, H), dtype) if c0 is None else np.ascontiguousarray(c0, dtype)
+        c0 = mem.zeros((B, H)) if c0 is None else mem.put(c0)
         cache.c0 = c0
-        cache.c_out = np.empty((B, T, H), dtype)
-        cache.gates = np.empty((B, T, 4 * H), dtype)
-        c_last = np.empty((B, H), dtype)
-        kernels.lstm_forward(x, lengths, params["W"], U, params["b"], h0, c0, reverse, h_out,
-                             cache.c_out, cache.gates, h_prev, h_last, c_last)
+        cache.c_out = mem.empty((B, T, H))
+        cache.gates = mem.empty((B, T, 4 * H))
+        c_last = mem.empty((B, H))
+        kernels.lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, cache.c_out,
+                             cache.gates, h_prev, h_last, c_last)
     elif cell == "gru":
-        cache.gates = np.empty((B, T, 3 * H), dtype)
-        cache.rec_n = np.empty((B, T, H), dtype)
-        kernels.gru_forward(x, lengths, params["W"], U, params["b"], params["b_rn"], h0, reverse,
-                            h_out, cache.gates, cache.rec_n, h_prev, h_last)
+        cache.gates = mem.empty((B, T, 3 * H))
+        cache.rec_n = mem.empty((B, T, H))
+        kernels.gru_forward(x, lengths, W, U, b, mem.put(params["b_rn"]), h0, reverse, h_out,
+                            cache.gates, cache.rec_n, h_prev, h_last)
     else:
-        kernels.rnn_forward(x, lengths, params["W"], U, params["b"], h0, cell == "irnn", reverse,
-                            h_out, h_prev, h_last)
-    return h_out, h_last, c_last, cache
+        kernels.rnn_forward(x, lengths, W, U, b, h0, cell == "irnn", reverse, h_out, h_prev,
+                            h_last)
+    return mem.get(h_out), mem.get(h_last), mem.get(c_last), cache
+
+
+class _Memory:
+    """Arrays for the kernels of one device. On the GPU, inputs go over once and what the
+    backward pass needs stays there (the cache holds device arrays); results come back with
+    :meth:`get`. On the CPU everything is a NumPy array and nothing is copied."""
+
+    def __init__(self, device: str, dtype):
+        self.gpu = device == "cuda"
+        self.dtype = dtype
+        if self.gpu:
+            from numba import cuda
+
+            self.cuda = cuda
+
+    def put(self, a, dtype=None):
+        dtype = self.dtype if dtype is None else dtype
+        if self.gpu:
+            if hasattr(a, "copy_to_host"):  # already a device array
+                return a
+            return self.cuda.to_device(np.ascontiguousarray(a, dtype))
+        return np.ascontiguousarray(a, dtype)
+
+    def empty(self, shape):
+        return self.cuda.device_array(shape, self.dtype) if self.gpu else np.empty(shape,
+                                                                                    self.dtype)
+
+    def zeros(self, shape):
+        return self.put(np.zeros(shape, self.dtype)) if self.gpu else np.zeros(shape, self.dtype)
+
+    def get(self, a):
+        if a is None or not self.gpu:
+            return a
+        return a.copy_to_host()
 
 
 def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
@@ -182,26 +216,27 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     """
     x, lengths, cell = cache.x, cache.lengths, cache.cell
     B, T, D = x.shape
-    W, U = params["W"], params["U"]
-    H = U.shape[0]
+    H = params["U"].shape[0]
     dtype = x.dtype
-    d_h = np.ascontiguousarray(d_h, dtype)
-    zeros = np.zeros((B, H), dtype)
-    d_h_last = zeros if d_h_last is None else np.ascontiguousarray(d_h_last, dtype)
-    dx = np.empty_like(x)
-    grads = {"W": np.empty_like(W), "U": np.empty_like(U), "b": np.empty_like(params["b"])}
-    d_pre = np.empty((B, T, W.shape[1]), dtype)
-    dh0 = np.empty((B, H), dtype)
+    mem = _Memory(cache.device, dtype)
+    W, U, b = mem.put(params["W"]), mem.put(params["U"]), mem.put(params["b"])
+    d_h = mem.put(d_h)
+    zeros = mem.zeros((B, H))
+    d_h_last = zeros if d_h_last is None else mem.put(d_h_last)
+    dx = mem.empty((B, T, D))
+    grads = {"W": mem.empty(W.shape), "U": mem.empty(U.shape), "b": mem.empty(b.shape)}
+    d_pre = mem.empty((B, T, W.shape[1]))
+    dh0 = mem.empty((B, H))
     dc0 = None
     kernels = backend.kernels(cache.device, "rnn")
     if cell == "lstm":
-        d_c_last = zeros if d_c_last is None else np.ascontiguousarray(d_c_last, dtype)
-        dc0 = np.empty((B, H), dtype)
+        d_c_last = zeros if d_c_last is None else mem.put(d_c_last)
+        dc0 = mem.empty((B, H))
         kernels.lstm_backward(x, lengths, W, U, cache.c0, cache.reverse, cache.gates, cache.c_out,
                               cache.h_prev, d_h, d_h_last, d_c_last, d_pre, dx, grads["W"],
                               grads["U"], grads["b"], dh0, dc0)
     elif cell == "gru":
-        grads["b_rn"] = np.empty_like(params["b_rn"])
+        grads["b_rn"] = mem.empty((H,))
         kernels.gru_backward(x, lengths, W, U, cache.reverse, cache.gates, cache.rec_n,
                              cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
                              grads["b"], grads["b_rn"], dh0)
@@ -209,7 +244,8 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
         kernels.rnn_backward(x, lengths, W, U, cell == "irnn", cache.reverse, cache.h_out,
                              cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
                              grads["b"], dh0)
-    return dx, grads, dh0, dc0
+    return (mem.get(dx), {k: mem.get(v) for k, v in grads.items()}, mem.get(dh0),
+            mem.get(dc0))
 
 
 _POOL: ThreadPoolExecutor | None = None

@@ -19,6 +19,20 @@ TINY = dict(hidden_size=4, word_dim=4, char_encoder=None, shape_dim=2, batch_siz
             max_epochs=2, early_stopping=False, random_state=0, learning_rate=0.05)
 
 
+@pytest.fixture(autouse=True)
+def whole_problem_blocks(monkeypatch):
+    """One block per recurrent layer direction (hidden 4 x 4 gates = 16 threads, batches of up
+    to 4 in one group): the simulator then runs each recurrence in one launch. And the matrix
+    product with one thread per output, the quickest to simulate at these sizes. The kernel
+    tests cover many small blocks and the tiled product."""
+    from tagger import _config
+
+    monkeypatch.setattr(_config, "CUDA_GEMM", "naive")
+    monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 16)
+    monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", 4)
+    monkeypatch.setattr(_config, "CUDA_ROWS_PER_BLOCK", 4)
+
+
 def data(n=3):
     X = [s for s, _ in SENTENCES] * n
     y = [t for _, t in SENTENCES] * n

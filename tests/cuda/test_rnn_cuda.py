@@ -126,3 +126,83 @@ def test_gemm_against_numpy():
     np.testing.assert_allclose(Ct.copy_to_host(), A.T @ A, rtol=1e-12)
     rnn_cuda.gemm(cuda.to_device(B), cuda.to_device(B), Ct, trans_b=True, accumulate=True)
     np.testing.assert_allclose(Ct.copy_to_host(), A.T @ A + B @ B.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_recurrence_launch_modes(monkeypatch, persistent, reverse):
+    """The LSTM recurrence gives the reference results whether all steps run in one cooperative
+    launch (grid-wide barriers; a single block under the simulator, which runs one block per
+    cooperative grid) or in one launch per step (several blocks of units and of sequences)."""
+    from tagger import _config
+
+    monkeypatch.setattr(_config, "CUDA_PERSISTENT", persistent)
+    if persistent:  # every unit and sequence in one block
+        monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 16)
+        monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", 4)
+        monkeypatch.setattr(_config, "CUDA_ROWS_PER_BLOCK", 8)
+    else:  # 2 unit blocks x 3 sequence groups
+        monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 8)
+        monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", 2)
+        monkeypatch.setattr(_config, "CUDA_ROWS_PER_BLOCK", 2)
+    params, x, lengths, h0, c0 = make_case("lstm", np.float64, seed=7, B=5, T=6, D=3, H=4)
+    plan = rnn_cuda._Plan(5, 4, 4, 8)
+    assert plan.grid == ((1, 1) if persistent else (2, 3))
+    rng = np.random.default_rng(8)
+    d_out = rng.normal(size=(5, 6, 4))
+    d_h, d_c = rng.normal(size=h0.shape), rng.normal(size=h0.shape)
+    calls = []
+    for name in ("_lstm_forward_persistent", "_lstm_forward_one_step"):
+        kernel = getattr(rnn_cuda, name)
+        monkeypatch.setattr(rnn_cuda, name, _Recorder(kernel, name, calls))
+    got = run_cuda("lstm", params, x, lengths, h0, c0, reverse, d_out, d_h, d_c)
+    assert calls == (["_lstm_forward_persistent"] if persistent else
+                     ["_lstm_forward_one_step"] * 6)
+    ref_out, ref_h, ref_c, ref = naive.direction_reference("lstm", params, x, lengths, h0, c0,
+                                                           reverse, d_out, d_h, d_c)
+    tol = TOL[np.float64]
+    np.testing.assert_allclose(got["out"], ref_out, **tol)
+    np.testing.assert_allclose(got["c_last"], ref_c, **tol)
+    np.testing.assert_allclose(got["dx"], ref["dx"], **tol)
+    np.testing.assert_allclose(got["dh0"], ref["dh0"], **tol)
+    np.testing.assert_allclose(got["dc0"], ref["dc0"], **tol)
+    np.testing.assert_allclose(got["grads"]["U"], ref["dU"], **tol)
+
+
+class _Recorder:
+    """A kernel stand-in that records its launches by name."""
+
+    def __init__(self, kernel, name, calls):
+        self.kernel, self.name, self.calls = kernel, name, calls
+
+    def __getitem__(self, config):
+        launch = self.kernel[config]
+
+        def run(*args):
+            self.calls.append(self.name)
+            return launch(*args)
+
+        return run
+
+    def __getattr__(self, attr):
+        return getattr(self.kernel, attr)
+
+
+@pytest.mark.parametrize("split_k", [False, True])
+def test_tiled_gemm_with_several_tiles(monkeypatch, split_k):
+    from tagger import _config
+
+    monkeypatch.setattr(_config, "CUDA_GEMM", "tiled")
+    if split_k:  # K = 13 in chunks of 4 (the K slice under the test settings): 4 partial products
+        monkeypatch.setattr(rnn_cuda, "_SPLIT_K_MIN_CHUNK", 1)
+        monkeypatch.setattr(rnn_cuda, "_GEMM_BLOCKS_WANTED", 10_000)
+    rng = np.random.default_rng(4)
+    for trans_a in (False, True):
+        for trans_b in (False, True):
+            A = rng.normal(size=(13, 19) if trans_a else (19, 13))
+            B = rng.normal(size=(11, 13) if trans_b else (13, 11))
+            C0 = rng.normal(size=(19, 11))
+            C = cuda.to_device(C0)
+            rnn_cuda.gemm(cuda.to_device(A), cuda.to_device(B), C, trans_a, trans_b, True)
+            expected = C0 + (A.T if trans_a else A) @ (B.T if trans_b else B)
+            np.testing.assert_allclose(C.copy_to_host(), expected, rtol=1e-12, atol=1e-12)
