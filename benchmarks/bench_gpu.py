@@ -2,8 +2,8 @@
 
 One bidirectional LSTM layer, float32, length 40, input 100, hidden 256: forward+backward
 tokens/s at batch 8, 64 and 256, and inference latency (forward only) at batch 1. The tagger's
-side runs ``tagger.kernels.rnn_cuda`` on arrays that stay on the device (the two directions one
-after the other, as the engine runs them); PyTorch's side runs ``torch.nn.LSTM(bidirectional=True)``
+side runs ``tagger.kernels.rnn_cuda`` on arrays that stay on the device (both directions in one
+launch, as the engine runs them); PyTorch's side runs ``torch.nn.LSTM(bidirectional=True)``
 with cuDNN. Both are timed with CUDA synchronisation after warm-up; medians of several runs.
 
 Needs a CUDA GPU, numba-cuda with its toolkit wheels (``pip install ".[cuda]"``) and, for the
@@ -48,8 +48,9 @@ def _median_seconds(fn, sync, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def tagger_lstm(B: int, repeats: int) -> tuple[float, float]:
-    """(forward+backward seconds, forward seconds) of one BiLSTM layer on the tagger's kernels."""
+def tagger_lstm(B: int, repeats: int, paired: bool = True) -> tuple[float, float]:
+    """(forward+backward seconds, forward seconds) of one BiLSTM layer on the tagger's kernels:
+    both directions in one launch (``paired``), or one direction after the other."""
     from numba import cuda
 
     from tagger.kernels import rnn_cuda
@@ -62,36 +63,34 @@ def tagger_lstm(B: int, repeats: int) -> tuple[float, float]:
 
     x = dev(B, T, D, scale=1.0)
     lengths = cuda.to_device(np.full(B, T, np.int64))
-    dirs = []
-    for _ in range(2):
-        dirs.append({
-            "W": dev(D, 4 * H), "U": dev(H, 4 * H), "b": dev(4 * H),
-            "h0": cuda.to_device(np.zeros((B, H), f32)),
-            "c0": cuda.to_device(np.zeros((B, H), f32)),
-            **{k: cuda.device_array((B, T, H), f32) for k in ("h_out", "c_out", "h_prev")},
-            "gates": cuda.device_array((B, T, 4 * H), f32),
-            "h_last": cuda.device_array((B, H), f32), "c_last": cuda.device_array((B, H), f32),
-            "d_gates": cuda.device_array((B, T, 4 * H), f32),
-            "dx": cuda.device_array((B, T, D), f32), "dW": cuda.device_array((D, 4 * H), f32),
-            "dU": cuda.device_array((H, 4 * H), f32), "db": cuda.device_array(4 * H, f32),
-            "dh0": cuda.device_array((B, H), f32), "dc0": cuda.device_array((B, H), f32),
-        })
-    d_h = dev(B, T, H, scale=1.0)
-    zeros = cuda.to_device(np.zeros((B, H), f32))
+    W, U, b = dev(2, D, 4 * H), dev(2, H, 4 * H), dev(2, 4 * H)
+    zeros = cuda.to_device(np.zeros((2, B, H), f32))
+    h_out, c_out, h_prev = (cuda.device_array((2, B, T, H), f32) for _ in range(3))
+    gates, d_gates = (cuda.device_array((2, B, T, 4 * H), f32) for _ in range(2))
+    h_last, c_last, dh0, dc0 = (cuda.device_array((2, B, H), f32) for _ in range(4))
+    dx = cuda.device_array((2, B, T, D), f32)
+    dW, dU, db = (cuda.device_array(a.shape, f32) for a in (W, U, b))
+    d_h = dev(2, B, T, H, scale=1.0)
 
     def forward():
-        for reverse, p in enumerate(dirs):
-            rnn_cuda.lstm_forward(x, lengths, p["W"], p["U"], p["b"], p["h0"], p["c0"],
-                                  bool(reverse), p["h_out"], p["c_out"], p["gates"], p["h_prev"],
-                                  p["h_last"], p["c_last"])
+        if paired:
+            rnn_cuda.lstm_forward_pair(x, lengths, W, U, b, zeros, zeros, h_out, c_out, gates,
+                                       h_prev, h_last, c_last)
+            return
+        for d in range(2):
+            rnn_cuda.lstm_forward(x, lengths, W[d], U[d], b[d], zeros[d], zeros[d], d == 1,
+                                  h_out[d], c_out[d], gates[d], h_prev[d], h_last[d], c_last[d])
 
     def forward_backward():
         forward()
-        for reverse, p in enumerate(dirs):
-            rnn_cuda.lstm_backward(x, lengths, p["W"], p["U"], p["c0"], bool(reverse),
-                                   p["gates"], p["c_out"], p["h_prev"], d_h, zeros, zeros,
-                                   p["d_gates"], p["dx"], p["dW"], p["dU"], p["db"], p["dh0"],
-                                   p["dc0"])
+        if paired:
+            rnn_cuda.lstm_backward_pair(x, lengths, W, U, zeros, gates, c_out, h_prev, d_h, zeros,
+                                        zeros, d_gates, dx, dW, dU, db, dh0, dc0)
+            return
+        for d in range(2):
+            rnn_cuda.lstm_backward(x, lengths, W[d], U[d], zeros[d], d == 1, gates[d], c_out[d],
+                                   h_prev[d], d_h[d], zeros[d], zeros[d], d_gates[d], dx[d],
+                                   dW[d], dU[d], db[d], dh0[d], dc0[d])
 
     sync = cuda.synchronize
     return (_median_seconds(forward_backward, sync, repeats),
@@ -229,7 +228,8 @@ def barrier_cost(repeats: int) -> list[tuple[int, float]]:
 
 def engine_epoch(device: str, hidden: int = 256) -> tuple[float, float, float]:
     """(training tokens/s over one epoch, prediction tokens/s, dev F1) of a SequenceTagger on the
-    embedded sample corpus (data/sample-ner), one epoch after a warm-up fit (compilation)."""
+    embedded sample corpus (data/sample-ner), one epoch after a warm-up fit and prediction
+    (compilation)."""
     from tagger import SequenceTagger
     from tagger.metrics import entity_f1
     from tagger.workflows import read_training_data
@@ -238,7 +238,7 @@ def engine_epoch(device: str, hidden: int = 256) -> tuple[float, float, float]:
     Xd, yd = read_training_data(HERE.parent / "data" / "sample-ner" / "dev.conll", "tag")
     options = dict(hidden_size=hidden, batch_size=32, max_epochs=1, early_stopping=False,
                    random_state=0, device=device)
-    SequenceTagger(**options).fit(X[:64], y[:64])  # compile everything first
+    SequenceTagger(**options).fit(X[:64], y[:64]).predict(Xd[:64])  # compile everything first
     model = SequenceTagger(**options)
     start = time.perf_counter()
     model.fit(X, y)
@@ -298,10 +298,11 @@ def main(argv: list[str] | None = None) -> None:
         cuda.get_current_device().name)
     rows = []
     for B in (1, *BATCHES):
-        ours = tagger_lstm(B, args.repeats)
+        in_turn = tagger_lstm(B, args.repeats, paired=False)
+        together = tagger_lstm(B, args.repeats, paired=True)
         theirs = torch_lstm(B, args.repeats)
-        rows.append((B, ours, theirs))
-        print(B, ours, theirs, flush=True)
+        rows.append((B, in_turn, together, theirs))
+        print(B, in_turn, together, theirs, flush=True)
     import numba
 
     torch_version = "not installed"
@@ -325,17 +326,23 @@ def main(argv: list[str] | None = None) -> None:
         f"{numba_cuda_version}, PyTorch {torch_version}. float32, length {T}, input {D}, "
         f"hidden {H} per direction; medians of {args.repeats} runs after warm-up.",
         "",
-        "| batch | tagger fwd+bwd tokens/s | cuDNN fwd+bwd tokens/s | ratio | tagger forward ms "
-        "| cuDNN forward ms |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "Two ways of running the two directions: one after the other (`lstm_forward` per "
+        "direction) and side by side in one launch (`lstm_forward_pair`); `TAGGER_CUDA_PAIR` "
+        "chooses which the engine uses.",
+        "",
+        "| batch | fwd+bwd tokens/s, in turn | together | cuDNN | ratio in turn | ratio together "
+        "| forward ms, in turn | together | cuDNN |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for B, (fb, fw), theirs in rows:
+    for B, (fb, fw), (fb2, fw2), theirs in rows:
         tok = B * T
         if theirs is None:
-            lines.append(f"| {B} | {tok / fb:,.0f} | — | — | {1e3 * fw:.3f} | — |")
+            lines.append(f"| {B} | {tok / fb:,.0f} | {tok / fb2:,.0f} | — | — | — | "
+                         f"{1e3 * fw:.3f} | {1e3 * fw2:.3f} | — |")
         else:
-            lines.append(f"| {B} | {tok / fb:,.0f} | {tok / theirs[0]:,.0f} | "
-                         f"{theirs[0] / fb:.2f}× | {1e3 * fw:.3f} | {1e3 * theirs[1]:.3f} |")
+            lines.append(f"| {B} | {tok / fb:,.0f} | {tok / fb2:,.0f} | {tok / theirs[0]:,.0f} | "
+                         f"{theirs[0] / fb:.2f}× | {theirs[0] / fb2:.2f}× | {1e3 * fw:.3f} | "
+                         f"{1e3 * fw2:.3f} | {1e3 * theirs[1]:.3f} |")
     parity_batch = 2 if args.smoke else 16
     parity = parity_at_size(parity_batch)
     lines += ["", f"Parity at these sizes (batch {parity_batch}, random lengths): relative "
@@ -357,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.engine:
         lines += ["", "The whole tagger (`SequenceTagger`, hidden 256, batch 32, word, character "
                   "and shape features, CRF) for one epoch on data/sample-ner (1,500 sentences), "
-                  "after a warm-up fit:", "",
+                  "after a warm-up fit and prediction:", "",
                   "| device | training tokens/s | prediction tokens/s (dev) | dev F1 |",
                   "|---|---:|---:|---:|"]
         for device in ("cpu", "cuda"):

@@ -47,3 +47,6 @@ CUDA_ROWS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_ROWS", "32"))
 # Run all steps of the recurrence in one cooperative launch with a grid-wide barrier between steps
 # (when the grid fits on the GPU at once); else one launch per step.
 CUDA_PERSISTENT: bool = os.environ.get("TAGGER_CUDA_PERSISTENT", "1") not in ("", "0")
+
+# Both directions of a bidirectional LSTM layer in one launch on the GPU (else one after the other).
+CUDA_PAIR_DIRECTIONS: bool = os.environ.get("TAGGER_CUDA_PAIR", "1") not in ("", "0")

@@ -31,7 +31,7 @@ def kernel_signatures(f):
     from tagger.kernels import pool_cuda as pool
     from tagger.kernels import rnn_cuda as k
 
-    v, m, c, i, n = f[:], f[:, :], f[:, :, :], int64[:], int64
+    v, m, c, q, i, n = f[:], f[:, :], f[:, :, :], f[:, :, :, :], int64[:], int64
     dv, dm, dc = float64[:], float64[:, :], float64[:, :, :]
     return {
         pool._mean_pool_kernel: (c, i, m),
@@ -55,11 +55,12 @@ def kernel_signatures(f):
         k._column_sums_kernel: (m, v),
         k._copy_tail_kernel: (v, v, int64),
         k.smoke_kernel: (int64[:],),
-        k._lstm_forward_one_step: (n, n, n, boolean, i, m, v, m, m, boolean, c, c, c, c, m, m, c),
-        k._lstm_forward_pad_kernel: (i, m, m, c, c, c, c, m, m),
-        k._lstm_backward_gates_kernel: (n, n, n, i, m, boolean, c, c, c, c, m, m),
-        k._lstm_backward_state_kernel: (n, n, n, n, boolean, i, m, boolean, c, m),
-        k._zero_padding_kernel: (i, c),
+        # The LSTM kernels take a leading direction axis (1, or 2 for a pair).
+        k._lstm_forward_one_step: (n, n, n, boolean, i, c, m, c, c, boolean, q, q, q, q, c, c, q),
+        k._lstm_forward_pad_kernel: (i, c, c, q, q, q, q, c, c),
+        k._lstm_backward_gates_kernel: (n, n, n, i, c, boolean, q, q, q, q, c, c),
+        k._lstm_backward_state_kernel: (n, n, n, n, boolean, i, c, boolean, q, c),
+        k._zero_padding_kernel: (i, q),
         k._gru_forward_kernel: (i, m, v, v, m, boolean, c, c, c, c, m),
         k._gru_backward_kernel: (i, m, boolean, c, c, c, c, m, c, c, m),
         k._rnn_forward_kernel: (i, m, v, m, boolean, boolean, c, c, m),
@@ -72,11 +73,11 @@ def cooperative_signatures(f):
     GPU's driver."""
     from tagger.kernels import rnn_cuda as k
 
-    m, c, i, n = f[:, :], f[:, :, :], int64[:], int64
+    m, c, q, i, n = f[:, :], f[:, :, :], f[:, :, :, :], int64[:], int64
     return {
-        k._lstm_forward_persistent: (n, n, n, boolean, i, m, f[:], m, m, boolean, c, c, c, c, m,
-                                     m, c),
-        k._lstm_backward_persistent: (n, n, n, n, boolean, i, m, m, boolean, c, c, c, c, m, m),
+        k._lstm_forward_persistent: (n, n, n, boolean, i, c, m, c, c, boolean, q, q, q, q, c, c,
+                                     q),
+        k._lstm_backward_persistent: (n, n, n, n, boolean, i, c, c, boolean, q, q, q, q, c, c),
     }
 
 

@@ -351,7 +351,7 @@ def _floor_pow2(n: int) -> int:
     return 1 << (max(1, n).bit_length() - 1)
 
 
-def _persistent_ok(kernel, plan: _Plan, args) -> bool:
+def _persistent_ok(kernel, plan: _Plan, n_dir: int, args) -> bool:
     """Whether ``kernel`` can run with all of ``plan``'s blocks resident at once (cooperative)."""
     if not _config.CUDA_PERSISTENT:
         return False
@@ -365,7 +365,7 @@ def _persistent_ok(kernel, plan: _Plan, args) -> bool:
         if limit is None:
             limit = kernel.compile(argtypes).max_cooperative_grid_blocks(plan.tpb, shared)
             _COOPERATIVE_LIMITS[key] = limit
-    return plan.grid[0] * plan.grid[1] <= limit
+    return plan.grid[0] * plan.grid[1] * n_dir <= limit
 
 
 _COOPERATIVE_LIMITS: dict = {}
@@ -373,9 +373,10 @@ _COOPERATIVE_LIMITS: dict = {}
 
 @cuda.jit(device=True, inline=True)
 def _load_gate_columns(sm, U, HB):
-    """sm[i * C + c] = U[i, g * H + ub * HB + u] for c = g * HB + u (0 past the last unit)."""
-    H = U.shape[0]
-    G = U.shape[1] // H
+    """sm[i * C + c] = U[d, i, g * H + ub * HB + u] for c = g * HB + u (0 past the last unit)."""
+    d = cuda.blockIdx.z
+    H = U.shape[1]
+    G = U.shape[2] // H
     C = G * HB
     ub = cuda.blockIdx.x
     for idx in range(cuda.threadIdx.x, H * C, cuda.blockDim.x):
@@ -383,19 +384,20 @@ def _load_gate_columns(sm, U, HB):
         c = idx - i * C
         g = c // HB
         j = ub * HB + c - g * HB
-        sm[idx] = U[i, g * H + j] if j < H else U.dtype.type(0)
+        sm[idx] = U[d, i, g * H + j] if j < H else U.dtype.type(0)
 
 
 @cuda.jit(device=True, inline=True)
 def _load_unit_rows(sm, U, HB):
-    """sm[u * (GH + _ROW_PAD) + k] = U[ub * HB + u, k] (0 past the last unit)."""
-    H, GH = U.shape
+    """sm[u * (GH + _ROW_PAD) + k] = U[d, ub * HB + u, k] (0 past the last unit)."""
+    d = cuda.blockIdx.z
+    H, GH = U.shape[1], U.shape[2]
     ub = cuda.blockIdx.x
     for idx in range(cuda.threadIdx.x, HB * GH, cuda.blockDim.x):
         u = idx // GH
         i = ub * HB + u
         k = idx - u * GH
-        sm[u * (GH + _ROW_PAD) + k] = U[i, k] if i < H else U.dtype.type(0)
+        sm[u * (GH + _ROW_PAD) + k] = U[d, i, k] if i < H else U.dtype.type(0)
 
 
 @cuda.jit(device=True, inline=True)
@@ -406,8 +408,10 @@ def _step_time(s, L, reverse):
 @cuda.jit(device=True, inline=True)
 def _lstm_forward_step(s, sm, HB, RB, shared_u, lengths, U, b, h0, c0, reverse, h_out, c_out,
                        gates, h_prev, h_last, c_last, hbuf):
-    B = gates.shape[0]
-    H = U.shape[0]
+    d = cuda.blockIdx.z
+    rev = reverse != (d == 1)  # the second direction of a pair runs backwards in time
+    B = gates.shape[1]
+    H = U.shape[1]
     C = 4 * HB
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     ub, rg = cuda.blockIdx.x, cuda.blockIdx.y
@@ -442,11 +446,11 @@ def _lstm_forward_step(s, sm, HB, RB, shared_u, lengths, U, b, h0, c0, reverse, 
             a2 = zero
             a3 = zero
             for i in range(ks, H, ksf):
-                w = sm[i * C + c] if shared_u else U[i, k]
-                a0 += hbuf[cur, q0, i] * w
-                a1 += hbuf[cur, q1, i] * w
-                a2 += hbuf[cur, q2, i] * w
-                a3 += hbuf[cur, q3, i] * w
+                w = sm[i * C + c] if shared_u else U[d, i, k]
+                a0 += hbuf[d, cur, q0, i] * w
+                a1 += hbuf[d, cur, q1, i] * w
+                a2 += hbuf[d, cur, q2, i] * w
+                a3 += hbuf[d, cur, q3, i] * w
             base = p_off + (4 * tile * ksf + ks) * C + c
             sm[base] = a0
             sm[base + ksf * C] = a1
@@ -464,11 +468,11 @@ def _lstm_forward_step(s, sm, HB, RB, shared_u, lengths, U, b, h0, c0, reverse, 
             acc = zero
             for q in range(ksf):
                 acc += sm[p_off + (m * ksf + q) * C + cc]
-            t = _step_time(s, lengths[row], reverse)
+            t = _step_time(s, lengths[row], rev)
             kk = gg * H + jj
-            v = acc + gates[row, t, kk] + b[kk]
+            v = acc + gates[d, row, t, kk] + b[d, kk]
             a = math.tanh(v) if gg == 2 else _sigmoid(v, one)
-            gates[row, t, kk] = a
+            gates[d, row, t, kk] = a
             sm[g_off + m * C + cc] = a
     cuda.syncthreads()
     # Phase 2: the cell update of this block's units.
@@ -479,28 +483,28 @@ def _lstm_forward_step(s, sm, HB, RB, shared_u, lengths, U, b, h0, c0, reverse, 
         jj = ub * HB + u
         if row < B and jj < H and s < lengths[row]:
             L = lengths[row]
-            t = _step_time(s, L, reverse)
-            tp = t + 1 if reverse else t - 1
+            t = _step_time(s, L, rev)
+            tp = t + 1 if rev else t - 1
             base = g_off + mloc * C + u
             gi = sm[base]
             gf = sm[base + HB]
             gg = sm[base + 2 * HB]
             go = sm[base + 3 * HB]
             if s == 0:
-                hp = h0[row, jj]
-                cp = c0[row, jj]
+                hp = h0[d, row, jj]
+                cp = c0[d, row, jj]
             else:
-                hp = h_out[row, tp, jj]
-                cp = c_out[row, tp, jj]
+                hp = h_out[d, row, tp, jj]
+                cp = c_out[d, row, tp, jj]
             cc = gf * cp + gi * gg
             hh = go * math.tanh(cc)
-            c_out[row, t, jj] = cc
-            h_out[row, t, jj] = hh
-            h_prev[row, t, jj] = hp
-            hbuf[1 - cur, row, jj] = hh
+            c_out[d, row, t, jj] = cc
+            h_out[d, row, t, jj] = hh
+            h_prev[d, row, t, jj] = hp
+            hbuf[d, 1 - cur, row, jj] = hh
             if s == L - 1:
-                h_last[row, jj] = hh
-                c_last[row, jj] = cc
+                h_last[d, row, jj] = hh
+                c_last[d, row, jj] = cc
 
 
 @cuda.jit
@@ -531,48 +535,70 @@ def _lstm_forward_one_step(s, HB, RB, shared_u, lengths, U, b, h0, c0, reverse, 
 @cuda.jit
 def _lstm_forward_pad_kernel(lengths, h0, c0, h_out, c_out, gates, h_prev, h_last, c_last):
     """Zeros at the padding steps; empty sequences keep their initial states."""
-    B, T, H = h_out.shape
+    _, B, T, H = h_out.shape
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    d = cuda.blockIdx.y
     for row in range(cuda.blockIdx.x, B, cuda.gridDim.x):
         L = lengths[row]
         if L == 0:
             for j in range(tid, H, nt):
-                h_last[row, j] = h0[row, j]
-                c_last[row, j] = c0[row, j]
+                h_last[d, row, j] = h0[d, row, j]
+                c_last[d, row, j] = c0[d, row, j]
         for t in range(L, T):
             for j in range(tid, H, nt):
-                h_out[row, t, j] = 0
-                c_out[row, t, j] = 0
-                h_prev[row, t, j] = 0
+                h_out[d, row, t, j] = 0
+                c_out[d, row, t, j] = 0
+                h_prev[d, row, t, j] = 0
             for k in range(tid, 4 * H, nt):
-                gates[row, t, k] = 0
+                gates[d, row, t, k] = 0
 
 
-def _pad_launch(kernel, B: int, *args) -> None:
+def _pad_launch(kernel, B: int, D: int, *args) -> None:
     if B:
-        kernel[min(B, _config.CUDA_MAX_BLOCKS), _config.CUDA_THREADS_PER_BLOCK](*args)
+        kernel[(min(B, _config.CUDA_MAX_BLOCKS), D), _config.CUDA_THREADS_PER_BLOCK](*args)
+
+
+def _stacked(*arrays):
+    """Each array as a view with a leading axis of length 1 (one direction)."""
+    return [a.reshape((1, *a.shape)) for a in arrays]
 
 
 def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last,
                  c_last) -> None:
     """LSTM forward pass for one direction (see :func:`tagger.kernels.rnn_cpu.lstm_forward`)."""
+    _lstm_forward(x, lengths, *_stacked(W, U, b, h0, c0), bool(reverse),
+                  *_stacked(h_out, c_out, gates, h_prev, h_last, c_last))
+
+
+def lstm_forward_pair(x, lengths, W, U, b, h0, c0, h_out, c_out, gates, h_prev, h_last,
+                      c_last) -> None:
+    """Both directions of a bidirectional LSTM layer at once: every array but ``x`` and
+    ``lengths`` has a leading axis of 2 (forward in time, then backward), with the shapes of
+    :func:`lstm_forward`'s arguments after it. The two directions' steps run side by side in one
+    launch."""
+    _lstm_forward(x, lengths, W, U, b, h0, c0, False, h_out, c_out, gates, h_prev, h_last, c_last)
+
+
+def _lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last,
+                  c_last) -> None:
     B, T, D = x.shape
-    H = U.shape[0]
+    n_dir, H = U.shape[0], U.shape[1]
     if B == 0:
         return
-    gemm(_flat(x, D), W, _flat(gates, W.shape[1]))
-    _pad_launch(_lstm_forward_pad_kernel, B, lengths, h0, c0, h_out, c_out, gates, h_prev, h_last,
-                c_last)
+    for d in range(n_dir):
+        gemm(_flat(x, D), W[d], _flat(gates[d], 4 * H))
+    _pad_launch(_lstm_forward_pad_kernel, B, n_dir, lengths, h0, c0, h_out, c_out, gates, h_prev,
+                h_last, c_last)
     if T == 0 or H == 0:
         return
     plan = _Plan(B, H, 4, gates.dtype.itemsize)
-    hbuf = cuda.device_array((2, B, H), dtype=gates.dtype)
-    hbuf[0].copy_to_device(h0)
-    tail = (lengths, U, b, h0, c0, bool(reverse), h_out, c_out, gates, h_prev, h_last, c_last,
-            hbuf)
-    launch = (plan.grid, plan.tpb, 0, plan.forward_words * gates.dtype.itemsize)
+    hbuf = cuda.device_array((n_dir, 2, B, H), dtype=gates.dtype)
+    for d in range(n_dir):
+        hbuf[d, 0].copy_to_device(h0[d])
+    tail = (lengths, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last, c_last, hbuf)
+    launch = ((*plan.grid, n_dir), plan.tpb, 0, plan.forward_words * gates.dtype.itemsize)
     args = (T, plan.HB, plan.RB, plan.shared_u, *tail)
-    if _persistent_ok(_lstm_forward_persistent, plan, args):
+    if _persistent_ok(_lstm_forward_persistent, plan, n_dir, args):
         _lstm_forward_persistent[launch](*args)
     else:
         for s in range(T):
@@ -583,7 +609,9 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
 def _lstm_backward_gates(s, HB, RB, lengths, c0, reverse, gates, c_out, d_h, d_gates, dh0, dc0):
     """Phase A of step s: the gate gradients of this block's units. ``dh0``/``dc0`` carry the
     state gradients from the later steps."""
-    B, T, H = c_out.shape
+    d = cuda.blockIdx.z
+    rev = reverse != (d == 1)
+    _, B, T, H = c_out.shape
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     ub, rg = cuda.blockIdx.x, cuda.blockIdx.y
     one = gates.dtype.type(1)
@@ -592,30 +620,33 @@ def _lstm_backward_gates(s, HB, RB, lengths, c0, reverse, gates, c_out, d_h, d_g
         row = rg * RB + mloc
         j = ub * HB + p - mloc * HB
         if row < B and j < H and s < lengths[row]:
-            t = _step_time(s, lengths[row], reverse)
-            tp = t + 1 if reverse else t - 1
-            cp = c0[row, j] if s == 0 else c_out[row, tp, j]
-            gi = gates[row, t, j]
-            gf = gates[row, t, H + j]
-            gg = gates[row, t, 2 * H + j]
-            go = gates[row, t, 3 * H + j]
-            tc = math.tanh(c_out[row, t, j])
-            dh = d_h[row, t, j] + dh0[row, j]
-            dc = dc0[row, j] + dh * go * (one - tc * tc)
-            d_gates[row, t, j] = dc * gg * gi * (one - gi)
-            d_gates[row, t, H + j] = dc * cp * gf * (one - gf)
-            d_gates[row, t, 2 * H + j] = dc * gi * (one - gg * gg)
-            d_gates[row, t, 3 * H + j] = dh * tc * go * (one - go)
-            dc0[row, j] = dc * gf
+            t = _step_time(s, lengths[row], rev)
+            tp = t + 1 if rev else t - 1
+            cp = c0[d, row, j] if s == 0 else c_out[d, row, tp, j]
+            gi = gates[d, row, t, j]
+            gf = gates[d, row, t, H + j]
+            gg = gates[d, row, t, 2 * H + j]
+            go = gates[d, row, t, 3 * H + j]
+            tc = math.tanh(c_out[d, row, t, j])
+            dh = d_h[d, row, t, j] + dh0[d, row, j]
+            dc = dc0[d, row, j] + dh * go * (one - tc * tc)
+            d_gates[d, row, t, j] = dc * gg * gi * (one - gi)
+            d_gates[d, row, t, H + j] = dc * cp * gf * (one - gf)
+            d_gates[d, row, t, 2 * H + j] = dc * gi * (one - gg * gg)
+            d_gates[d, row, t, 3 * H + j] = dh * tc * go * (one - go)
+            dc0[d, row, j] = dc * gf
 
 
 @cuda.jit(device=True, inline=True)
 def _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gates, dh0):
-    """Phase B of step s: dh0[row, i] = sum_k d_gates[row, t, k] U[i, k] for this block's units
-    i. KS consecutive threads share an output, each summing every KS-th term (coalesced reads of
-    d_gates, no bank conflicts on U); the partial sums are added in a fixed order."""
-    B = d_gates.shape[0]
-    H, GH = U.shape
+    """Phase B of step s: dh0[d, row, i] = sum_k d_gates[d, row, t, k] U[d, i, k] for this
+    block's units i. KS consecutive threads share an output, each summing every KS-th term
+    (coalesced reads of d_gates, no bank conflicts on U); the partial sums are added in a fixed
+    order."""
+    d = cuda.blockIdx.z
+    rev = reverse != (d == 1)
+    B = d_gates.shape[1]
+    H, GH = U.shape[1], U.shape[2]
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     ub, rg = cuda.blockIdx.x, cuda.blockIdx.y
     row0 = rg * RB
@@ -630,10 +661,10 @@ def _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gat
         i = ub * HB + u
         acc = zero
         if i < H and s < lengths[row]:
-            t = _step_time(s, lengths[row], reverse)
+            t = _step_time(s, lengths[row], rev)
             for k in range(ks, GH, KS):
-                w = sm[u * (GH + _ROW_PAD) + k] if shared_u else U[i, k]
-                acc += d_gates[row, t, k] * w
+                w = sm[u * (GH + _ROW_PAD) + k] if shared_u else U[d, i, k]
+                acc += d_gates[d, row, t, k] * w
         sm[p_off + o * KS + ks] = acc
     cuda.syncthreads()
     for o in range(tid, rows * HB, nt):
@@ -644,7 +675,7 @@ def _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gat
             total = zero
             for q in range(KS):
                 total += sm[p_off + o * KS + q]
-            dh0[row, i] = total
+            dh0[d, row, i] = total
     cuda.syncthreads()
 
 
@@ -680,46 +711,59 @@ def _lstm_backward_state_kernel(s, HB, RB, KS, shared_u, lengths, U, reverse, d_
 
 @cuda.jit
 def _zero_padding_kernel(lengths, a):
-    """a[row, t, :] = 0 for t >= lengths[row]."""
-    B, T, K = a.shape
+    """a[d, row, t, :] = 0 for t >= lengths[row]."""
+    _, B, T, K = a.shape
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    d = cuda.blockIdx.y
     for row in range(cuda.blockIdx.x, B, cuda.gridDim.x):
         for t in range(lengths[row], T):
             for k in range(tid, K, nt):
-                a[row, t, k] = 0
+                a[d, row, t, k] = 0
 
 
 def lstm_backward(x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
                   d_gates, dx, dW, dU, db, dh0, dc0) -> None:
     """LSTM backward pass for one direction (see :func:`tagger.kernels.rnn_cpu.lstm_backward`)."""
+    _lstm_backward(x, lengths, *_stacked(W, U, c0), bool(reverse),
+                   *_stacked(gates, c_out, h_prev, d_h, d_h_last, d_c_last, d_gates, dx, dW, dU,
+                             db, dh0, dc0))
+
+
+def lstm_backward_pair(x, lengths, W, U, c0, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
+                       d_gates, dx, dW, dU, db, dh0, dc0) -> None:
+    """Both directions of a bidirectional LSTM layer at once (see :func:`lstm_forward_pair`);
+    ``dx`` has a leading axis of 2 too: each direction's part of the input gradient."""
+    _lstm_backward(x, lengths, W, U, c0, False, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
+                   d_gates, dx, dW, dU, db, dh0, dc0)
+
+
+def _lstm_backward(x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
+                   d_gates, dx, dW, dU, db, dh0, dc0) -> None:
     B, T, _ = x.shape
-    H = U.shape[0]
-    if B == 0:
-        gemm(_flat(x, x.shape[2]), _flat(d_gates, 4 * H), dW, trans_a=True)
-        gemm(_flat(h_prev, H), _flat(d_gates, 4 * H), dU, trans_a=True)
-        column_sums(_flat(d_gates, 4 * H), db)
-        return
-    dh0.copy_to_device(d_h_last)
-    dc0.copy_to_device(d_c_last)
-    _pad_launch(_zero_padding_kernel, B, lengths, d_gates)
-    if T and H:
+    n_dir, H = U.shape[0], U.shape[1]
+    for d in range(n_dir):
+        dh0[d].copy_to_device(d_h_last[d])
+        dc0[d].copy_to_device(d_c_last[d])
+    _pad_launch(_zero_padding_kernel, B, n_dir, lengths, d_gates)
+    if B and T and H:
         plan = _Plan(B, H, 4, gates.dtype.itemsize)
-        shared = plan.backward_words * gates.dtype.itemsize
-        launch = (plan.grid, plan.tpb, 0, shared)
-        args = (T, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, c0, bool(reverse), gates,
+        grid = (*plan.grid, n_dir)
+        launch = (grid, plan.tpb, 0, plan.backward_words * gates.dtype.itemsize)
+        args = (T, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, c0, reverse, gates,
                 c_out, d_h, d_gates, dh0, dc0)
-        if _persistent_ok(_lstm_backward_persistent, plan, args):
+        if _persistent_ok(_lstm_backward_persistent, plan, n_dir, args):
             _lstm_backward_persistent[launch](*args)
         else:
             for s in range(T - 1, -1, -1):
-                _lstm_backward_gates_kernel[plan.grid, plan.tpb](
-                    s, plan.HB, plan.RB, lengths, c0, bool(reverse), gates, c_out, d_h, d_gates,
-                    dh0, dc0)
+                _lstm_backward_gates_kernel[grid, plan.tpb](
+                    s, plan.HB, plan.RB, lengths, c0, reverse, gates, c_out, d_h, d_gates, dh0,
+                    dc0)
                 _lstm_backward_state_kernel[launch](
-                    s, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, bool(reverse),
-                    d_gates, dh0)
-    _input_gradients(x, W, d_gates, dx, dW, db)
-    gemm(_flat(h_prev, H), _flat(d_gates, 4 * H), dU, trans_a=True)
+                    s, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, reverse, d_gates,
+                    dh0)
+    for d in range(n_dir):
+        _input_gradients(x, W[d], d_gates[d], dx[d], dW[d], db[d])
+        gemm(_flat(h_prev[d], H), _flat(d_gates[d], 4 * H), dU[d], trans_a=True)
 
 
 # ----------------------------------------------------------------------------------------------

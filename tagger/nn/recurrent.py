@@ -248,6 +248,68 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
             mem.get(dc0))
 
 
+@dataclass
+class PairCache:
+    """What the forward pass of both directions of a bidirectional LSTM layer run together on the
+    GPU keeps for the backward pass (device arrays with a leading direction axis)."""
+
+    x: object
+    lengths: object
+    c0: object
+    gates: object
+    c_out: object
+    h_prev: object
+
+
+def lstm_pair_forward(params_fwd: dict, params_bwd: dict, x: np.ndarray, lengths: np.ndarray):
+    """Both directions of a bidirectional LSTM layer in one launch on the GPU.
+
+    Returns
+    -------
+    out : ndarray (B, T, 2H)
+        Forward then backward hidden states, zero at padding.
+    cache : PairCache
+        For :func:`lstm_pair_backward`.
+    """
+    B, T, _ = x.shape
+    H = params_fwd["U"].shape[0]
+    mem = _Memory("cuda", x.dtype)
+    W, U, b = (mem.put(np.stack([params_fwd[k], params_bwd[k]])) for k in ("W", "U", "b"))
+    x, lengths = mem.put(x), mem.put(lengths, np.int64)
+    zeros = mem.zeros((2, B, H))
+    h_out, c_out, h_prev = (mem.empty((2, B, T, H)) for _ in range(3))
+    gates = mem.empty((2, B, T, 4 * H))
+    h_last, c_last = mem.empty((2, B, H)), mem.empty((2, B, H))
+    backend.kernels("cuda", "rnn").lstm_forward_pair(x, lengths, W, U, b, zeros, zeros, h_out,
+                                                     c_out, gates, h_prev, h_last, c_last)
+    out = mem.get(h_out)
+    return np.concatenate([out[0], out[1]], axis=2), PairCache(x, lengths, zeros, gates, c_out,
+                                                               h_prev)
+
+
+def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_out: np.ndarray):
+    """Backpropagate through :func:`lstm_pair_forward`: (dx, grads of the forward direction,
+    grads of the backward direction)."""
+    B, T, D = cache.x.shape
+    H = params_fwd["U"].shape[0]
+    dtype = d_out.dtype
+    mem = _Memory("cuda", dtype)
+    W, U = (mem.put(np.stack([params_fwd[k], params_bwd[k]])) for k in ("W", "U"))
+    d_h = mem.put(np.stack([d_out[:, :, :H], d_out[:, :, H:]]))
+    zeros = mem.zeros((2, B, H))
+    d_gates = mem.empty((2, B, T, 4 * H))
+    dx = mem.empty((2, B, T, D))
+    dW, dU = mem.empty(W.shape), mem.empty(U.shape)
+    db = mem.empty((2, 4 * H))
+    dh0, dc0 = mem.empty((2, B, H)), mem.empty((2, B, H))
+    backend.kernels("cuda", "rnn").lstm_backward_pair(
+        cache.x, cache.lengths, W, U, cache.c0, cache.gates, cache.c_out, cache.h_prev, d_h, zeros,
+        zeros, d_gates, dx, dW, dU, db, dh0, dc0)
+    dx, dW, dU, db = (mem.get(a) for a in (dx, dW, dU, db))
+    return (dx[0] + dx[1], {"W": dW[0], "U": dU[0], "b": db[0]},
+            {"W": dW[1], "U": dU[1], "b": db[1]})
+
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -327,6 +389,11 @@ class RNNStack:
         key = self._key(layer, direction)
         return {name[len(key):]: value for name, value in params.items() if name.startswith(key)}
 
+    def _paired(self) -> bool:
+        """Whether both directions of a layer run together (the LSTM on the GPU)."""
+        return (self.device == "cuda" and self.cell == "lstm" and self.bidirectional
+                and _config.CUDA_PAIR_DIRECTIONS)
+
     def _work(self, steps: int) -> int:
         # On the GPU the directions go one after the other (one host thread drives the device).
         return 0 if self.device != "cpu" else steps * self.hidden_size
@@ -360,6 +427,13 @@ class RNNStack:
             if layer > 0 and rng is not None and self.dropout > 0:
                 mask = dropout_mask(rng, inputs.shape, self.dropout, inputs.dtype)
                 inputs = inputs * mask
+            if self._paired():
+                out, pair = lstm_pair_forward(self._direction_params(params, layer, "fwd"),
+                                              self._direction_params(params, layer, "bwd"),
+                                              inputs, lengths)
+                caches.append((mask, pair))
+                inputs = out
+                continue
             B, T, _ = inputs.shape
             calls = [partial(direction_forward, self.cell,
                              self._direction_params(params, layer, direction), inputs, lengths,
@@ -387,6 +461,18 @@ class RNNStack:
         d = d_out
         for layer in range(self.num_layers - 1, -1, -1):
             mask, dir_caches = caches[layer]
+            if isinstance(dir_caches, PairCache):
+                dx, g_fwd, g_bwd = lstm_pair_backward(
+                    self._direction_params(params, layer, "fwd"),
+                    self._direction_params(params, layer, "bwd"), dir_caches,
+                    np.ascontiguousarray(d))
+                for direction, g in (("fwd", g_fwd), ("bwd", g_bwd)):
+                    for name, value in g.items():
+                        grads[self._key(layer, direction) + name] = value
+                if mask is not None:
+                    dx *= mask
+                d = dx
+                continue
             calls = [partial(direction_backward, self._direction_params(params, layer, direction),
                              dir_caches[k], np.ascontiguousarray(d[:, :, k * H:(k + 1) * H]))
                      for k, direction in enumerate(self.directions)]

@@ -99,4 +99,4 @@ def test_gpu_benchmark_script_runs(capsys):
     spec.loader.exec_module(bench)
     bench.main(["--smoke"])
     out = capsys.readouterr().out
-    assert "| batch | tagger fwd+bwd tokens/s |" in out and "| 2 |" in out
+    assert "| batch | fwd+bwd tokens/s, in turn | together |" in out and "| 2 |" in out

@@ -206,3 +206,43 @@ def test_tiled_gemm_with_several_tiles(monkeypatch, split_k):
             rnn_cuda.gemm(cuda.to_device(A), cuda.to_device(B), C, trans_a, trans_b, True)
             expected = C0 + (A.T if trans_a else A) @ (B.T if trans_b else B)
             np.testing.assert_allclose(C.copy_to_host(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_pair_matches_the_two_directions(dtype):
+    """Both directions in one launch give what each direction gives alone (the reference)."""
+    B, T, D, H = 5, 6, 3, 4
+    cases = [make_case("lstm", dtype, seed=s, B=B, T=T, D=D, H=H) for s in (11, 12)]
+    x, lengths = cases[0][1], cases[0][2]
+    rng = np.random.default_rng(13)
+    d_out = rng.normal(size=(2, B, T, H)).astype(dtype)
+    d_h, d_c = rng.normal(size=(2, B, H)).astype(dtype), rng.normal(size=(2, B, H)).astype(dtype)
+
+    def stack(values):
+        return cuda.to_device(np.ascontiguousarray(np.stack(values)))
+
+    W, U, b = (stack([c[0][k] for c in cases]) for k in ("W", "U", "b"))
+    h0, c0 = stack([c[3] for c in cases]), stack([c[4] for c in cases])
+    xd, ld = cuda.to_device(x), cuda.to_device(lengths)
+    h_out, c_out, h_prev = (cuda.device_array((2, B, T, H), dtype) for _ in range(3))
+    gates, d_gates = (cuda.device_array((2, B, T, 4 * H), dtype) for _ in range(2))
+    h_last, c_last, dh0, dc0 = (cuda.device_array((2, B, H), dtype) for _ in range(4))
+    dx = cuda.device_array((2, B, T, D), dtype)
+    dW, dU, db = (cuda.device_array(a.shape, dtype) for a in (W, U, b))
+    rnn_cuda.lstm_forward_pair(xd, ld, W, U, b, h0, c0, h_out, c_out, gates, h_prev, h_last,
+                               c_last)
+    rnn_cuda.lstm_backward_pair(xd, ld, W, U, c0, gates, c_out, h_prev, cuda.to_device(d_out),
+                                cuda.to_device(d_h), cuda.to_device(d_c), d_gates, dx, dW, dU, db,
+                                dh0, dc0)
+    tol = TOL[dtype]
+    for k, (params, _, _, h0_k, c0_k) in enumerate(cases):
+        ref_out, ref_h, ref_c, ref = naive.direction_reference(
+            "lstm", params, x, lengths, h0_k, c0_k, k == 1, d_out[k], d_h[k], d_c[k])
+        np.testing.assert_allclose(h_out.copy_to_host()[k], ref_out, **tol)
+        np.testing.assert_allclose(h_last.copy_to_host()[k], ref_h, **tol)
+        np.testing.assert_allclose(c_last.copy_to_host()[k], ref_c, **tol)
+        np.testing.assert_allclose(dx.copy_to_host()[k], ref["dx"], **tol)
+        np.testing.assert_allclose(dh0.copy_to_host()[k], ref["dh0"], **tol)
+        np.testing.assert_allclose(dc0.copy_to_host()[k], ref["dc0"], **tol)
+        for name, got in (("W", dW), ("U", dU), ("b", db)):
+            np.testing.assert_allclose(got.copy_to_host()[k], ref["d" + name], **tol)
