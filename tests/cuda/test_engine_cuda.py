@@ -50,9 +50,19 @@ def test_cuda_resolves_and_auto_prefers_it(monkeypatch):
         backend.resolve_device("auto")
 
 
-def test_tagger_trains_and_predicts_on_the_gpu_kernels():
+@pytest.mark.parametrize("paired", [True, False], ids=["directions-together", "in-turn"])
+def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired):
+    from tagger import _config
+    from tagger.nn import recurrent
+
+    monkeypatch.setattr(_config, "CUDA_PAIR_DIRECTIONS", paired)
+    calls = []
+    pair_forward = recurrent.lstm_pair_forward
+    monkeypatch.setattr(recurrent, "lstm_pair_forward",
+                        lambda *a: calls.append(1) or pair_forward(*a))
     X, y = data()
     gpu = SequenceTagger(device="cuda", **TINY).fit(X, y)
+    assert bool(calls) == paired
     assert gpu._model.device == "cuda"
     cpu = SequenceTagger(device="cpu", **TINY).fit(X, y)
     for name in cpu.params_:  # the same training, step for step, within float32 rounding
