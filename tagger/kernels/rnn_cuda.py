@@ -77,6 +77,20 @@ def _tiled_gemm(TB: int, RT: int, KT: int):
     partial product to P[z] (split-K, for products with few output tiles and a long K)."""
     TILE = TB * RT
 
+    @cuda.jit(device=True, inline=True)
+    def stage(X, S, k_major, first, limit, k0, k_end, idx):
+        """S[kk, ii] = the (first + ii, k0 + kk) element of X (``k_major``: X is stored K x rows,
+        else rows x K), 0 outside X; ``idx`` enumerates the KT x TILE slots."""
+        if k_major:
+            kk, ii = idx // TILE, idx % TILE
+        else:
+            ii, kk = idx // KT, idx % KT
+        gi, gk = first + ii, k0 + kk
+        v = S.dtype.type(0)
+        if gi < limit and gk < k_end:
+            v = X[gk, gi] if k_major else X[gi, gk]
+        S[kk, ii] = v
+
     @cuda.jit
     def kernel(A, B, C, P, trans_a, trans_b, accumulate, k_chunk):
         As = cuda.shared.array((KT, TILE), dtype=C.dtype)
@@ -100,27 +114,11 @@ def _tiled_gemm(TB: int, RT: int, KT: int):
                     for c in range(RT):
                         acc[a, c] = zero
                 for k0 in range(k_begin, k_end, KT):
-                    # Stage op(A)[tile rows, k0:k0+KT] and op(B)[k0:k0+KT, tile cols], reading
-                    # along each array's contiguous axis.
+                    # Stage op(A)[tile rows, k0:k0+KT] and op(B)[k0:k0+KT, tile cols] (the same
+                    # as op(B)ᵀ's rows), reading along each array's contiguous axis.
                     for idx in range(tid, KT * TILE, n_threads):
-                        if trans_a:
-                            kk, ii = idx // TILE, idx % TILE
-                        else:
-                            ii, kk = idx // KT, idx % KT
-                        gi, gk = bi * TILE + ii, k0 + kk
-                        v = zero
-                        if gi < M and gk < k_end:
-                            v = A[gk, gi] if trans_a else A[gi, gk]
-                        As[kk, ii] = v
-                        if trans_b:
-                            jj, kk = idx // KT, idx % KT
-                        else:
-                            kk, jj = idx // TILE, idx % TILE
-                        gj, gk = bj * TILE + jj, k0 + kk
-                        v = zero
-                        if gj < N and gk < k_end:
-                            v = B[gj, gk] if trans_b else B[gk, gj]
-                        Bs[kk, jj] = v
+                        stage(A, As, trans_a, bi * TILE, M, k0, k_end, idx)
+                        stage(B, Bs, not trans_b, bj * TILE, N, k0, k_end, idx)
                     cuda.syncthreads()
                     for kk in range(KT):
                         for a in range(RT):
