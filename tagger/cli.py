@@ -373,7 +373,8 @@ def predict(
                                       show_default="conll for a tagger, jsonl for a classifier"),
     output: Path = typer.Option(None, "--output", "-o", help="Output file.",
                                 show_default="standard output"),
-    batch_size: int = typer.Option(256, min=1, help="Records per batch."),
+    batch_size: int = typer.Option(256, min=1, help="Records per batch (eight batches are read "
+                                                    "at a time and sorted by length)."),
     text_column: int = typer.Option(-1, help="TSV column of the texts."),
     on_error: str = typer.Option("stop", help="stop at a malformed record, or skip it (and "
                                               "report it on stderr)."),
@@ -408,9 +409,10 @@ def predict(
     else:
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         out = open(tmp, "w", encoding="utf-8", newline="\n")
+    stats: dict = {}
     try:
         count = workflows.predict_files(model, paths, out, data_format, output_format,
-                                        batch_size, on_error, errors, text_column)
+                                        batch_size, on_error, errors, text_column, stats)
         if tmp is not None:
             out.close()
             os.replace(tmp, output)
@@ -426,7 +428,9 @@ def predict(
         if errors.count > 20:
             typer.echo(f"  ... and {errors.count - 20} more", err=True)
     if output is not None:
-        typer.echo(f"wrote {count} record(s) to {output}", err=True)
+        rate = stats["tokens"] / stats["seconds"] if stats["seconds"] > 0 else 0.0
+        typer.echo(f"wrote {count} record(s) to {output}: {stats['tokens']:,} tokens in "
+                   f"{stats['seconds']:.2f} s ({rate:,.0f} tokens/s)", err=True)
 
 
 app.command("tag", help="Alias of predict.")(predict)

@@ -12,8 +12,9 @@ tags or labels out, on the same index.
 Each input item is a raw string (split by the model's tokenizer) or a list of tokens. Each
 result is a dict: ``tokens``, ``tags`` and ``spans`` (``start``, ``end`` exclusive, ``label``,
 ``score``) for a tagger; ``tokens``, ``label`` and ``proba`` for a classifier. The input is read
-one batch at a time, so an endless iterator works; results come out in input order, one per
-item (a blank string gives empty tokens and tags).
+a few batches at a time (``workflows.READ_AHEAD``, sorted by length together for little
+padding), so an endless iterator works; results come out in input order, one per item (a blank
+string gives empty tokens and tags).
 """
 
 from __future__ import annotations

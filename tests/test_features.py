@@ -135,3 +135,21 @@ def test_numeric_inputs_pass_through_unchanged():
     assert set(grads) == set(params)  # no parameters of its own
     with pytest.raises(ValueError, match="n_features must be positive"):
         NumericFeaturizer(0)
+
+
+def test_batch_encoding_by_token_cache_matches_per_sentence_encoding():
+    words = Vocabulary.build(t.lower() for s in SENTENCES[:2] for t in s)
+    chars = Vocabulary.build(c for s in SENTENCES for t in s for c in t)
+    encoder = SentenceEncoder(words, chars, lowercase=True)
+    sentences = [*SENTENCES, ["UNSEEN", "The", "the"], []]
+    fresh = SentenceEncoder(words, chars, lowercase=True)
+    expected = fresh.batch(sentences, [fresh.encode(s) for s in sentences])
+    for _ in range(2):  # the second time from the cache
+        got = encoder.batch(sentences)
+        for name in ("word_ids", "shape_ids", "lengths", "word_slots", "char_ids",
+                     "char_lengths"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), name)
+    assert got.word_ids[3].tolist() == [1, words.index("the"), words.index("the"), 0]
+    assert got.shape_ids[3, :3].tolist() == [SHAPES.index("upper"), SHAPES.index("title"),
+                                             SHAPES.index("lower")]
+    assert got.word_ids[4].tolist() == [0, 0, 0, 0] and got.lengths[4] == 0

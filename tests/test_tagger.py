@@ -95,6 +95,21 @@ def test_iob2_output_is_well_formed_and_spans_match(fitted):
     assert all(0.5 < score <= 1.0 for *_, score in spans)
 
 
+def test_span_scores_are_mean_probabilities_of_the_predicted_tags(fitted):
+    model, X, _ = fitted
+    tags, spans = model.predict_with_spans(X[:40])
+    assert tags == model.predict(X[:40])
+    column = {c: i for i, c in enumerate(model.classes_)}
+    checked = 0
+    for sent_tags, sent_spans, proba in zip(tags, spans, model.predict_proba(X[:40]),
+                                            strict=True):
+        for start, end, _, score in sent_spans:
+            want = np.mean([proba[t, column[sent_tags[t]]] for t in range(start, end)])
+            assert score == pytest.approx(want, rel=1e-6)
+            checked += 1
+    assert checked > 10
+
+
 def test_same_seed_same_model_bit_for_bit():
     X, y = ner_data(40)
     a = SequenceTagger(**dict(SMALL, max_epochs=2)).fit(X, y)

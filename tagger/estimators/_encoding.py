@@ -33,6 +33,7 @@ class SentenceEncoder:
         self.lowercase = lowercase
         self.max_word_chars = max_word_chars
         self._char_cache: dict[str, np.ndarray] = {}
+        self._token_cache: dict[str, tuple[int, int]] = {}
         counts = np.asarray(words.counts, dtype=np.float64)
         self._counts = counts
 
@@ -41,9 +42,24 @@ class SentenceEncoder:
 
     def encode(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Word ids and shape ids of one sentence."""
-        words = self.words.encode([self.word_key(t) for t in tokens])
-        shapes = np.fromiter((word_shape(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        pairs = self._token_ids(tokens)
+        words = np.fromiter((w for w, _ in pairs), dtype=np.int64, count=len(pairs))
+        shapes = np.fromiter((s for _, s in pairs), dtype=np.int64, count=len(pairs))
         return words, shapes
+
+    def _token_ids(self, tokens: Sequence[str]) -> list[tuple[int, int]]:
+        """(word id, shape id) of each token, remembered per distinct token: text repeats its
+        words, and the shape's character tests cost more than a dictionary lookup."""
+        cache = self._token_cache
+        out = []
+        for token in tokens:
+            pair = cache.get(token)
+            if pair is None:
+                pair = (self.words.index(self.word_key(token)), word_shape(token))
+                if len(cache) < 1_000_000:  # bounded: prediction streams may be endless
+                    cache[token] = pair
+            out.append(pair)
+        return out
 
     def _char_ids(self, token: str) -> np.ndarray:
         ids = self._char_cache.get(token)
@@ -71,15 +87,22 @@ class SentenceEncoder:
             The ``alpha`` above; 0 disables word dropout.
         """
         B = len(sentences)
-        if encoded is None:
-            encoded = [self.encode(s) for s in sentences]
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
         T = int(lengths.max()) if B else 0
+        # Valid positions in row-major order are the tokens in reading order.
+        valid = np.arange(T) < lengths[:, None]
         word_ids = np.zeros((B, T), np.int64)
         shape_ids = np.zeros((B, T), np.int64)
-        for b, (w, s) in enumerate(encoded):
-            word_ids[b, : len(w)] = w
-            shape_ids[b, : len(s)] = s
+        if encoded is None:
+            pairs = self._token_ids([token for tokens in sentences for token in tokens])
+            if pairs:
+                flat = np.array(pairs, dtype=np.int64)
+                word_ids[valid] = flat[:, 0]
+                shape_ids[valid] = flat[:, 1]
+        else:
+            for b, (w, s) in enumerate(encoded):
+                word_ids[b, : len(w)] = w
+                shape_ids[b, : len(s)] = s
         if rng is not None and unk_alpha > 0:
             counts = self._counts[word_ids]
             drop = rng.random(word_ids.shape) < unk_alpha / (unk_alpha + counts)
@@ -89,12 +112,14 @@ class SentenceEncoder:
             return TokenBatch(word_ids, shape_ids, lengths, word_slots,
                               np.zeros((0, 1), np.int64), np.zeros(0, np.int64))
         slot_of: dict[str, int] = {}
-        for b, tokens in enumerate(sentences):
-            for t, token in enumerate(tokens):
+        slots = []
+        for tokens in sentences:
+            for token in tokens:
                 slot = slot_of.get(token)
                 if slot is None:
                     slot = slot_of[token] = len(slot_of)
-                word_slots[b, t] = slot
+                slots.append(slot)
+        word_slots[valid] = slots
         char_lists = [self._char_ids(token) for token in slot_of]
         char_lengths = np.array([len(c) for c in char_lists], dtype=np.int64)
         char_ids = np.zeros((len(char_lists), max(int(char_lengths.max(initial=0)), 1)), np.int64)

@@ -372,8 +372,10 @@ class SequenceTagger(RecurrentEstimator):
         with thread_limit(self.n_jobs):
             for idx in self._batches(X):
                 batch = encoder.batch([X[i] for i in idx])
-                best = model.predict(params, batch)
-                marg = model.marginals(params, batch) if marginals else None
+                if marginals:
+                    best, marg = model.predict_and_marginals(params, batch)
+                else:
+                    best = model.predict(params, batch)
                 for row, i in enumerate(idx):
                     n = len(X[i])
                     paths[i] = best[row, :n]
@@ -396,19 +398,27 @@ class SequenceTagger(RecurrentEstimator):
         check_is_fitted(self, "params_")
         return self._predict_tags(self._check_X(X))
 
-    def _user_marginals(self, internal: np.ndarray) -> np.ndarray:
+    def _class_matrix(self, dtype) -> np.ndarray:
+        """(internal tags, classes) 0/1 matrix: internal marginals times it give the classes'."""
         column = {c: i for i, c in enumerate(self.classes_)}
-        out = np.zeros((internal.shape[0], len(self.classes_)), internal.dtype)
+        matrix = np.zeros((len(self.tags_), len(self.classes_)), dtype)
         for k, tag in enumerate(self.tags_):
-            out[:, column[self._to_user_tag(tag)]] += internal[:, k]
-        return out
+            matrix[k, column[self._to_user_tag(tag)]] = 1
+        return matrix
+
+    def _user_marginals(self, internal: np.ndarray, matrix: np.ndarray | None = None
+                        ) -> np.ndarray:
+        if matrix is None:
+            matrix = self._class_matrix(internal.dtype)
+        return internal @ matrix
 
     def predict_proba(self, X) -> list[np.ndarray]:
         """Per-token tag probabilities: one (length, n_classes) array per sentence, columns in
         ``classes_`` order (CRF marginals by forward-backward, or the softmax)."""
         check_is_fitted(self, "params_")
         _, probs = self._run(self._check_X(X), marginals=True)
-        return [self._user_marginals(p) for p in probs]
+        matrix = self._class_matrix(self.params_["out.b"].dtype)
+        return [self._user_marginals(p, matrix) for p in probs]
 
     def predict_spans(self, X) -> list[list[tuple[int, int, str, float]]]:
         """Entities per sentence as ``(start, end, label, score)`` with ``end`` exclusive; the
@@ -424,14 +434,19 @@ class SequenceTagger(RecurrentEstimator):
         X = self._check_X(X)
         paths, probs = self._run(X, marginals=True)
         column = {c: i for i, c in enumerate(self.classes_)}
+        matrix = self._class_matrix(self.params_["out.b"].dtype)
         all_tags, out = [], []
         for path, internal in zip(paths, probs, strict=True):
             tags = self._to_user(path)
-            p = self._user_marginals(internal)
             spans = []
-            for span in schemes.spans_from_tags(tags, self.tag_scheme_):
-                score = float(np.mean([p[t, column[tags[t]]] for t in range(span.start, span.end)]))
-                spans.append((span.start, span.end, span.label, score))
+            found = schemes.spans_from_tags(tags, self.tag_scheme_)
+            if found:
+                # The probability of each token's predicted tag, averaged over each entity.
+                chosen = self._user_marginals(internal, matrix)[
+                    np.arange(len(tags)), [column[t] for t in tags]]
+                for span in found:
+                    score = float(chosen[span.start:span.end].mean())
+                    spans.append((span.start, span.end, span.label, score))
             all_tags.append(tags)
             out.append(spans)
         return all_tags, out

@@ -73,6 +73,13 @@ class TaggerModel(_FeaturizedModel):
         """Tag probabilities (B, T, K), zero at padding."""
         return self.network.head.marginals(params, self.scores(params, batch), batch.lengths)
 
+    def predict_and_marginals(self, params, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` and :meth:`marginals` from one pass over the network."""
+        scores = self.scores(params, batch)
+        head = self.network.head
+        return (head.decode(params, scores, batch.lengths),
+                head.marginals(params, scores, batch.lengths))
+
 
 class ClassifierModel(_FeaturizedModel):
     """A featurizer feeding a :class:`ClassifierNetwork`; parameters in one dict.

@@ -92,12 +92,13 @@ def _split_tag(tag: str) -> tuple[str, str] | None:
     return None
 
 
-def _entity_tag(tag: object, where: str) -> tuple[str, str]:
-    """Split a tag of an entity scheme, raising DataError for anything else."""
+def _entity_tag(tag: object, what: str, i: int) -> tuple[str, str]:
+    """Split a tag of an entity scheme, raising DataError (naming ``what`` ``i``) for anything
+    else."""
     parts = _split_tag(tag) if isinstance(tag, str) else None
     if parts is None or (parts[0] != "O" and parts[0] not in _ENTITY_PREFIXES):
         raise DataError(
-            f"{where}: {tag!r} is not an entity tag (expected 'O' or B-/I-/E-/S- followed by "
+            f"{what} {i}: {tag!r} is not an entity tag (expected 'O' or B-/I-/E-/S- followed by "
             "a type, e.g. 'B-PER')"
         )
     return parts
@@ -197,7 +198,7 @@ def spans_from_tags(tags: Sequence[str], scheme: str) -> list[Span]:
     open_type = ""
     prev_prefix = "O"
     for i, tag in enumerate(tags):
-        prefix, type_ = _entity_tag(tag, f"tag {i}")
+        prefix, type_ = _entity_tag(tag, "tag", i)
         # Only I-/E- directly after a B-/I- of the same type extends an entity; E- and S- close
         # theirs, so nothing continues after them.
         continues = prefix in "IE" and prev_prefix in "BI" and type_ == open_type
@@ -363,7 +364,7 @@ def transition_constraints(classes: Sequence[str],
     valid = "OBI" if scheme in ("IOB1", "IOB2") else "OBIES"
     parts = []
     for i, tag in enumerate(classes):
-        prefix, type_ = _entity_tag(tag, f"class {i}")
+        prefix, type_ = _entity_tag(tag, "class", i)
         if prefix not in valid:
             raise DataError(f"class {i}: {tag!r} is not a tag of the scheme {scheme}")
         parts.append((prefix, type_))
