@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         f"Measured {time.strftime('%Y-%m-%d')}: wall time of a fresh process, median of "
         f"{args.repeats} (empty cache: {max(1, args.repeats // 2)}); a BiLSTM-CRF with character "
         f"CNN trained on the sample corpus; numba-cuda "
-        f"{'installed' if importlib.util.find_spec('numba_cuda') else 'not installed'} (with it, "
-        f"`device=\"auto\"` probes the GPU: about 0.4 s more).",
+        f"{'installed' if importlib.util.find_spec('numba_cuda') else 'not installed'} (with it "
+        f"and a CUDA driver, `device=\"auto\"` imports it to probe the GPU: about 0.3 s more; "
+        f"without a driver the probe is one failed library load). Tagging imports neither "
+        f"scikit-learn nor numba-cuda when there is no GPU.",
         "",
         "| what | seconds |",
         "|---|---:|",

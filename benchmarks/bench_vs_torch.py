@@ -72,8 +72,8 @@ def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
         _, cache = stack.forward(params, x, lengths)
         stack.backward(params, cache, d_out)
 
-    def ours_infer():
-        stack.forward(params, x, lengths)
+    def ours_infer():  # the prediction pass (as torch.no_grad: nothing kept for a backward)
+        stack.forward(params, x, lengths, need_backward=False)
 
     calls = {"train": [ours_train], "infer": [ours_infer]}
     if torch is not None:

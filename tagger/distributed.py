@@ -13,10 +13,11 @@
   thread.
 
 Results come in the input's order. They are those of :func:`tagger.stream.tag_stream` on one
-machine bit for bit when every partition but the last holds a multiple of ``batch_size`` items
-(``dask.bag.from_sequence(items, partition_size=k * batch_size)``): batches are then cut at the
-same places. Otherwise the tags and spans are the same and the scores agree to float32 rounding
-(about 1e-6), since a batch's composition changes the last bits of its matrix products.
+machine bit for bit when every partition but the last holds a multiple of ``batch_size *
+workflows.READ_AHEAD`` items (``dask.bag.from_sequence(items, partition_size=k * 8 *
+batch_size)``): the reads, sorted by length into batches, are then cut at the same places.
+Otherwise the tags and spans are the same and the scores agree to float32 rounding (about 1e-6),
+since a batch's composition changes the last bits of its matrix products.
 """
 
 from __future__ import annotations

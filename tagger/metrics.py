@@ -15,19 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import make_scorer
 
 from tagger.errors import DataError
 from tagger.text.schemes import detect_scheme, normalize_scheme, spans_from_tags
 
 __all__ = [
-    "SCORERS",
+    "SCORERS",  # noqa: F822 (made on first use, see __getattr__)
     "classification_report",
     "entity_f1",
-    "entity_f1_scorer",
+    "entity_f1_scorer",  # noqa: F822
     "entity_scores",
     "token_accuracy",
-    "token_accuracy_scorer",
+    "token_accuracy_scorer",  # noqa: F822
 ]
 
 _AVERAGES = ("micro avg", "macro avg", "weighted avg")
@@ -236,10 +235,23 @@ def classification_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequ
     return header + "\n\n" + "\n".join(rows)
 
 
-#: scikit-learn scorer: micro entity F1 of ``estimator.predict(X)`` against ``y``.
-entity_f1_scorer = make_scorer(entity_f1)
-#: scikit-learn scorer: token accuracy of ``estimator.predict(X)`` against ``y``.
-token_accuracy_scorer = make_scorer(token_accuracy)
+# The scorers are made on first use (PEP 562): importing scikit-learn costs about 0.8 s, which
+# the command line does not pay when it only tags.
+_SCORER_METRICS = {"entity_f1_scorer": entity_f1, "token_accuracy_scorer": token_accuracy}
 
-#: The project's scorers by name, for ``scoring=SCORERS["entity_f1"]`` and the CLI.
-SCORERS = {"entity_f1": entity_f1_scorer, "token_accuracy": token_accuracy_scorer}
+
+def __getattr__(name: str):
+    """``entity_f1_scorer`` and ``token_accuracy_scorer`` (scikit-learn scorers of
+    ``estimator.predict(X)`` against ``y``), and ``SCORERS``, the project's scorers by name
+    (``scoring=SCORERS["entity_f1"]``, the command line)."""
+    if name in _SCORER_METRICS:
+        from sklearn.metrics import make_scorer
+
+        value = make_scorer(_SCORER_METRICS[name])
+    elif name == "SCORERS":
+        value = {key: globals().get(f"{key}_scorer") or __getattr__(f"{key}_scorer")
+                 for key in ("entity_f1", "token_accuracy")}
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -272,8 +272,8 @@ def is_classifier(model) -> bool:
 READ_AHEAD = 8
 
 
-def predict_records(model, records: Iterable[Record], batch_size: int = 256
-                    ) -> Iterator[tuple[Record, dict]]:
+def predict_records(model, records: Iterable[Record], batch_size: int = 256,
+                    spans: bool = True) -> Iterator[tuple[Record, dict]]:
     """Predictions for a stream of records, in input order.
 
     Records are read ``READ_AHEAD`` batches at a time and predicted together (sorted by length
@@ -284,7 +284,8 @@ def predict_records(model, records: Iterable[Record], batch_size: int = 256
     (record, prediction)
         For a tagger ``{"tags": [...], "spans": [...]}`` (spans with ``start``, ``end``
         exclusive, ``label`` and ``score``, for entity tags); for a classifier
-        ``{"label": ..., "proba": {class: probability}}``.
+        ``{"label": ..., "proba": {class: probability}}``. With ``spans=False`` a tagger's
+        predictions have tags only (no marginals are computed: faster).
     """
     classifier = is_classifier(model)
     entity = not classifier and model.tag_scheme_ != "none"
@@ -303,11 +304,15 @@ def predict_records(model, records: Iterable[Record], batch_size: int = 256
                                          for c, v in zip(model.classes_, p, strict=True)}}
             continue
         tokens = [r.tokens for r in batch]
+        if not spans:
+            for record, record_tags in zip(batch, model.predict(tokens), strict=True):
+                yield record, {"tags": record_tags}
+            continue
         if entity:
-            tags, spans = model.predict_with_spans(tokens)
+            tags, found = model.predict_with_spans(tokens)
         else:
-            tags, spans = model.predict(tokens), [[] for _ in tokens]
-        for record, record_tags, record_spans in zip(batch, tags, spans, strict=True):
+            tags, found = model.predict(tokens), [[] for _ in tokens]
+        for record, record_tags, record_spans in zip(batch, tags, found, strict=True):
             yield record, {"tags": record_tags, "spans": [
                 {"start": s, "end": e, "label": label, "score": round(score, 6)}
                 for s, e, label, score in record_spans]}
@@ -414,7 +419,10 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         from .html import entity_page_start
 
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
-    for batch in _batched(predict_records(model, records(), batch_size), batch_size):
+    # CoNLL output writes tags only: no marginals or span scores to compute.
+    predictions = predict_records(model, records(), batch_size,
+                                  spans=output_format != "conll")
+    for batch in _batched(predictions, batch_size):
         for record, prediction in batch:
             write_prediction(out, record, prediction, output_format, classifier)
             count += 1

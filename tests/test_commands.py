@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,20 @@ def test_predict_raw_text_from_stdin_as_jsonl(ner_model):
     for span in first["spans"]:
         assert set(span) == {"start", "end", "label", "score"} and 0 < span["score"] <= 1
         assert first["tags"][span["start"]] == "B-" + span["label"]
+
+
+def test_tagging_from_a_model_file_does_not_import_scikit_learn(ner_model, tmp_path):
+    # scikit-learn's import costs about 0.8 s of every start; tagging does not need it.
+    code = ("import sys\n"
+            "from tagger.cli import main\n"
+            "sys.argv = ['tagger', 'predict', sys.argv[1], '-o', sys.argv[2]]\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    out = subprocess.run([sys.executable, "-c", code, str(ner_model), str(tmp_path / "o.conll")],
+                         input="Anna lives in Rome .\n", capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+    assert out.stdout.strip() == "[]"
+    assert len((tmp_path / "o.conll").read_text().split("\n\n")[0].splitlines()) == 5
 
 
 def test_predict_conll_file_keeps_the_input_columns(ner_model, tmp_path):

@@ -18,6 +18,7 @@ from test_tagger import SMALL, ner_data  # noqa: E402
 from tagger import SequenceTagger  # noqa: E402
 from tagger.distributed import local_cluster, tag_bag, tag_dataframe  # noqa: E402
 from tagger.stream import tag_stream  # noqa: E402
+from tagger.workflows import READ_AHEAD  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +64,12 @@ def test_bag_results_equal_one_process_in_order(client, model_file):
     assert same(results, expected)
     again = tag_bag(model_file, dask_bag.from_sequence(X[:500], npartitions=6)).compute()
     assert same(again, expected[:500])  # the model's bytes are scattered once, then reused
-    # Partitions cut at multiples of the batch size batch exactly as one stream does: then
-    # the results are the single-process ones bit for bit, scores included.
-    aligned = tag_bag(model_file, dask_bag.from_sequence(X, partition_size=512),
-                      batch_size=256).compute()
-    assert aligned == list(tag_stream(load(model_file), X, batch_size=256))
+    # Partitions cut at multiples of a stream's read (batch size x READ_AHEAD) batch exactly
+    # as one stream does: then the results are the single-process ones bit for bit, scores
+    # included.
+    aligned = tag_bag(model_file, dask_bag.from_sequence(X, partition_size=64 * READ_AHEAD),
+                      batch_size=64).compute()
+    assert aligned == list(tag_stream(load(model_file), X, batch_size=64))
     # every worker loaded (and warmed) the model once, whatever the number of partitions
     loaded = client.run(lambda: len(__import__("tagger.distributed").distributed._models))
     assert sorted(loaded.values()) == [1, 1]

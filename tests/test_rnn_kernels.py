@@ -56,6 +56,31 @@ def test_matches_reference(cell, reverse, dtype):
         np.testing.assert_allclose(dc0, ref["dc0"], **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4),
+                                   dict(B=7, T=6, D=3, H=17, lengths=[6, 5, 2, 2, 1, 0, 0])])
+def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
+    # In the second case only rows 0 and 1 run from step 2 on: the recurrent product's
+    # small-row path.
+    params, x, lengths, h0, c0 = make_case("lstm", dtype, seed=3, **sizes)
+    out, h_last, c_last, cache = R.direction_forward("lstm", params, x, lengths, reverse, h0, c0,
+                                                     need_backward=False)
+    assert cache is None and out.dtype == dtype
+    ref_out, ref_h, ref_c, _ = naive.direction_reference(
+        "lstm", params, x, lengths, h0, c0, reverse, np.zeros_like(out),
+        np.zeros_like(h0), np.zeros_like(c0))
+    np.testing.assert_allclose(out, ref_out, **TOL[dtype])
+    np.testing.assert_allclose(h_last, ref_h, **TOL[dtype])
+    np.testing.assert_allclose(c_last, ref_c, **TOL[dtype])
+    train_out, train_h, train_c, _ = R.direction_forward("lstm", params, x, lengths, reverse, h0,
+                                                         c0)
+    # The same function to rounding (the prediction pass fuses the gate arithmetic).
+    np.testing.assert_allclose(out, train_out, **TOL[dtype])
+    np.testing.assert_allclose(c_last, train_c, **TOL[dtype])
+    assert (out[np.arange(x.shape[1]) >= lengths[:, None]] == 0).all()
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
 def test_gradients_match_finite_differences(cell, reverse):

@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -209,6 +210,22 @@ def test_clone_get_set_params_round_trip(fitted):
     assert not hasattr(copy, "params_")
     copy.set_params(hidden_size=7, device="cpu")
     assert copy.hidden_size == 7 and model.hidden_size == 16
+
+
+def test_repr_params_and_tags_without_inheriting_from_scikit_learn():
+    from sklearn.base import is_classifier, is_regressor
+
+    from tagger import SequenceClassifier
+
+    assert repr(SequenceTagger()) == "SequenceTagger()"
+    assert repr(SequenceTagger(hidden_size=7, cell="gru")) == \
+        "SequenceTagger(cell='gru', hidden_size=7)"
+    assert not is_classifier(SequenceTagger()) and not is_regressor(SequenceTagger())
+    assert is_classifier(SequenceClassifier())
+    with pytest.raises(ValueError, match="Invalid parameter 'hiden_size'"):
+        SequenceTagger().set_params(hiden_size=3)
+    with pytest.raises(NotFittedError, match="SequenceTagger instance is not fitted yet"):
+        SequenceTagger().predict([["a"]])
 
 
 def test_model_selection_with_the_project_scorers():

@@ -10,8 +10,6 @@ import sys
 import time
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 
 from .. import persist
 from ..errors import ModelFileError
@@ -24,13 +22,14 @@ from ..text.tokenize import make_tokenizer
 from ..text.vocab import SHAPES, Vocabulary
 from ._encoding import SentenceEncoder
 from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_of
+from ._protocol import EstimatorBase, check_is_fitted
 
 #: Fitted attributes that describe the inputs (written to and read from model files).
 _INPUT_ATTRIBUTES = ("input_type_", "vocabulary_", "char_vocabulary_", "n_features_",
                      "feature_mean_", "feature_scale_")
 
 
-class RecurrentEstimator(BaseEstimator):
+class RecurrentEstimator(EstimatorBase):
     """Base class of :class:`SequenceTagger` and :class:`SequenceClassifier` (not for direct use).
 
     Subclasses define ``_kind`` (the model-file kind), ``_positive_int_params``, and the hooks
@@ -86,6 +85,8 @@ class RecurrentEstimator(BaseEstimator):
         return resolve_device(self.device)
 
     def _seed(self) -> int:
+        from sklearn.utils import check_random_state
+
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     # ------------------------------------------------------------------------------------------
@@ -161,10 +162,11 @@ class RecurrentEstimator(BaseEstimator):
             len(chars) if chars is not None else 0, self.char_encoder, self.char_dim,
             self.char_hidden_size, self.dropout)
 
-    def _model_for(self, word_dim: int):
+    def _model_for(self, word_dim: int, resolve_device: bool = True):
         featurizer = self._featurizer_for(word_dim)
         model = self._network_for(featurizer)
-        model.set_device(self._resolve_device())
+        if resolve_device:
+            model.set_device(self._resolve_device())
         return model
 
     def _word_dim(self) -> int:
@@ -197,7 +199,7 @@ class RecurrentEstimator(BaseEstimator):
         return encoder
 
     def __getstate__(self):
-        state = dict(super().__getstate__())
+        state = super().__getstate__()
         state.pop("_model_cache", None)
         state.pop("_encoder_cache", None)
         return state
@@ -424,8 +426,6 @@ class RecurrentEstimator(BaseEstimator):
 
     def save(self, path) -> None:
         """Write the fitted estimator to one safe model file (no pickle; atomic)."""
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self, "params_")
         config = {"params": self._saveable_params(), "input_type": self.input_type_,
                   "history": self.history_, "best_epoch": self.best_epoch_}
@@ -477,7 +477,9 @@ class RecurrentEstimator(BaseEstimator):
             estimator.history_ = list(config["history"])
             estimator.best_epoch_ = int(config["best_epoch"])
             estimator._restore_task(config)
-            model = estimator._model_for(word_dim)
+            # The device is chosen on first use, so that loading and then moving the model
+            # (set_params(device=...)) never probes a GPU it will not use.
+            model = estimator._model_for(word_dim, resolve_device=False)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: inconsistent model configuration ({exc})") from None
         template = model.init_params(np.random.default_rng(0))

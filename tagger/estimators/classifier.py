@@ -5,21 +5,17 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import ClassifierMixin
-from sklearn.exceptions import DataConversionWarning
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
 
 from ..nn.classifier import POOLINGS, ClassifierNetwork
 from ..nn.model import ClassifierModel
 from ..nn.training import thread_limit
 from ._base import RecurrentEstimator
+from ._protocol import check_is_fitted
 
 _KIND = "SequenceClassifier"
 
 
-class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
+class SequenceClassifier(RecurrentEstimator):
     """A recurrent sequence classifier: (bi)RNN over the sequence, pooled over time, softmax.
 
     X is a list of texts (token lists, or raw strings that ``tokenizer`` splits) or a list of
@@ -119,6 +115,7 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
     """
 
     _kind = _KIND
+    _estimator_type = "classifier"
     _allow_empty = False
 
     def __init__(self, cell="lstm", hidden_size=128, num_layers=1, bidirectional=True,
@@ -184,6 +181,9 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
                              f"{name} is None")
         if isinstance(y, (str, bytes)) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
             raise TypeError(f"{name} must be a list of labels, got {type(y).__name__}")
+        from sklearn.exceptions import DataConversionWarning
+        from sklearn.utils.multiclass import check_classification_targets
+
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn(f"A column-vector {name} was passed when a 1d array was expected",
@@ -214,6 +214,8 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
     def _example_weights(self, ids: np.ndarray, sample_weight) -> np.ndarray:
         weights = np.ones(len(ids))
         if self.class_weight is not None:
+            from sklearn.utils.class_weight import compute_class_weight
+
             try:
                 per_class = compute_class_weight(self.class_weight, classes=self.classes_,
                                                  y=self.classes_[ids])
@@ -417,6 +419,12 @@ class SequenceClassifier(ClassifierMixin, RecurrentEstimator):
         """The most probable class of each sequence."""
         check_is_fitted(self, "params_")
         return self.classes_[self._logits(self._check_X(X)).argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy of :meth:`predict` on ``X`` against ``y`` (weighted by ``sample_weight``)."""
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
     # ------------------------------------------------------------------------------------------
     # model files

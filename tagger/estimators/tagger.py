@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from .. import metrics, persist
 from ..errors import ModelFileError
@@ -14,6 +13,7 @@ from ..nn.network import TaggingNetwork
 from ..nn.training import thread_limit
 from ..text import schemes
 from ._base import RecurrentEstimator
+from ._protocol import check_is_fitted
 
 _KIND = "SequenceTagger"
 
@@ -437,19 +437,26 @@ class SequenceTagger(RecurrentEstimator):
         matrix = self._class_matrix(self.params_["out.b"].dtype)
         all_tags, out = [], []
         for path, internal in zip(paths, probs, strict=True):
-            tags = self._to_user(path)
+            tags, found = self._user_tags_and_spans(path)
             spans = []
-            found = schemes.spans_from_tags(tags, self.tag_scheme_)
             if found:
                 # The probability of each token's predicted tag, averaged over each entity.
                 chosen = self._user_marginals(internal, matrix)[
-                    np.arange(len(tags)), [column[t] for t in tags]]
-                for span in found:
-                    score = float(chosen[span.start:span.end].mean())
-                    spans.append((span.start, span.end, span.label, score))
+                    np.arange(len(tags)), [column[t] for t in tags]].tolist()
+                for start, end, label in found:
+                    spans.append((start, end, label, sum(chosen[start:end]) / (end - start)))
             all_tags.append(tags)
             out.append(spans)
         return all_tags, out
+
+    def _user_tags_and_spans(self, path: np.ndarray) -> tuple[list[str], list]:
+        """:meth:`_to_user` of a path and the entities of the result, read once."""
+        internal = [self.tags_[k] for k in path]
+        if self.internal_scheme_ == self.tag_scheme_:
+            return internal, schemes.spans_from_tags(internal, self.tag_scheme_)
+        found = schemes.spans_from_tags(internal, self.internal_scheme_)
+        # Written in the user's scheme, these entities read back the same (tags_from_spans).
+        return schemes.tags_from_spans(found, len(internal), self.tag_scheme_), found
 
     def score(self, X, y) -> float:
         """Entity micro F1 for entity tags, token accuracy otherwise."""

@@ -111,8 +111,8 @@ class ClassifierNetwork:
                                              grads["attn.w"], np.empty(1, hidden.dtype))
         return d_hidden
 
-    def _forward(self, params, x, lengths, rng):
-        hidden, rnn_cache = self.rnn.forward(params, x, lengths, rng)
+    def _forward(self, params, x, lengths, rng, need_backward=True):
+        hidden, rnn_cache = self.rnn.forward(params, x, lengths, rng, need_backward)
         pooled, aux = self._pool(params, hidden, lengths)
         mask = None
         if rng is not None and self.dropout > 0:
@@ -123,7 +123,7 @@ class ClassifierNetwork:
 
     def logits(self, params, x, lengths) -> np.ndarray:
         """Class scores (B, C) in inference mode."""
-        return self._forward(params, x, lengths, None)[0]
+        return self._forward(params, x, lengths, None, need_backward=False)[0]
 
     def predict_proba(self, params, x, lengths) -> np.ndarray:
         """Class probabilities (B, C)."""

@@ -58,8 +58,8 @@ class TaggingNetwork:
         params.update(self.head.init_params(self.num_tags, rng, dtype))
         return params
 
-    def _forward(self, params, x, lengths, rng):
-        hidden, rnn_cache = self.rnn.forward(params, x, lengths, rng)
+    def _forward(self, params, x, lengths, rng, need_backward=True):
+        hidden, rnn_cache = self.rnn.forward(params, x, lengths, rng, need_backward)
         mask = None
         if rng is not None and self.dropout > 0:
             mask = dropout_mask(rng, hidden.shape, self.dropout, hidden.dtype)
@@ -69,7 +69,7 @@ class TaggingNetwork:
 
     def scores(self, params, x, lengths) -> np.ndarray:
         """Emission scores (B, T, K) in inference mode."""
-        return self._forward(params, x, lengths, None)[0]
+        return self._forward(params, x, lengths, None, need_backward=False)[0]
 
     def loss_and_grads(self, params, x, lengths, tags, rng: np.random.Generator | None = None):
         """Loss on a batch and its gradients.

@@ -95,7 +95,8 @@ class DirectionCache:
 
 def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarray,
                       reverse: bool = False, h0: np.ndarray | None = None,
-                      c0: np.ndarray | None = None, device: str = "cpu"):
+                      c0: np.ndarray | None = None, device: str = "cpu",
+                      need_backward: bool = True):
     """Run one direction of one recurrent layer.
 
     Parameters
@@ -114,6 +115,9 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         Initial states (zeros when omitted; ``c0`` only for the LSTM).
     device : {"cpu", "cuda"}
         Which kernels run it.
+    need_backward : bool
+        False for prediction: the LSTM on the CPU then keeps nothing for a backward pass (and
+        the returned cache is None).
 
     Returns
     -------
@@ -129,6 +133,8 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
     B, T, _ = x.shape
     H = params["U"].shape[0]
     dtype = x.dtype
+    if not need_backward and cell == "lstm" and device == "cpu":
+        return _lstm_infer(params, x, lengths, reverse, h0, c0)
     mem = _Memory(device, dtype)
     h0 = mem.zeros((B, H)) if h0 is None else mem.put(h0)
     h_out, h_prev, h_last = mem.empty((B, T, H)), mem.empty((B, T, H)), mem.empty((B, H))
@@ -154,6 +160,22 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         kernels.rnn_forward(x, lengths, W, U, b, h0, cell == "irnn", reverse, h_out, h_prev,
                             h_last)
     return mem.get(h_out), mem.get(h_last), mem.get(c_last), cache
+
+
+def _lstm_infer(params: dict, x, lengths, reverse: bool, h0, c0):
+    """:func:`direction_forward` of an LSTM on the CPU when no backward pass follows."""
+    B, T, _ = x.shape
+    H = params["U"].shape[0]
+    dtype = x.dtype
+    h0 = np.zeros((B, H), dtype) if h0 is None else np.ascontiguousarray(h0, dtype)
+    c0 = np.zeros((B, H), dtype) if c0 is None else np.ascontiguousarray(c0, dtype)
+    h_out, h_last, c_last = np.empty((B, T, H), dtype), np.empty((B, H), dtype), np.empty(
+        (B, H), dtype)
+    backend.kernels("cpu", "rnn").lstm_infer(
+        np.ascontiguousarray(x, dtype), np.ascontiguousarray(lengths, np.int64),
+        params["W"], params["U"], params["b"], h0, c0, reverse, h_out, h_last, c_last,
+        np.empty((B, T, 4 * H), dtype))
+    return h_out, h_last, c_last, None
 
 
 class _Memory:
@@ -410,8 +432,9 @@ class RNNStack:
         return params
 
     def forward(self, params: dict, x: np.ndarray, lengths: np.ndarray,
-                rng: np.random.Generator | None = None):
+                rng: np.random.Generator | None = None, need_backward: bool = True):
         """Run the stack. ``rng`` given means training: dropout masks are drawn from it.
+        ``need_backward=False`` (prediction) keeps nothing for :meth:`backward`.
 
         Returns
         -------
@@ -427,7 +450,7 @@ class RNNStack:
             if layer > 0 and rng is not None and self.dropout > 0:
                 mask = dropout_mask(rng, inputs.shape, self.dropout, inputs.dtype)
                 inputs = inputs * mask
-            if self._paired():
+            if self._paired() and need_backward:
                 out, pair = lstm_pair_forward(self._direction_params(params, layer, "fwd"),
                                               self._direction_params(params, layer, "bwd"),
                                               inputs, lengths)
@@ -437,7 +460,8 @@ class RNNStack:
             B, T, _ = inputs.shape
             calls = [partial(direction_forward, self.cell,
                              self._direction_params(params, layer, direction), inputs, lengths,
-                             reverse=direction == "bwd", device=self.device)
+                             reverse=direction == "bwd", device=self.device,
+                             need_backward=need_backward)
                      for direction in self.directions]
             results = run_directions(calls, self._work(B * T))
             outs = [r[0] for r in results]
