@@ -278,27 +278,29 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
             if L <= s:
                 continue
             t = L - 1 - s if reverse else s
-            # Short passes over L1-resident rows, each touching few arrays: LLVM vectorises
-            # these (one fused loop over ten arrays defeats its aliasing analysis).
+            # Short passes over L1-resident rows, each touching few arrays, one per gate and
+            # indexed from 0: LLVM vectorises these. (One fused loop over all the arrays
+            # defeats its aliasing analysis, and passes written as range(2 * H, 3 * H) ran
+            # 4.5x slower than these at hidden 128.)
             g_row = gates[row, t]
             r_row = rec[row]
-            for k in range(2 * H):
-                g_row[k] = sigmoid(g_row[k] + b[k] + r_row[k])
-            for k in range(2 * H, 3 * H):
-                g_row[k] = tanh(g_row[k] + b[k] + r_row[k])
-            for k in range(3 * H, 4 * H):
-                g_row[k] = sigmoid(g_row[k] + b[k] + r_row[k])
+            for j in range(H):
+                g_row[j] = sigmoid(g_row[j] + b[j] + r_row[j])
+            for j in range(H):
+                g_row[H + j] = sigmoid(g_row[H + j] + b[H + j] + r_row[H + j])
+            for j in range(H):
+                g_row[2 * H + j] = tanh(g_row[2 * H + j] + b[2 * H + j] + r_row[2 * H + j])
+            for j in range(H):
+                g_row[3 * H + j] = sigmoid(g_row[3 * H + j] + b[3 * H + j] + r_row[3 * H + j])
             hs = h_state[row]
             cs = c_state[row]
-            c_row = c_out[row, t]
-            h_row = h_out[row, t]
             h_prev[row, t, :] = hs
             for j in range(H):
-                c_row[j] = g_row[H + j] * cs[j] + g_row[j] * g_row[2 * H + j]
-            for j in range(H):
-                h_row[j] = g_row[3 * H + j] * tanh(c_row[j])
-            hs[:] = h_row
-            cs[:] = c_row
+                c = g_row[H + j] * cs[j] + g_row[j] * g_row[2 * H + j]
+                cs[j] = c
+                hs[j] = g_row[3 * H + j] * tanh(c)
+            c_out[row, t, :] = cs
+            h_out[row, t, :] = hs
     _zero_padding(lengths, h_out)
     _zero_padding(lengths, c_out)
     _zero_padding(lengths, h_prev)
