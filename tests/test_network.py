@@ -128,6 +128,29 @@ def test_thread_limit_restores_numba_threads():
     assert numba.get_num_threads() == before
 
 
+def test_thread_limit_holds_the_blas_the_kernels_load_to_one_thread():
+    # In a fresh process the kernels' BLAS (SciPy's) is not loaded yet when the limit is set.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from tagger.nn.recurrent import direction_forward, init_direction\n"
+            "from tagger.nn.training import thread_limit\n"
+            "p = init_direction('lstm', 3, 4, np.random.default_rng(0))\n"
+            "x = np.ones((8, 5, 3), np.float32)\n"
+            "with thread_limit(2):\n"
+            "    direction_forward('lstm', p, x, np.full(8, 5))\n"
+            "    print(sorted({i['num_threads'] for i in threadpool_info()\n"
+            "                  if i['user_api'] == 'blas'}))\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(env, PYTHONPATH=str(root)), check=True)
+    assert out.stdout.strip() == "[1]"
+
+
 @pytest.mark.slow
 def test_bidirectional_crf_learns_a_task_that_needs_right_context():
     """Tag = the symbol two steps ahead: only a network that reads the future can do it."""
