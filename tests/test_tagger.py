@@ -19,6 +19,7 @@ import tagger
 from tagger import SequenceTagger
 from tagger.errors import ModelFileError
 from tagger.metrics import SCORERS, entity_f1_scorer
+from tagger.text import schemes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -94,6 +95,21 @@ def test_iob2_output_is_well_formed_and_spans_match(fitted):
     spans = model.predict_spans([["Mary", "lives", "in", "New", "York", "."]])[0]
     assert [(s, e, label) for s, e, label, _ in spans] == [(0, 1, "PER"), (3, 5, "LOC")]
     assert all(0.5 < score <= 1.0 for *_, score in spans)
+
+
+def test_internal_paths_read_into_user_tags_as_through_the_entities(fitted):
+    model, X, _ = fitted
+    assert (model.internal_scheme_, model.tag_scheme_) == ("BIOES", "IOB2")
+    rng = np.random.default_rng(0)
+    paths = [rng.integers(0, len(model.tags_), size=n) for n in rng.integers(1, 7, size=300)]
+    paths += model._run(X[:50], marginals=False)[0]  # Viterbi paths: well-formed
+    well_formed = 0
+    for path in paths:
+        internal = [model.tags_[k] for k in path]
+        expected = schemes.convert_tags(internal, "BIOES", "IOB2")
+        assert model._to_user(path) == expected, internal
+        well_formed += schemes.convert_tags(expected, "IOB2", "BIOES") == internal
+    assert 50 <= well_formed < len(paths)  # both ways of reading were taken
 
 
 def test_span_scores_are_mean_probabilities_of_the_predicted_tags(fitted):

@@ -202,6 +202,7 @@ class RecurrentEstimator(EstimatorBase):
         state = super().__getstate__()
         state.pop("_model_cache", None)
         state.pop("_encoder_cache", None)
+        state.pop("_local_tags_cache", None)
         return state
 
     def _forget_fit(self) -> None:

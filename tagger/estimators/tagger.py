@@ -384,10 +384,31 @@ class SequenceTagger(RecurrentEstimator):
         return paths, probs
 
     def _to_user(self, path: np.ndarray) -> list[str]:
-        internal = [self.tags_[k] for k in path]
         if self.internal_scheme_ == self.tag_scheme_:
-            return internal
+            return [self.tags_[k] for k in path]
+        local = self._local_user_tags()
+        if local is not None and len(path):
+            start, end, trans = local[1]
+            if start[path[0]] and end[path[-1]] and trans[path[:-1], path[1:]].all():
+                # Well-formed BIOES reads tag by tag into IOB2 (S-/B- to B-, I-/E- to I-):
+                # the same tags as going through the entities, without reading them.
+                names = local[0]
+                return [names[k] for k in path]
+        internal = [self.tags_[k] for k in path]
         return schemes.convert_tags(internal, self.internal_scheme_, self.tag_scheme_)
+
+    def _local_user_tags(self):
+        """(user tag of each internal tag, BIOES constraints) when internal BIOES maps tag by
+        tag to the user's IOB2, else None. Made once per fitted model."""
+        if self.internal_scheme_ != "BIOES" or self.tag_scheme_ != "IOB2":
+            return None
+        key = (tuple(self.tags_), "BIOES")
+        cached = self.__dict__.get("_local_tags_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_local_tags_cache"] = (key, (
+                [self._to_user_tag(t) for t in self.tags_],
+                schemes.transition_constraints(self.tags_, "BIOES")))
+        return cached[1]
 
     def _predict_tags(self, X: list) -> list[list[str]]:
         paths, _ = self._run(X, marginals=False)
