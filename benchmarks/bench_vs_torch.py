@@ -4,7 +4,8 @@ Shapes (float32, bidirectional): A batch 32, length 40, input 100, hidden 128; B
 20 (single-sentence latency); C batch 64, length 50, input 300, hidden 256; D shape A with two
 layers. "train" is forward plus backward (gradients of every weight and of the input, no
 optimizer step); "infer" is the forward pass alone. Runs alternate between the two libraries,
-and the median of several repeats after warm-up is reported, so that the ratio holds on a noisy
+each turn after a warm-up of at least 30 ms (see ``WARMUP_SECONDS``), and the median of several
+repeats is reported, so that the ratio holds on a noisy
 shared machine even when absolute times drift.
 
 Each configuration runs in a fresh process: 1 thread pinned to one core, and 2 threads, with
@@ -42,9 +43,19 @@ SHAPES = {  # batch, length, input, hidden, layers
 }
 
 
+# Warm-up before each timed turn of a library: at least this long. PyTorch's OpenMP threads
+# keep spinning for about 15 ms after a call, and on two cores they slowed the next three
+# calls of this library's two threads by up to 2x; a turn starting on a quiet machine is
+# fair to both.
+WARMUP_SECONDS = 0.03
+
+
 def _median(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < WARMUP_SECONDS:
         fn()
+        done += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -101,7 +112,7 @@ def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
             times: list[list[float]] = [[] for _ in fns]
             for _ in range(repeats):  # alternate, so that drift hits both libraries alike
                 for k, fn in enumerate(fns):
-                    times[k].append(_median(fn, 1, warmup=1))
+                    times[k].append(_median(fn, 3, warmup=1))
             ours = statistics.median(times[0])
             theirs = statistics.median(times[1]) if len(fns) > 1 else None
             rows.append({
