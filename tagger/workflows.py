@@ -420,8 +420,10 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
     # CoNLL output writes tags only: no marginals or span scores to compute.
     spans = output_format != "conll"
-    # Load the compiled kernels (a one-off cost of the process) before reading any input.
-    for _ in predict_records(model, [Record(["warm", "up"], 0, "<warm-up>")], 1, spans):
+    # Load the compiled kernels and start the direction threads (one-off costs of the process)
+    # before reading any input: a batch as large as a short real one.
+    warm = [Record(["warm", "up", "."] * 4, 0, "<warm-up>") for _ in range(32)]
+    for _ in predict_records(model, warm, batch_size, spans):
         pass
     start = time.perf_counter()
     predictions = predict_records(model, records(), batch_size, spans)
