@@ -393,7 +393,6 @@ def lstm_backward(
     tc = np.empty(H, dtype=x.dtype)
     dh = np.empty(H, dtype=x.dtype)
     dc = np.empty(H, dtype=x.dtype)
-    d_gates[:] = 0
     for s in range(T - 1, -1, -1):
         n = active_rows(lengths, s)
         if n == 0:
@@ -441,6 +440,9 @@ def lstm_backward(
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
+    # Every valid step was written above; only the padding is left to zero (cheaper than
+    # zeroing the whole array first).
+    _zero_padding(lengths, d_gates)
     _input_gradients(x, W, d_gates, dx, dW, db)
     np.dot(h_prev.reshape((B * T, H)).T, d_gates.reshape((B * T, 4 * H)), dU)
 
