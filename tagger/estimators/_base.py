@@ -206,7 +206,7 @@ class RecurrentEstimator(EstimatorBase):
         return state
 
     def _forget_fit(self) -> None:
-        for attr in ("_model_cache", "_encoder_cache", "params_"):
+        for attr in ("_model_cache", "_encoder_cache", "_local_tags_cache", "params_"):
             self.__dict__.pop(attr, None)
 
     def _init_network(self, rng: np.random.Generator, vectors) -> None:

@@ -402,13 +402,12 @@ class SequenceTagger(RecurrentEstimator):
         tag to the user's IOB2, else None. Made once per fitted model."""
         if self.internal_scheme_ != "BIOES" or self.tag_scheme_ != "IOB2":
             return None
-        key = (tuple(self.tags_), "BIOES")
-        cached = self.__dict__.get("_local_tags_cache")
-        if cached is None or cached[0] != key:
-            cached = self.__dict__["_local_tags_cache"] = (key, (
+        cached = self.__dict__.get("_local_tags_cache")  # dropped by every fit
+        if cached is None:
+            cached = self.__dict__["_local_tags_cache"] = (
                 [self._to_user_tag(t) for t in self.tags_],
-                schemes.transition_constraints(self.tags_, "BIOES")))
-        return cached[1]
+                schemes.transition_constraints(self.tags_, "BIOES"))
+        return cached
 
     def _predict_tags(self, X: list) -> list[list[str]]:
         paths, _ = self._run(X, marginals=False)
@@ -427,19 +426,13 @@ class SequenceTagger(RecurrentEstimator):
             matrix[k, column[self._to_user_tag(tag)]] = 1
         return matrix
 
-    def _user_marginals(self, internal: np.ndarray, matrix: np.ndarray | None = None
-                        ) -> np.ndarray:
-        if matrix is None:
-            matrix = self._class_matrix(internal.dtype)
-        return internal @ matrix
-
     def predict_proba(self, X) -> list[np.ndarray]:
         """Per-token tag probabilities: one (length, n_classes) array per sentence, columns in
         ``classes_`` order (CRF marginals by forward-backward, or the softmax)."""
         check_is_fitted(self, "params_")
         _, probs = self._run(self._check_X(X), marginals=True)
         matrix = self._class_matrix(self.params_["out.b"].dtype)
-        return [self._user_marginals(p, matrix) for p in probs]
+        return [p @ matrix for p in probs]
 
     def predict_spans(self, X) -> list[list[tuple[int, int, str, float]]]:
         """Entities per sentence as ``(start, end, label, score)`` with ``end`` exclusive; the
@@ -462,8 +455,8 @@ class SequenceTagger(RecurrentEstimator):
             spans = []
             if found:
                 # The probability of each token's predicted tag, averaged over each entity.
-                chosen = self._user_marginals(internal, matrix)[
-                    np.arange(len(tags)), [column[t] for t in tags]].tolist()
+                chosen = (internal @ matrix)[np.arange(len(tags)),
+                                             [column[t] for t in tags]].tolist()
                 for start, end, label in found:
                     spans.append((start, end, label, sum(chosen[start:end]) / (end - start)))
             all_tags.append(tags)

@@ -69,12 +69,9 @@ class TaggerModel(_FeaturizedModel):
         """Best tag ids (B, T), -1 at padding."""
         return self.network.head.decode(params, self.scores(params, batch), batch.lengths)
 
-    def marginals(self, params, batch: Batch) -> np.ndarray:
-        """Tag probabilities (B, T, K), zero at padding."""
-        return self.network.head.marginals(params, self.scores(params, batch), batch.lengths)
-
     def predict_and_marginals(self, params, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict` and :meth:`marginals` from one pass over the network."""
+        """:meth:`predict` and the tag probabilities (B, T, K), zero at padding, from one pass
+        over the network."""
         scores = self.scores(params, batch)
         head = self.network.head
         return (head.decode(params, scores, batch.lengths),
