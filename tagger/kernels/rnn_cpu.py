@@ -16,8 +16,10 @@ Layout and conventions (shared with the CUDA kernels):
 * Outputs are written into preallocated arrays. Backward kernels overwrite (never accumulate) their
   gradient outputs.
 
-Speed: the input projection of all steps is one matrix product (BLAS); each step does one matrix
-product of the active rows' states with ``U`` and one fused pass over the gates. Rows are processed
+Speed: the input projection of all steps is one matrix product; each step does one matrix product
+of the active rows' states with ``U`` and one fused pass over the gates. These products use the
+register-blocked kernels of :mod:`.gemm_cpu`, with ``U`` packed once per call (BLAS would pack it
+again at every step); the large products of the weight gradients use BLAS. Rows are processed
 up to the last sequence still running, so a batch sorted by decreasing length computes no padding.
 ``tanh`` and the sigmoid are written through ``exp`` (several times faster than ``np.tanh`` here).
 """
@@ -32,6 +34,7 @@ from numba.np.numpy_support import as_dtype
 
 from .. import _config
 from ._jit import kernel
+from .gemm_cpu import matmul_packed, packed
 
 
 def fast_exp(x):
@@ -153,59 +156,8 @@ def active_rows(lengths, step):
 def _project_inputs(x, W, out):
     """out[b, t] = x[b, t] @ W for all rows in one matrix product."""
     B, T, D = x.shape
-    np.dot(x.reshape((B * T, D)), W, out.reshape((B * T, W.shape[1])))
-
-
-# Below this many rows a recurrent product is done by the loops below instead of BLAS: for a
-# single sentence a BLAS call costs more than its arithmetic (measured: 20 products 1x128 by
-# 128x512 took 86 us per direction through np.dot).
-_SMALL_ROWS = 2
-
-
-@kernel()
-def _rows_times(a, M, out, n):
-    """out[:n] = a[:n] @ M, by rows (each a contiguous multiply-add over a row of M)."""
-    zero = zero_of(out)
-    for r in range(n):
-        o = out[r]
-        o[:] = zero
-        for i in range(M.shape[0]):
-            v = a[r, i]
-            m = M[i]
-            for k in range(M.shape[1]):
-                o[k] += v * m[k]
-
-
-@kernel()
-def _rows_times_t(a, M, out, n):
-    """out[:n] = a[:n] @ M.T, as dot products with the rows of M."""
-    zero = zero_of(out)
-    for r in range(n):
-        ar = a[r]
-        for i in range(M.shape[0]):
-            m = M[i]
-            acc = zero
-            for k in range(M.shape[1]):
-                acc += ar[k] * m[k]
-            out[r, i] = acc
-
-
-@kernel()
-def _recurrent_product(h, U, out, n):
-    """out[:n] = h[:n] @ U: BLAS for a batch, plain loops for one or two rows."""
-    if n <= _SMALL_ROWS:
-        _rows_times(h, U, out, n)
-    else:
-        np.dot(h[:n], U, out[:n])
-
-
-@kernel()
-def _recurrent_product_t(d, U, out, n):
-    """out[:n] = d[:n] @ U.T: BLAS for a batch, plain loops for one or two rows."""
-    if n <= _SMALL_ROWS:
-        _rows_times_t(d, U, out, n)
-    else:
-        np.dot(d[:n], U.T, out[:n])
+    matmul_packed(x.reshape((B * T, D)), B * T, packed(W), W.shape[1],
+                  out.reshape((B * T, W.shape[1])))
 
 
 @kernel()
@@ -216,7 +168,7 @@ def _input_gradients(x, W, d_pre, dx, dW, db):
     x2 = x.reshape((B * T, D))
     d2 = d_pre.reshape((B * T, G))
     np.dot(x2.T, d2, dW)
-    np.dot(d2, W.T, dx.reshape((B * T, D)))
+    matmul_packed(d2, B * T, packed(W.T), D, dx.reshape((B * T, D)))
     db[:] = 0
     for r in range(B * T):
         for k in range(G):
@@ -268,11 +220,12 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
     h_state[:] = h0
     c_state[:] = c0
     rec = np.empty((B, 4 * H), dtype=x.dtype)
+    Up = packed(U)  # once per call, for every step's product
     for s in range(T):
         n = active_rows(lengths, s)
         if n == 0:
             break
-        _recurrent_product(h_state, U, rec, n)
+        matmul_packed(h_state, n, Up, U.shape[1], rec)
         for row in range(n):
             L = lengths[row]
             if L <= s:
@@ -328,11 +281,12 @@ def lstm_infer(x, lengths, W, U, b, h0, c0, reverse, h_out, h_last, c_last, pre)
     h_state[:] = h0
     c_state[:] = c0
     rec = np.empty((B, 4 * H), dtype=x.dtype)
+    Up = packed(U)  # once per call, for every step's product
     for s in range(T):
         n = active_rows(lengths, s)
         if n == 0:
             break
-        _recurrent_product(h_state, U, rec, n)
+        matmul_packed(h_state, n, Up, U.shape[1], rec)
         for row in range(n):
             L = lengths[row]
             if L <= s:
@@ -390,6 +344,7 @@ def lstm_backward(
     dc_state[:] = d_c_last
     step = np.empty((B, 4 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
+    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
     tc = np.empty(H, dtype=x.dtype)
     dh = np.empty(H, dtype=x.dtype)
     dc = np.empty(H, dtype=x.dtype)
@@ -436,7 +391,7 @@ def lstm_backward(
             for j in range(H):
                 cs[j] = dc[j] * g_row[H + j]
             d_gates[row, t, :] = step[row]
-        _recurrent_product_t(step, U, dh_rec, n)
+        matmul_packed(step, n, Ut, H, dh_rec)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
@@ -486,11 +441,12 @@ def gru_forward(x, lengths, W, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h_p
     h_state = h_last
     h_state[:] = h0
     rec = np.empty((B, 3 * H), dtype=x.dtype)
+    Up = packed(U)  # once per call, for every step's product
     for s in range(T):
         n_rows = active_rows(lengths, s)
         if n_rows == 0:
             break
-        _recurrent_product(h_state, U, rec, n_rows)
+        matmul_packed(h_state, n_rows, Up, U.shape[1], rec)
         for row in range(n_rows):
             L = lengths[row]
             if L <= s:
@@ -548,6 +504,7 @@ def gru_backward(
     direct = np.empty((B, H), dtype=x.dtype)
     step = np.empty((B, 3 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
+    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
     dh = np.empty(H, dtype=x.dtype)
     # Gradient of the recurrent pre-activations (differs from d_gates in the candidate block).
     d_rec = np.zeros((B, T, 3 * H), dtype=x.dtype)
@@ -590,7 +547,7 @@ def gru_backward(
             for j in range(H):
                 db_rn[j] += st[2 * H + j]
             d_rec[row, t, :] = step[row]
-        _recurrent_product_t(step, U, dh_rec, n_rows)
+        matmul_packed(step, n_rows, Ut, H, dh_rec)
         for row in range(n_rows):
             if lengths[row] > s:
                 for j in range(H):
@@ -632,11 +589,12 @@ def rnn_forward(x, lengths, W, U, b, h0, relu, reverse, h_out, h_prev, h_last):
     h_state = h_last
     h_state[:] = h0
     rec = np.empty((B, H), dtype=x.dtype)
+    Up = packed(U)  # once per call, for every step's product
     for s in range(T):
         n = active_rows(lengths, s)
         if n == 0:
             break
-        _recurrent_product(h_state, U, rec, n)
+        matmul_packed(h_state, n, Up, U.shape[1], rec)
         for row in range(n):
             L = lengths[row]
             if L <= s:
@@ -686,6 +644,7 @@ def rnn_backward(
     dh_state[:] = d_h_last
     step = np.empty((B, H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
+    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
     d_pre[:] = 0
     for s in range(T - 1, -1, -1):
         n = active_rows(lengths, s)
@@ -708,7 +667,7 @@ def rnn_backward(
                 for j in range(H):
                     st[j] = (dh_row[j] + hs[j]) * (one - h_row[j] * h_row[j])
             d_pre[row, t, :] = step[row]
-        _recurrent_product_t(step, U, dh_rec, n)
+        matmul_packed(step, n, Ut, H, dh_rec)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
