@@ -31,11 +31,20 @@ def make_case(cell, dtype, seed=0, B=6, T=9, D=5, H=4, lengths=None):
     return params, x, lengths, h0, c0
 
 
+# Batch sizes on both sides of the backward's packing threshold (rnn_cpu._PACK_T_MIN_ROWS) and of
+# the micro-kernels' row blocks (gemm_cpu.MR); hidden sizes whose gate blocks fill less than one
+# panel of the packed products, and several panels plus a partial one.
+SIZES = [dict(B=6, T=9, D=5, H=4), dict(B=1, T=7, D=3, H=20), dict(B=2, T=5, D=4, H=9),
+         dict(B=11, T=6, D=7, H=20)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
-def test_matches_reference(cell, reverse, dtype):
-    params, x, lengths, h0, c0 = make_case(cell, dtype)
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: f"B{s['B']}H{s['H']}")
+def test_matches_reference(cell, reverse, dtype, sizes):
+    lengths = [sizes["T"]] * sizes["B"] if sizes["B"] < 3 else None
+    params, x, lengths, h0, c0 = make_case(cell, dtype, lengths=lengths, **sizes)
     rng = np.random.default_rng(1)
     d_out = rng.normal(size=x.shape[:2] + (h0.shape[1],)).astype(dtype)
     d_h, d_c = rng.normal(size=h0.shape).astype(dtype), rng.normal(size=h0.shape).astype(dtype)
@@ -61,8 +70,8 @@ def test_matches_reference(cell, reverse, dtype):
 @pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4),
                                    dict(B=7, T=6, D=3, H=17, lengths=[6, 5, 2, 2, 1, 0, 0])])
 def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
-    # In the second case only rows 0 and 1 run from step 2 on: the recurrent product's
-    # small-row path.
+    # In the second case only rows 0 and 1 run from step 2 on: the products of the last steps
+    # have fewer rows than the first.
     params, x, lengths, h0, c0 = make_case("lstm", dtype, seed=3, **sizes)
     out, h_last, c_last, cache = R.direction_forward("lstm", params, x, lengths, reverse, h0, c0,
                                                      need_backward=False)

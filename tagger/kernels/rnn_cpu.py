@@ -19,8 +19,9 @@ Layout and conventions (shared with the CUDA kernels):
 Speed: the input projection of all steps is one matrix product; each step does one matrix product
 of the active rows' states with ``U`` and one fused pass over the gates. These products use the
 register-blocked kernels of :mod:`.gemm_cpu`, with ``U`` packed once per call (BLAS would pack it
-again at every step); the large products of the weight gradients use BLAS. Rows are processed
-up to the last sequence still running, so a batch sorted by decreasing length computes no padding.
+again at every step); the products of the backward pass outside the recurrence use BLAS. Rows are
+processed up to the last sequence still running, so a batch sorted by decreasing length computes no
+padding.
 ``tanh`` and the sigmoid are written through ``exp`` (several times faster than ``np.tanh`` here).
 """
 
@@ -160,6 +161,36 @@ def _project_inputs(x, W, out):
                   out.reshape((B * T, W.shape[1])))
 
 
+# Below this many rows, the backward's per-step products d @ U.T are dot products with the rows of
+# U: packing U.T (a transpose) takes 55 us for 128 x 512, more than it saves on a single sentence.
+_PACK_T_MIN_ROWS = 3
+
+
+@kernel()
+def _backward_weights(U, rows):
+    """``U.T`` packed for :func:`_times_u_t`, or an empty array for few rows."""
+    if rows >= _PACK_T_MIN_ROWS:
+        return packed(U.T)
+    return np.empty((0, U.shape[1], 1), dtype=U.dtype)
+
+
+@kernel()
+def _times_u_t(d, U, Ut, out, n):
+    """out[:n] = d[:n] @ U.T, with ``Ut = _backward_weights(U, ...)``."""
+    if Ut.shape[0] > 0:
+        matmul_packed(d, n, Ut, U.shape[0], out)
+        return
+    zero = zero_of(out)
+    for r in range(n):
+        dr = d[r]
+        for i in range(U.shape[0]):
+            m = U[i]
+            acc = zero
+            for k in range(U.shape[1]):
+                acc += dr[k] * m[k]
+            out[r, i] = acc
+
+
 @kernel()
 def _input_gradients(x, W, d_pre, dx, dW, db):
     """dW = x^T d_pre, db = column sums of d_pre, dx = d_pre W^T (padding rows of d_pre are 0)."""
@@ -168,7 +199,7 @@ def _input_gradients(x, W, d_pre, dx, dW, db):
     x2 = x.reshape((B * T, D))
     d2 = d_pre.reshape((B * T, G))
     np.dot(x2.T, d2, dW)
-    matmul_packed(d2, B * T, packed(W.T), D, dx.reshape((B * T, D)))
+    np.dot(d2, W.T, dx.reshape((B * T, D)))
     db[:] = 0
     for r in range(B * T):
         for k in range(G):
@@ -344,7 +375,7 @@ def lstm_backward(
     dc_state[:] = d_c_last
     step = np.empty((B, 4 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
-    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
+    Ut = _backward_weights(U, B)
     tc = np.empty(H, dtype=x.dtype)
     dh = np.empty(H, dtype=x.dtype)
     dc = np.empty(H, dtype=x.dtype)
@@ -391,7 +422,7 @@ def lstm_backward(
             for j in range(H):
                 cs[j] = dc[j] * g_row[H + j]
             d_gates[row, t, :] = step[row]
-        matmul_packed(step, n, Ut, H, dh_rec)
+        _times_u_t(step, U, Ut, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
@@ -504,7 +535,7 @@ def gru_backward(
     direct = np.empty((B, H), dtype=x.dtype)
     step = np.empty((B, 3 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
-    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
+    Ut = _backward_weights(U, B)
     dh = np.empty(H, dtype=x.dtype)
     # Gradient of the recurrent pre-activations (differs from d_gates in the candidate block).
     d_rec = np.zeros((B, T, 3 * H), dtype=x.dtype)
@@ -547,7 +578,7 @@ def gru_backward(
             for j in range(H):
                 db_rn[j] += st[2 * H + j]
             d_rec[row, t, :] = step[row]
-        matmul_packed(step, n_rows, Ut, H, dh_rec)
+        _times_u_t(step, U, Ut, dh_rec, n_rows)
         for row in range(n_rows):
             if lengths[row] > s:
                 for j in range(H):
@@ -644,7 +675,7 @@ def rnn_backward(
     dh_state[:] = d_h_last
     step = np.empty((B, H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
-    Ut = packed(U.T)  # the backward's per-step products are d @ U.T
+    Ut = _backward_weights(U, B)
     d_pre[:] = 0
     for s in range(T - 1, -1, -1):
         n = active_rows(lengths, s)
@@ -667,7 +698,7 @@ def rnn_backward(
                 for j in range(H):
                     st[j] = (dh_row[j] + hs[j]) * (one - h_row[j] * h_row[j])
             d_pre[row, t, :] = step[row]
-        matmul_packed(step, n, Ut, H, dh_rec)
+        _times_u_t(step, U, Ut, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
                 dh_state[row, :] = dh_rec[row]
