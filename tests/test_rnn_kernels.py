@@ -185,3 +185,35 @@ def test_lstm_forget_bias_starts_at_one_and_irnn_is_identity():
 def test_unknown_cell_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown cell 'lstn'"):
         R.init_direction("lstn", 3, 4, np.random.default_rng(0))
+
+
+def test_scratch_is_reused_per_thread_and_never_shared_between_threads():
+    import threading
+
+    first = R._scratch((4, 5, 6), np.float32)
+    smaller = R._scratch((3, 7), np.float32)
+    assert smaller.shape == (3, 7) and np.shares_memory(first, smaller)
+    assert not np.shares_memory(first, R._scratch((2, 3), np.float64))  # per dtype
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(R._scratch((4, 5, 6),
+                                                                            np.float32)))
+    worker.start()
+    worker.join()
+    assert not np.shares_memory(first, seen[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_twice_gives_the_same_gradients(cell):
+    """The backward pass's work array is reused between calls: a second call, after another
+    layer's backward pass of a different size in between, gives the same bits."""
+    params, x, lengths, h0, c0 = make_case(cell, np.float32, seed=4)
+    d_out = np.random.default_rng(5).normal(size=x.shape[:2] + (h0.shape[1],)).astype(np.float32)
+    out, _, _, cache = R.direction_forward(cell, params, x, lengths, False, h0, c0)
+    first = R.direction_backward(params, cache, d_out)
+    other = make_case(cell, np.float32, seed=6, B=9, T=11, D=5, H=7)
+    _, _, _, other_cache = R.direction_forward(cell, other[0], *other[1:3])
+    R.direction_backward(other[0], other_cache, np.ones((9, 11, 7), np.float32))
+    second = R.direction_backward(params, cache, d_out)
+    np.testing.assert_array_equal(first[0], second[0])
+    for name in first[1]:
+        np.testing.assert_array_equal(first[1][name], second[1][name])
