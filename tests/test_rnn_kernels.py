@@ -217,3 +217,73 @@ def test_backward_twice_gives_the_same_gradients(cell):
     np.testing.assert_array_equal(first[0], second[0])
     for name in first[1]:
         np.testing.assert_array_equal(first[1][name], second[1][name])
+
+
+def test_workspace_reuses_the_smallest_fitting_buffer_and_keeps_no_more_than_it_lent():
+    ws = R.Workspace()
+    big, small = ws.take((4, 50), np.float32), ws.take((3, 10), np.float32)
+    ws.give([big, small])
+    again = ws.take((2, 12), np.float32)  # 24 elements: the 30-element buffer fits best
+    assert again.shape == (2, 12) and np.shares_memory(again, small)
+    assert not np.shares_memory(ws.take((5,), np.float64), big)  # per dtype
+    ws.give([again])
+    grown = ws.take((10, 30), np.float32)  # nothing fits: the largest too-small one is dropped
+    assert not np.shares_memory(grown, big) and not np.shares_memory(grown, again)
+    assert ws.nbytes == 30 * 4  # only the other one is left
+    ws.give([grown, grown])  # handing back twice keeps one copy
+    assert ws.nbytes == (30 + 300) * 4
+    ws.clear()
+    assert ws.nbytes == 0
+
+
+def _stack_case(bidirectional, seed=0):
+    rng = np.random.default_rng(seed)
+    stack = R.RNNStack("lstm", 5, 6, num_layers=2, bidirectional=bidirectional)
+    params = stack.init_params(rng)
+    batches = []
+    for B, T in [(4, 7), (3, 9), (5, 4)]:  # lengths differ: buffers are reused at other sizes
+        x = rng.normal(size=(B, T, 5)).astype(np.float32)
+        lengths = rng.integers(1, T + 1, size=B)
+        d_out = rng.normal(size=(B, T, stack.output_size)).astype(np.float32)
+        batches.append((x, lengths, d_out))
+    return stack, params, batches
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_stack_reusing_its_workspace_gives_the_bits_of_fresh_arrays(bidirectional):
+    stack, params, batches = _stack_case(bidirectional)
+    results = []
+    for x, lengths, d_out in batches:
+        out, cache = stack.forward(params, x, lengths)
+        results.append((out.copy(), *stack.backward(params, cache, d_out)))
+    assert stack.workspace.nbytes > 0
+    for (x, lengths, d_out), (out, dx, grads) in zip(batches, results, strict=True):
+        fresh = R.RNNStack("lstm", 5, 6, num_layers=2, bidirectional=bidirectional)
+        out_f, cache_f = fresh.forward(params, x, lengths)
+        dx_f, grads_f = fresh.backward(params, cache_f, d_out)
+        np.testing.assert_array_equal(out, out_f)
+        np.testing.assert_array_equal(dx, dx_f)
+        for name in grads_f:
+            np.testing.assert_array_equal(grads[name], grads_f[name])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_stack_output_survives_the_next_batch(bidirectional):
+    """The arrays handed back after a backward pass are never ones the caller was given."""
+    stack, params, batches = _stack_case(bidirectional)
+    (x, lengths, d_out), (x2, lengths2, d_out2) = batches[0], batches[1]
+    out, cache = stack.forward(params, x, lengths)
+    kept = out.copy()
+    stack.backward(params, cache, d_out)
+    _, cache2 = stack.forward(params, x2, lengths2)
+    stack.backward(params, cache2, d_out2)
+    np.testing.assert_array_equal(out, kept)
+
+
+def test_stack_backward_twice_on_one_forward_is_a_clear_error():
+    stack, params, batches = _stack_case(True)
+    x, lengths, d_out = batches[0]
+    _, cache = stack.forward(params, x, lengths)
+    stack.backward(params, cache, d_out)
+    with pytest.raises(RuntimeError, match="already used by a backward pass"):
+        stack.backward(params, cache, d_out)

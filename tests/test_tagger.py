@@ -164,6 +164,9 @@ def test_other_architectures_train(options):
     X, y = ner_data(60)
     model = SequenceTagger(**dict(SMALL, **options)).fit(X, y)
     assert model.score(X, y) > 0.5
+    # The work arrays reused between training batches are not kept by the fitted model.
+    for stack in (model._model.network.rnn, model._model.featurizer.char_rnn):
+        assert stack is None or stack.workspace.nbytes == 0
 
 
 def test_partial_fit_continues_and_rejects_new_labels():

@@ -5,6 +5,7 @@ device selection and model files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -272,7 +273,7 @@ class RecurrentEstimator(EstimatorBase):
             best_progress = tuple(resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
-        with thread_limit(self.n_jobs):
+        with thread_limit(self.n_jobs), self._workspaces_released():
             for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
                 lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
                 self._optimizer.learning_rate = lr
@@ -340,6 +341,15 @@ class RecurrentEstimator(EstimatorBase):
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
+
+    @contextlib.contextmanager
+    def _workspaces_released(self):
+        """Training reuses the recurrent layers' work arrays from batch to batch; a fitted model
+        keeps none of them."""
+        try:
+            yield
+        finally:
+            self._model.release_workspaces()
 
     def _early_stopping_step(self, epoch, dev_key, progress, best_score, best_progress, waited):
         """Book-keeping of early stopping after an epoch: the new bests, the patience count, and

@@ -33,6 +33,12 @@ class _FeaturizedModel:
         stay on the CPU."""
         self.network.set_device(device)
 
+    def release_workspaces(self) -> None:
+        """Drop the arrays that the recurrent stacks keep for reuse between training batches."""
+        for stack in (self.network.rnn, getattr(self.featurizer, "char_rnn", None)):
+            if stack is not None:
+                stack.workspace.clear()
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters of the featurizer and the network."""
         params = self.featurizer.init_params(rng, dtype)
