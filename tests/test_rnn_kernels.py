@@ -68,10 +68,13 @@ def test_matches_reference(cell, reverse, dtype, sizes):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4),
-                                   dict(B=7, T=6, D=3, H=17, lengths=[6, 5, 2, 2, 1, 0, 0])])
+                                   dict(B=7, T=6, D=3, H=17, lengths=[6, 5, 2, 2, 1, 0, 0]),
+                                   dict(B=1, T=5, D=3, H=9, lengths=[5]),
+                                   dict(B=1, T=45, D=3, H=9, lengths=[44])])
 def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
     # In the second case only rows 0 and 1 run from step 2 on: the products of the last steps
-    # have fewer rows than the first.
+    # have fewer rows than the first. A single sequence reads U in place below
+    # rnn_cpu._PACK_MIN_STEPS_ONE_ROW steps (the third case) and packs it from there (the fourth).
     params, x, lengths, h0, c0 = make_case("lstm", dtype, seed=3, **sizes)
     out, h_last, c_last, cache = R.direction_forward("lstm", params, x, lengths, reverse, h0, c0,
                                                      need_backward=False)
@@ -88,6 +91,28 @@ def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
     np.testing.assert_allclose(out, train_out, **TOL[dtype])
     np.testing.assert_allclose(c_last, train_c, **TOL[dtype])
     assert (out[np.arange(x.shape[1]) >= lengths[:, None]] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4), dict(B=1, T=7, D=3, H=20, lengths=[7]),
+                                   dict(B=11, T=6, D=7, H=20)])
+def test_paired_prediction_pass_is_both_directions_concatenated(sizes, dtype):
+    """The stack's one-call prediction pass of both LSTM directions gives the bits of the two
+    directions run one by one and concatenated."""
+    stack = R.RNNStack("lstm", sizes["D"], sizes["H"], num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(8)
+    params = {k: (v + rng.normal(0, 0.3, v.shape)).astype(dtype)
+              for k, v in stack.init_params(rng, dtype).items()}
+    _, x, lengths, _, _ = make_case("lstm", dtype, seed=9, **sizes)
+    out, _ = stack.forward(params, x, lengths, need_backward=False)
+    inputs = x
+    for layer in range(2):
+        halves = [R.direction_forward("lstm", stack._direction_params(params, layer, d), inputs,
+                                      lengths, reverse=d == "bwd", need_backward=False)[0]
+                  for d in ("fwd", "bwd")]
+        inputs = np.concatenate(halves, axis=2)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, inputs)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -442,6 +442,11 @@ def _direction_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _parallel_directions(work: int) -> bool:
+    """Whether two directions with ``work`` (batch x steps x hidden) each run in two threads."""
+    return work >= _config.PARALLEL_DIRECTIONS_MIN_WORK and numba.get_num_threads() >= 2
+
+
 def run_directions(calls: list, work: int) -> list:
     """Run one callable per direction; two of them concurrently when it pays off.
 
@@ -449,8 +454,7 @@ def run_directions(calls: list, work: int) -> list:
     forward one runs here. Each direction's arithmetic is the same either way, so the results
     are bitwise identical to a serial run.
     """
-    if (len(calls) == 2 and work >= _config.PARALLEL_DIRECTIONS_MIN_WORK
-            and numba.get_num_threads() >= 2):
+    if len(calls) == 2 and _parallel_directions(work):
         future = _direction_pool().submit(calls[1])
         first = calls[0]()
         return [first, future.result()]
@@ -558,6 +562,11 @@ class RNNStack:
                 inputs = out
                 continue
             B, T, _ = inputs.shape
+            if (not need_backward and self.cell == "lstm" and self.device == "cpu"
+                    and self.bidirectional and not _parallel_directions(self._work(B * T))):
+                inputs = self._lstm_infer_pair(params, layer, inputs, lengths)
+                caches.append((mask, [None, None]))
+                continue
             # The outputs of two directions are copied into one array below, so theirs can
             # be reused too; a single direction's is the caller's.
             calls = [partial(direction_forward, self.cell,
@@ -573,6 +582,21 @@ class RNNStack:
             inputs = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
             caches.append((mask, dir_caches))
         return inputs, caches
+
+    def _lstm_infer_pair(self, params: dict, layer: int, x: np.ndarray, lengths: np.ndarray):
+        """Both directions of an LSTM layer for prediction in one kernel call (one thread): no
+        per-direction overhead and no concatenation, which counts for single sentences."""
+        dtype = params[self._key(layer, "fwd") + "W"].dtype
+        B, T, _ = x.shape
+        H = self.hidden_size
+        out = np.empty((B, T, 2 * H), dtype)
+        fwd = self._direction_params(params, layer, "fwd")
+        bwd = self._direction_params(params, layer, "bwd")
+        backend.kernels("cpu", "rnn").lstm_infer_pair(
+            np.ascontiguousarray(x, dtype), np.ascontiguousarray(lengths, np.int64),
+            fwd["W"], fwd["U"], fwd["b"], bwd["W"], bwd["U"], bwd["b"], out,
+            _scratch((B, T, 4 * H), dtype))
+        return out
 
     def backward(self, params: dict, caches: list, d_out: np.ndarray):
         """Backpropagate through the stack.
