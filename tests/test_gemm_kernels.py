@@ -66,6 +66,27 @@ def test_matmul_packed_transposed_and_strided(dtype):
     assert (out_big[:, :2] == 0).all() and (out_big[:, 2 + H:] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 3, 8, 13, 70])  # one micro-kernel, several, more than a row block
+def test_matmul_packed_reads_a_transposed_left_factor(dtype, M):
+    """``x^T @ d`` with ``x.T`` read in place (the backward's weight gradients), and a left factor
+    with neither stride a unit."""
+    rng = np.random.default_rng(3)
+    nr = _nr(dtype)
+    K, N = 37, 2 * nr + 5
+    x = rng.standard_normal((K, M)).astype(dtype)
+    d = rng.standard_normal((K, N)).astype(dtype)
+    dp = np.empty(gemm_cpu.packed_shape(K, N, dtype), dtype)
+    gemm_cpu.pack_panels(d, dp)
+    np.testing.assert_array_equal(dp, gemm_cpu.packed(d))
+    out = np.empty((M, N), dtype)
+    gemm_cpu.matmul_packed(x.T, M, dp, N, out)
+    np.testing.assert_allclose(out, x.T @ d, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    both = rng.standard_normal((2 * K, 3 * M)).astype(dtype)[::2, ::3]  # strides (2 rows, 3)
+    gemm_cpu.matmul_packed(both.T, M, dp, N, out)
+    np.testing.assert_allclose(out, both.T @ d, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+
+
 def test_zero_rows_and_empty_inner_dimension():
     a = np.ones((4, 0), np.float32)
     m = np.ones((0, 5), np.float32)

@@ -312,3 +312,28 @@ def test_stack_backward_twice_on_one_forward_is_a_clear_error():
     stack.backward(params, cache, d_out)
     with pytest.raises(RuntimeError, match="already used by a backward pass"):
         stack.backward(params, cache, d_out)
+
+
+def test_lstm_backward_packs_into_the_given_work_array_or_its_own():
+    """The CPU LSTM backward pass packs the gate gradients into the caller's work array when
+    given one, else into one of its own: the same bits either way."""
+    from tagger.kernels.gemm_cpu import packed_shape
+
+    params, x, lengths, h0, c0 = make_case("lstm", np.float32, seed=11, B=5, T=6, D=4, H=9)
+    B, T, _ = x.shape
+    H = 9
+    _, _, _, cache = R.direction_forward("lstm", params, x, lengths, False, h0, c0)
+    d_h = np.random.default_rng(12).normal(size=(B, T, H)).astype(np.float32)
+    results = []
+    for extra in ((), (np.full(packed_shape(B * T, 4 * H, np.float32), np.nan, np.float32),)):
+        out = [np.empty((B, T, 4 * H), np.float32), np.empty_like(x),
+               np.empty_like(params["W"]), np.empty_like(params["U"]),
+               np.empty_like(params["b"]), np.empty((B, H), np.float32),
+               np.empty((B, H), np.float32)]
+        rnn_cpu.lstm_backward(x, lengths, params["W"], params["U"], c0, False, cache.gates,
+                              cache.c_out, cache.h_prev, d_h, np.zeros_like(h0),
+                              np.zeros_like(c0), *out, *extra)
+        results.append(out)
+    for first, second in zip(*results, strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert np.isfinite(results[0][3]).all()

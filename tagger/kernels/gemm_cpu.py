@@ -63,6 +63,13 @@ def _lanes(itemsize: int) -> int:
     return VECTOR_BYTES // itemsize
 
 
+def packed_shape(K: int, N: int, dtype) -> tuple[int, int, int]:
+    """Shape of :func:`packed` of a ``(K, N)`` matrix of ``dtype`` (for a caller that provides
+    the array to :func:`pack_panels`)."""
+    nr = _V * _lanes(np.dtype(dtype).itemsize)
+    return ((N + nr - 1) // nr, K, nr)
+
+
 def panel_width(arr):
     """Columns per panel (NR) for arrays of the dtype of ``arr`` (Numba-only)."""
     raise NotImplementedError("panel_width is only callable from compiled code")
@@ -107,7 +114,11 @@ def _make_micro_kernel(rows: int, split: int):
             C = context.make_array(cty)(context, builder, c_v)
             item = context.get_value_type(aty.dtype)
             size = i64(np.dtype(aty.dtype.name).itemsize)
-            lda = builder.sdiv(cgutils.unpack_tuple(builder, A.strides, 2)[0], size)
+            # Element strides of a: rows and columns (a constant 1 where the layout fixes it,
+            # so that LLVM folds it: a C-ordered a, or the transpose of one, F-ordered).
+            a_strides = cgutils.unpack_tuple(builder, A.strides, 2)
+            lda = i64(1) if aty.layout == "F" else builder.sdiv(a_strides[0], size)
+            sda = i64(1) if aty.layout == "C" else builder.sdiv(a_strides[1], size)
             ldc = builder.sdiv(cgutils.unpack_tuple(builder, C.strides, 2)[0], size)
             vty = ir.VectorType(item, lanes)
             vptr = vty.as_pointer()
@@ -129,7 +140,7 @@ def _make_micro_kernel(rows: int, split: int):
                 out = []
                 for r in range(rows):
                     av = builder.load(builder.gep(a_base, [builder.add(builder.mul(i64(r), lda),
-                                                                       k)]))
+                                                                       builder.mul(k, sda))]))
                     av = builder.shuffle_vector(
                         builder.insert_element(undef, av, ir.IntType(32)(0)), undef, splat)
                     out.append([builder.call(fma, [av, bv[v], acc[r][v]]) for v in range(_V)])
@@ -258,7 +269,8 @@ def panel_matmul(a, n, b, K, N, ldb, pstride, out):
     Parameters
     ----------
     a : ndarray (>= n, >= K)
-        Left factor; rows at any stride, unit stride along a row.
+        Left factor, any strides (a transposed C-ordered matrix reads as well as a C-ordered one:
+        the rows of a block are then adjacent).
     n : int
         Rows to compute.
     b : ndarray 1-D

@@ -35,7 +35,7 @@ from numba.np.numpy_support import as_dtype
 
 from .. import _config
 from ._jit import kernel
-from .gemm_cpu import matmul_packed, packed
+from .gemm_cpu import matmul_packed, pack_panels, packed
 
 
 def fast_exp(x):
@@ -423,7 +423,7 @@ def _lstm_infer_into(x, lengths, W, U, b, h_state, c_state, reverse, out, col, p
 @kernel()
 def lstm_backward(
     x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h_last, d_c_last,
-    d_gates, dx, dW, dU, db, dh0, dc0,
+    d_gates, dx, dW, dU, db, dh0, dc0, d_packed=None,
 ):
     """LSTM backward pass (backpropagation through time) for one direction.
 
@@ -443,6 +443,9 @@ def lstm_backward(
         Out: gradients with respect to ``x``, ``W``, ``U`` and ``b``.
     dh0, dc0 : ndarray (B, H)
         Out: gradients with respect to the initial states.
+    d_packed : ndarray, optional
+        Scratch of ``gemm_cpu.packed_shape(B * T, 4H, dtype)`` for ``d_gates`` packed (allocated
+        when omitted).
     """
     B, T, _ = x.shape
     H = U.shape[0]
@@ -507,8 +510,22 @@ def lstm_backward(
     # Every valid step was written above; only the padding is left to zero (cheaper than
     # zeroing the whole array first).
     _zero_padding(lengths, d_gates)
-    _input_gradients(x, W, d_gates, dx, dW, db)
-    np.dot(h_prev.reshape((B * T, H)).T, d_gates.reshape((B * T, 4 * H)), dU)
+    # dW = x^T d and dU = h_prev^T d on the packed kernels with d packed once for both (the
+    # transposes are read in place): 2.9 + 0.1 ms at shape 32 x 40, hidden 128, against 3.3 ms
+    # for BLAS. dx = d W^T stays on BLAS (W^T has too few columns to fill the panels).
+    d2 = d_gates.reshape((B * T, 4 * H))
+    if d_packed is None:
+        dp = packed(d2)
+    else:
+        pack_panels(d2, d_packed)
+        dp = d_packed
+    matmul_packed(x.reshape((B * T, x.shape[2])).T, x.shape[2], dp, 4 * H, dW)
+    matmul_packed(h_prev.reshape((B * T, H)).T, H, dp, 4 * H, dU)
+    np.dot(d2, W.T, dx.reshape((B * T, x.shape[2])))
+    db[:] = 0
+    for r in range(B * T):
+        for k in range(4 * H):
+            db[k] += d2[r, k]
 
 
 # --------------------------------------------------------------------------------------------------
