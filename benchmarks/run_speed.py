@@ -86,10 +86,12 @@ def targets(read=_results.read_section) -> list[tuple[str, str, bool | None]]:
         cell(1, "C", "train", "ratio"), lambda v: v >= 1.0, "{:.2f}×")
     add("BiLSTM inference, shape A, 1 thread: ≥ 0.8× PyTorch",
         cell(1, "A", "infer", "ratio"), lambda v: v >= 0.8, "{:.2f}×")
-    ours, theirs = cell(1, "B", "infer", "tagger ms"), cell(1, "B", "infer", "PyTorch ms")
+    # The time ratio from the tokens/s columns: the ms columns are rounded to 0.01 ms.
+    ours, theirs = (cell(1, "B", "infer", c) for c in ("tagger tokens/s", "PyTorch tokens/s"))
+    ms = cell(1, "B", "infer", "tagger ms"), cell(1, "B", "infer", "PyTorch ms")
     add("Single-sentence latency, shape B (1 × 20): ≤ 0.5× PyTorch's time",
-        None if ours is None or theirs is None else ours / theirs, lambda v: v <= 0.5,
-        f"{{:.2f}}× ({ours} against {theirs} ms)")
+        None if ours is None or theirs is None else theirs / ours, lambda v: v <= 0.5,
+        f"{{:.3f}}× ({ms[0]} against {ms[1]} ms)")
     for shape in ("A", "C"):
         one, two = (cell(t, shape, "train", "tagger tokens/s") for t in (1, 2))
         add(f"Training on 2 threads, shape {shape}: ≥ 1.6× one thread",
