@@ -237,14 +237,19 @@ def _times_u_t(d, U, Ut, out, n):
 def _input_gradients(x, W, d_pre, dx, dW, db):
     """dW = x^T d_pre, db = column sums of d_pre, dx = d_pre W^T (padding rows of d_pre are 0)."""
     B, T, D = x.shape
-    G = W.shape[1]
     x2 = x.reshape((B * T, D))
-    d2 = d_pre.reshape((B * T, G))
+    d2 = d_pre.reshape((B * T, W.shape[1]))
     np.dot(x2.T, d2, dW)
-    np.dot(d2, W.T, dx.reshape((B * T, D)))
+    _dx_and_db(d2, W, dx.reshape((B * T, D)), db)
+
+
+@kernel()
+def _dx_and_db(d2, W, dx2, db):
+    """dx2 = d2 W^T and db = the column sums of d2 (rows of d2 are steps)."""
+    np.dot(d2, W.T, dx2)
     db[:] = 0
-    for r in range(B * T):
-        for k in range(G):
+    for r in range(d2.shape[0]):
+        for k in range(d2.shape[1]):
             db[k] += d2[r, k]
 
 
@@ -521,11 +526,7 @@ def lstm_backward(
         dp = d_packed
     matmul_packed(x.reshape((B * T, x.shape[2])).T, x.shape[2], dp, 4 * H, dW)
     matmul_packed(h_prev.reshape((B * T, H)).T, H, dp, 4 * H, dU)
-    np.dot(d2, W.T, dx.reshape((B * T, x.shape[2])))
-    db[:] = 0
-    for r in range(B * T):
-        for k in range(4 * H):
-            db[k] += d2[r, k]
+    _dx_and_db(d2, W, dx.reshape((B * T, x.shape[2])), db)
 
 
 # --------------------------------------------------------------------------------------------------
