@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from tagger.nn import init
-from tagger.nn.optim import SGD, Adam, clip_grad_norm, decayed_learning_rate, make_optimizer
+from tagger.nn.optim import (
+    SGD,
+    Adam,
+    clip_grad_norm,
+    clip_scale,
+    decayed_learning_rate,
+    global_norm,
+    make_optimizer,
+)
 
 
 def test_adam_matches_the_paper_update():
@@ -96,3 +104,78 @@ def test_initialisers():
     assert w.dtype == np.float32 and np.abs(w).max() <= np.sqrt(6 / 400)
     assert abs(w.std() - np.sqrt(6 / 400) / np.sqrt(3)) < 0.01
     np.testing.assert_array_equal(init.identity((3, 3), gain=2.0), 2 * np.eye(3))
+
+
+def _adam_numpy(p, grads, lr, b1, b2, eps, wd, scale):
+    """The float32 Adam update written as NumPy expressions, one rounding per operation."""
+    dtype = p.dtype.type
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g * dtype(scale) + dtype(wd) * p
+        m = m * dtype(b1) + dtype(1 - b1) * g
+        v = v * dtype(b2) + dtype(1 - b2) * (g * g)
+        lr_t = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_t = eps * math.sqrt(1 - b2**t)
+        p = p - dtype(lr_t) * m / (np.sqrt(v) + dtype(eps_t))
+    return p
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_adam_float32_kernel_matches_numpy_with_scale_and_weight_decay(layout):
+    rng = np.random.default_rng(3)
+    p0 = rng.normal(size=(37, 11)).astype(np.float32)
+    grads = [rng.normal(size=(37, 11)).astype(np.float32) for _ in range(5)]
+    expected = _adam_numpy(p0, grads, 0.01, 0.9, 0.999, 1e-8, 0.01, 0.25)
+    if layout == "C":
+        param = p0.copy()
+    elif layout == "F":
+        param = np.asfortranarray(p0)
+    else:
+        holder = np.zeros((37, 22), np.float32)
+        param = holder[:, ::2]
+        param[...] = p0
+    opt = Adam(0.01, weight_decay=0.01)
+    for g in grads:
+        opt.step({"w": param}, {"w": g if layout != "F" else np.asfortranarray(g)}, scale=0.25)
+    assert param.dtype == np.float32
+    np.testing.assert_allclose(param, expected, rtol=2e-6, atol=1e-7)
+    # The update moved the weights by far more than the tolerance.
+    assert np.abs(param - p0).max() > 0.04
+    if layout == "strided":
+        assert not holder[:, 1::2].any()  # the update wrote the view, nothing beside it
+
+
+def test_step_scale_equals_clipping_the_gradients_first():
+    rng = np.random.default_rng(4)
+    grads = {"a": rng.normal(size=(8, 3)).astype(np.float32),
+             "b": 10 * rng.normal(size=5).astype(np.float32)}
+    start = {k: rng.normal(size=g.shape).astype(np.float32) for k, g in grads.items()}
+    clipped = {k: g.copy() for k, g in grads.items()}
+    norm = clip_grad_norm(clipped, 1.0)
+    assert norm > 1.0
+    for opt_cls in (Adam, lambda lr: SGD(lr, momentum=0.9)):
+        by_scale = {k: v.copy() for k, v in start.items()}
+        by_clip = {k: v.copy() for k, v in start.items()}
+        untouched = {k: g.copy() for k, g in grads.items()}
+        opt_cls(0.1).step(by_scale, grads, scale=clip_scale(norm, 1.0))
+        opt_cls(0.1).step(by_clip, clipped)
+        for k in start:
+            np.testing.assert_allclose(by_scale[k], by_clip[k], rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(grads[k], untouched[k])
+
+
+def test_global_norm_in_float64_over_float32_gradients():
+    rng = np.random.default_rng(5)
+    grads = {"a": rng.normal(size=(300, 7)).astype(np.float32),
+             "b": rng.normal(size=(4, 9)).astype(np.float32)[:, ::2]}
+    expected = math.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values()))
+    assert global_norm(grads) == pytest.approx(expected, rel=1e-14)
+    assert clip_scale(expected, None) == 1.0
+    assert clip_scale(expected, 2 * expected) == 1.0
+    assert clip_scale(float("inf"), 1.0) == 1.0
+    assert clip_scale(4.0, 1.0) == pytest.approx(0.25)
+
+
+def test_adam_refuses_a_gradient_of_another_shape():
+    with pytest.raises(ValueError, match="gradient of 'w' has shape \\(3,\\)"):
+        Adam(0.1).step({"w": np.zeros(4)}, {"w": np.zeros(3)})

@@ -10,14 +10,28 @@ import math
 
 import numpy as np
 
+from ..kernels import optim_cpu
+
 
 def global_norm(grads: dict[str, np.ndarray]) -> float:
     """L2 norm of all gradients together, summed in a fixed (sorted-key) order in float64."""
     total = 0.0
     for name in sorted(grads):
-        g = grads[name].astype(np.float64, copy=False).ravel()
-        total += float(g @ g)
+        g = grads[name]
+        if g.dtype in _KERNEL_DTYPES:
+            total += optim_cpu.sum_squares(np.ascontiguousarray(g).reshape(-1))
+        else:
+            g = g.astype(np.float64).ravel()
+            total += float(g @ g)
     return math.sqrt(total)
+
+
+def clip_scale(norm: float, max_norm: float | None) -> float:
+    """The factor that brings a global gradient norm down to ``max_norm`` (1 when it is under
+    it, when clipping is off, or when the norm is not finite)."""
+    if max_norm is not None and max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        return max_norm / (norm + 1e-12)
+    return 1.0
 
 
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None) -> float:
@@ -38,8 +52,8 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None) -> floa
         The norm before clipping (inf or nan when a gradient is not finite).
     """
     norm = global_norm(grads)
-    if max_norm is not None and max_norm > 0 and math.isfinite(norm) and norm > max_norm:
-        scale = max_norm / (norm + 1e-12)
+    scale = clip_scale(norm, max_norm)
+    if scale != 1.0:
         for g in grads.values():
             g *= g.dtype.type(scale)
     return norm
@@ -48,6 +62,9 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None) -> floa
 def decayed_learning_rate(base: float, decay: float, epoch: int) -> float:
     """``base / (1 + decay * epoch)``, the schedule of Lample et al. (2016) and Ma & Hovy (2016)."""
     return base / (1.0 + decay * epoch)
+
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class Optimizer:
@@ -60,18 +77,21 @@ class Optimizer:
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
 
-    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
+             scale: float = 1.0) -> None:
+        """Update ``params`` in place from ``grads`` multiplied by ``scale`` (the gradient
+        clipping factor of :func:`clip_scale`; the gradients themselves are not modified)."""
         self.steps += 1
         for name in sorted(grads):
-            self._update(name, params[name], grads[name])
+            self._update(name, params[name], grads[name], scale)
 
-    def _update(self, name: str, param: np.ndarray, grad: np.ndarray) -> None:
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scale: float) -> None:
         raise NotImplementedError
 
     def _slot(self, key: str, like: np.ndarray) -> np.ndarray:
         slot = self.state.get(key)
         if slot is None:
-            slot = self.state[key] = np.zeros_like(like)
+            slot = self.state[key] = np.zeros(like.shape, like.dtype)
         return slot
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -83,7 +103,8 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.steps = int(state["steps"])
-        self.state = {k[len("slot."):]: np.array(v) for k, v in state.items() if k != "steps"}
+        self.state = {k[len("slot."):]: np.array(v, order="C") for k, v in state.items()
+                      if k != "steps"}
 
 
 class SGD(Optimizer):
@@ -110,9 +131,10 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.weight_decay = weight_decay
 
-    def _update(self, name, param, grad):
+    def _update(self, name, param, grad, scale):
         dtype = param.dtype.type
-        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        g = grad * dtype(scale) if scale != 1.0 else grad
+        g = g + dtype(self.weight_decay) * param if self.weight_decay else g
         if self.momentum:
             v = self._slot(name, param)
             v *= dtype(self.momentum)
@@ -142,20 +164,29 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay = weight_decay
 
-    def _update(self, name, param, grad):
-        dtype = param.dtype.type
-        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+    def _update(self, name, param, grad, scale):
         m = self._slot("m." + name, param)
         v = self._slot("v." + name, param)
-        m *= dtype(self.beta1)
-        m += dtype(1 - self.beta1) * g
-        v *= dtype(self.beta2)
-        v += dtype(1 - self.beta2) * (g * g)
         correction = math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
         lr_t = self.learning_rate * correction
         # eps scaled like the bias-corrected denominator, so this equals the paper's update.
         eps_t = self.eps * math.sqrt(1 - self.beta2**self.steps)
-        param -= dtype(lr_t) * m / (np.sqrt(v) + dtype(eps_t))
+        dtype = param.dtype.type
+        scalars = [dtype(s) for s in (scale, self.weight_decay, self.beta1, 1 - self.beta1,
+                                      self.beta2, 1 - self.beta2, lr_t, eps_t)]
+        if param.dtype not in _KERNEL_DTYPES:
+            raise TypeError(f"Adam updates float32 or float64 parameters, got {param.dtype} "
+                            f"for {name!r}")
+        if grad.shape != param.shape:
+            raise ValueError(f"gradient of {name!r} has shape {grad.shape}, its parameter "
+                             f"{param.shape}")
+        # One pass over contiguous memory; a parameter of another layout is updated in a copy.
+        flat = param if param.flags.c_contiguous else np.ascontiguousarray(param)
+        optim_cpu.adam_update(flat.reshape(-1),
+                              np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1),
+                              m.reshape(-1), v.reshape(-1), *scalars)
+        if flat is not param:
+            param[...] = flat
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

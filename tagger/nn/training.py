@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from .optim import Optimizer, clip_grad_norm
+from .optim import Optimizer, clip_scale, global_norm
 
 
 def length_batches(lengths: Sequence[int], batch_size: int,
@@ -106,7 +106,8 @@ def _blas_controller():
 
 def apply_gradients(params: dict, grads: dict, loss: float, optimizer: Optimizer,
                     clip_norm: float | None) -> float:
-    """Clip the gradients to ``clip_norm`` and take one optimizer step.
+    """Take one optimizer step with the gradients clipped to the global norm ``clip_norm``
+    (the gradient arrays themselves are left as they are).
 
     Returns
     -------
@@ -118,10 +119,11 @@ def apply_gradients(params: dict, grads: dict, loss: float, optimizer: Optimizer
     FloatingPointError
         When the loss or the gradients are not finite; the parameters are left unchanged.
     """
-    norm = clip_grad_norm(grads, clip_norm)
+    norm = global_norm(grads)
     if not (math.isfinite(loss) and math.isfinite(norm)):
         raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
-    optimizer.step(params, grads)
+    # The clipping factor goes into the update rather than a pass over every gradient.
+    optimizer.step(params, grads, scale=clip_scale(norm, clip_norm))
     return norm
 
 
