@@ -80,6 +80,73 @@ def test_ops_kernels_match_numpy():
     np.testing.assert_allclose(d_table, expected)
 
 
+def _char_cnn_reference(table, char_ids, lengths, width, W, b):
+    """The character CNN written over padded windows: out[u] = max over the word's positions
+    of its windows @ W + b, and the gradients of sum(out * d_out) by autodiff-free algebra."""
+    U, L = char_ids.shape
+    C = table.shape[1]
+    half = width // 2
+    windows = np.zeros((U, L, width * C))
+    for u in range(U):
+        for p in range(lengths[u]):
+            for i in range(width):
+                q = p + i - half
+                if 0 <= q < lengths[u]:
+                    windows[u, p, i * C:(i + 1) * C] = table[char_ids[u, q]]
+    conv = windows @ W + b
+    out = np.zeros((U, W.shape[1]))
+    arg = np.full((U, W.shape[1]), -1)
+    for u in range(U):
+        if lengths[u]:
+            arg[u] = conv[u, : lengths[u]].argmax(axis=0)
+            out[u] = conv[u, arg[u], np.arange(W.shape[1])]
+    return windows, out, arg
+
+
+def test_char_cnn_kernels_match_a_padded_reference():
+    rng = np.random.default_rng(7)
+    V, C, F, width = 9, 4, 6, 5
+    lengths = np.array([3, 0, 1, 7, 2])
+    char_ids = np.zeros((5, 7), np.int64)
+    for u, n in enumerate(lengths):
+        char_ids[u, :n] = rng.integers(0, V, n)
+    table, W, b = rng.normal(size=(V, C)), rng.normal(size=(width * C, F)), rng.normal(size=F)
+    padded, expected, arg = _char_cnn_reference(table, char_ids, lengths, width, W, b)
+
+    windows = np.full((lengths.sum(), width * C), np.nan)
+    ops_cpu.char_windows(table, char_ids, lengths, width, windows)
+    valid = np.arange(7) < lengths[:, None]
+    np.testing.assert_array_equal(windows, padded[valid])
+    out, argmax = np.empty((5, F)), np.empty((5, F), np.int64)
+    ops_cpu.char_max_pool(windows @ W, b, lengths, out, argmax)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    np.testing.assert_array_equal(argmax, np.where(arg >= 0, first[:, None] + arg, -1))
+
+    # Gradients of sum(out * d_out) against the padded formulation's chain rule.
+    d_out = rng.normal(size=(5, F))
+    d_conv = np.zeros((5, 7, F))
+    for u in range(5):
+        if lengths[u]:
+            d_conv[u, arg[u], np.arange(F)] = d_out[u]
+    d_windows = d_conv @ W.T
+    want_table = np.zeros_like(table)
+    half = width // 2
+    for u in range(5):
+        for p in range(lengths[u]):
+            for i in range(width):
+                q = p + i - half
+                if 0 <= q < lengths[u]:
+                    want_table[char_ids[u, q]] += d_windows[u, p, i * C:(i + 1) * C]
+    dW_t, db, d_table = np.full((F, width * C), 9.0), np.full(F, 9.0), np.full((V, C), 9.0)
+    ops_cpu.char_cnn_backward(char_ids, lengths, width, windows, np.ascontiguousarray(W.T),
+                              argmax, d_out, dW_t, db, d_table)
+    np.testing.assert_allclose(dW_t.T, padded.reshape(-1, width * C).T @ d_conv.reshape(-1, F),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, d_out[lengths > 0].sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(d_table, want_table, rtol=1e-12, atol=1e-12)
+
+
 def test_word_shapes_and_clipping():
     names = {t: SHAPES[word_shape(t)] for t in
              ["cat", "Cat", "CAT", "iPhone", "2024", "3.5%", "A4", "...", "http://x.co",

@@ -9,6 +9,7 @@ from gradcheck import numerical_gradient, relative_error
 from tagger.demo import train_lookahead
 from tagger.nn.network import TaggingNetwork
 from tagger.nn.optim import Adam
+from tagger.nn.recurrent import dropout_mask
 from tagger.nn.training import length_batches, pad_sequences, thread_limit, train_step
 
 
@@ -158,3 +159,23 @@ def test_bidirectional_crf_learns_a_task_that_needs_right_context():
     uni = train_lookahead(bidirectional=False, epochs=8, seed=0)
     assert bi > 0.99
     assert uni < 0.6
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_dropout_mask_statistics_and_reproducibility(rate):
+    keep = 1.0 - rate
+    mask = dropout_mask(np.random.default_rng(0), (400, 2500), rate, np.float32)
+    assert mask.dtype == np.float32 and mask.shape == (400, 2500)
+    np.testing.assert_array_equal(np.unique(mask), [0.0, np.float32(1) / np.float32(keep)])
+    kept = (mask > 0).ravel()
+    # 10^6 Bernoulli draws: the kept fraction within 5 standard deviations of `keep`.
+    assert abs(kept.mean() - keep) < 5 * np.sqrt(keep * rate / kept.size)
+    # Neighbouring elements and rows are independent (correlation of ~0 within 5 sigma).
+    for a, b in ((kept[:-1], kept[1:]), (kept[:-2500], kept[2500:])):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(kept.size)
+    # The caller's generator decides the mask: same state, same mask; next draw, another mask.
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(dropout_mask(rng, (400, 2500), rate, np.float32), mask)
+    assert (dropout_mask(rng, (400, 2500), rate, np.float32) != mask).mean() > 0.1
+    with pytest.raises(ValueError, match="dropout rate must be in \\[0, 1\\)"):
+        dropout_mask(rng, (3,), 1.0, np.float32)

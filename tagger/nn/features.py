@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import ops_cpu, pool_cpu
+from ..kernels import ops_cpu
 from . import init
 from .recurrent import RNNStack, dropout_mask
 
@@ -120,14 +120,16 @@ class TokenFeaturizer:
         table = params["emb.char"]
         U, L = batch.char_ids.shape
         if self.char_encoder == "cnn":
-            windows = np.empty((U, L, self.cnn_width * self.char_dim), table.dtype)
+            # One window per character, none for the padding (a batch's words are about three
+            # times shorter than its longest).
+            windows = np.empty((int(batch.char_lengths.sum()), self.cnn_width * self.char_dim),
+                               table.dtype)
             ops_cpu.char_windows(table, batch.char_ids, batch.char_lengths, self.cnn_width,
                                  windows)
-            conv = (windows.reshape(U * L, -1) @ params["char.cnn.W"]
-                    + params["char.cnn.b"]).reshape(U, L, -1)
+            conv = windows @ params["char.cnn.W"]
             out = np.empty((U, self.char_hidden), table.dtype)
             argmax = np.empty((U, self.char_hidden), np.int64)
-            pool_cpu.max_pool(conv, batch.char_lengths, out, argmax)
+            ops_cpu.char_max_pool(conv, params["char.cnn.b"], batch.char_lengths, out, argmax)
             return out, (windows, argmax)
         emb = np.empty((U, L, self.char_dim), table.dtype)
         ops_cpu.embedding_lookup(table, batch.char_ids, emb)
@@ -144,14 +146,14 @@ class TokenFeaturizer:
         d_table = np.empty_like(table)
         if self.char_encoder == "cnn":
             windows, argmax = cache
-            d_conv = np.empty((U, L, self.char_hidden), table.dtype)
-            pool_cpu.max_pool_backward(argmax, d_out, d_conv)
-            d2 = d_conv.reshape(U * L, -1)
-            grads["char.cnn.W"] = windows.reshape(U * L, -1).T @ d2
-            grads["char.cnn.b"] = d2.sum(axis=0)
-            d_windows = (d2 @ params["char.cnn.W"].T).reshape(windows.shape)
-            ops_cpu.char_windows_backward(batch.char_ids, batch.char_lengths, self.cnn_width,
-                                          d_windows, d_table)
+            W = params["char.cnn.W"]
+            dW_t = np.empty((W.shape[1], W.shape[0]), W.dtype)
+            db = np.empty(W.shape[1], W.dtype)
+            ops_cpu.char_cnn_backward(batch.char_ids, batch.char_lengths, self.cnn_width,
+                                      windows, np.ascontiguousarray(W.T), argmax,
+                                      np.ascontiguousarray(d_out), dW_t, db, d_table)
+            grads["char.cnn.W"] = np.ascontiguousarray(dW_t.T)
+            grads["char.cnn.b"] = db
         else:
             rnn_cache, last, shape = cache
             H = self.char_hidden
