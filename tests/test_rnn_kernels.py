@@ -70,7 +70,9 @@ def test_matches_reference(cell, reverse, dtype, sizes):
 @pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4),
                                    dict(B=7, T=6, D=3, H=17, lengths=[6, 5, 2, 2, 1, 0, 0]),
                                    dict(B=1, T=5, D=3, H=9, lengths=[5]),
-                                   dict(B=1, T=45, D=3, H=9, lengths=[44])])
+                                   dict(B=1, T=45, D=3, H=9, lengths=[44]),
+                                   dict(B=150, T=4, D=3, H=5,
+                                        lengths=[4] * 40 + [3] * 50 + [2] * 40 + [1] * 20)])
 def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
     # In the second case only rows 0 and 1 run from step 2 on: the products of the last steps
     # have fewer rows than the first. A single sequence reads U in place below
@@ -91,11 +93,17 @@ def test_prediction_pass_matches_the_reference(sizes, reverse, dtype):
     np.testing.assert_allclose(out, train_out, **TOL[dtype])
     np.testing.assert_allclose(c_last, train_c, **TOL[dtype])
     assert (out[np.arange(x.shape[1]) >= lengths[:, None]] == 0).all()
+    if x.shape[0] > rnn_cpu._INFER_ROW_BLOCK:
+        # The fifth case runs in three blocks of sequences; a block alone gives the same bits.
+        block = slice(rnn_cpu._INFER_ROW_BLOCK, 2 * rnn_cpu._INFER_ROW_BLOCK)
+        alone = R.direction_forward("lstm", params, x[block], lengths[block], reverse, h0[block],
+                                    c0[block], need_backward=False)[0]
+        np.testing.assert_array_equal(out[block], alone)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4), dict(B=1, T=7, D=3, H=20, lengths=[7]),
-                                   dict(B=11, T=6, D=7, H=20)])
+                                   dict(B=11, T=6, D=7, H=20), dict(B=130, T=3, D=4, H=6)])
 def test_paired_prediction_pass_is_both_directions_concatenated(sizes, dtype):
     """The stack's one-call prediction pass of both LSTM directions gives the bits of the two
     directions run one by one and concatenated."""

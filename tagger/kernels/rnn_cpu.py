@@ -373,25 +373,72 @@ def lstm_infer_pair(x, lengths, W_f, U_f, b_f, W_b, U_b, b_b, out, pre):
     pre : ndarray (B, T, 4H)
         Scratch.
     """
-    B = x.shape[0]
+    B, T, _ = x.shape
     H = U_f.shape[0]
-    h = np.zeros((B, H), dtype=x.dtype)
-    c = np.zeros((B, H), dtype=x.dtype)
-    _lstm_infer_into(x, lengths, W_f, U_f, b_f, h, c, False, out, 0, pre)
-    h[:] = 0
-    c[:] = 0
-    _lstm_infer_into(x, lengths, W_b, U_b, b_b, h, c, True, out, H, pre)
+    h_f = np.zeros((B, H), dtype=x.dtype)
+    c_f = np.zeros((B, H), dtype=x.dtype)
+    h_b = np.zeros((B, H), dtype=x.dtype)
+    c_b = np.zeros((B, H), dtype=x.dtype)
+    rec = np.empty((min(B, _INFER_ROW_BLOCK), 4 * H), dtype=x.dtype)
+    W_fp, W_bp = packed(W_f), packed(W_b)
+    U_fp, U_bp = _step_weights(U_f, B, T), _step_weights(U_b, B, T)
+    # Block by block, both directions: the block's inputs and outputs stay in the cache between
+    # the two (6% faster than one direction over every block, then the other).
+    for r0 in range(0, B, _INFER_ROW_BLOCK):
+        r1 = min(B, r0 + _INFER_ROW_BLOCK)
+        _lstm_infer_block(x, lengths, W_fp, U_f, U_fp, b_f, h_f, c_f, False, out, 0, pre, rec,
+                          r0, r1)
+        _lstm_infer_block(x, lengths, W_bp, U_b, U_bp, b_b, h_b, c_b, True, out, H, pre, rec,
+                          r0, r1)
+    _zero_padding(lengths, out)
+
+
+# Prediction goes through blocks of this many sequences, one block after the other (input
+# projection, then the recurrence): a block's projected inputs are read back while they are still
+# in the cache, and its per-step arrays stay in the L2 cache with the packed U; for 256 sequences
+# of 25 steps the projected inputs alone take 13 MB. Measured on one core, both directions,
+# hidden 128, 256 x 25 steps: 143k tokens/s in one block, 150k in blocks of 64, 159k in blocks of
+# 32. A multiple of the micro-kernel's rows (gemm_cpu.MR): the products' groups of rows start
+# where they would in one block.
+_INFER_ROW_BLOCK = 32
 
 
 @kernel()
 def _lstm_infer_into(x, lengths, W, U, b, h_state, c_state, reverse, out, col, pre):
     """The prediction pass from the states in ``h_state`` and ``c_state`` (updated to the final
-    ones), writing the outputs to ``out[:, :, col:col + H]``."""
+    ones), writing the outputs to ``out[:, :, col:col + H]`` (zero at padding)."""
     B, T, _ = x.shape
     H = U.shape[0]
-    _project_inputs(x, W, pre)
-    rec = np.empty((B, 4 * H), dtype=x.dtype)
+    rec = np.empty((min(B, _INFER_ROW_BLOCK), 4 * H), dtype=x.dtype)
+    Wp = packed(W)
     Up = _step_weights(U, B, T)  # once per call, for every step's product
+    for r0 in range(0, B, _INFER_ROW_BLOCK):
+        _lstm_infer_block(x, lengths, Wp, U, Up, b, h_state, c_state, reverse, out, col, pre,
+                          rec, r0, min(B, r0 + _INFER_ROW_BLOCK))
+    for row in range(B):
+        for t in range(lengths[row], T):
+            out[row, t, col:col + H] = 0
+
+
+@kernel()
+def _lstm_infer_block(x, lengths, Wp, U, Up, b, h_state, c_state, reverse, out, col, pre, rec,
+                      r0, r1):
+    """Sequences ``r0:r1`` of the prediction pass: their input projection (``Wp`` packed W), then
+    their recurrence (:func:`_lstm_infer_rows`)."""
+    B, T, D = x.shape
+    N = 4 * U.shape[0]
+    matmul_packed(x.reshape((B * T, D))[r0 * T:r1 * T], (r1 - r0) * T, Wp, N,
+                  pre.reshape((B * T, N))[r0 * T:r1 * T])
+    _lstm_infer_rows(lengths[r0:r1], U, Up, b, h_state[r0:r1], c_state[r0:r1], reverse,
+                     out[r0:r1], col, pre[r0:r1], rec)
+
+
+@kernel()
+def _lstm_infer_rows(lengths, U, Up, b, h_state, c_state, reverse, out, col, pre, rec):
+    """The recurrence of :func:`_lstm_infer_into` over one block of sequences, from ``pre``
+    (their projected inputs)."""
+    T = pre.shape[1]
+    H = U.shape[0]
     for s in range(T):
         n = active_rows(lengths, s)
         if n == 0:
@@ -420,9 +467,6 @@ def _lstm_infer_into(x, lengths, W, U, b, h_state, c_state, reverse, out, col, p
             o = out[row, t]
             for j in range(H):
                 o[col + j] = hs[j]
-    for row in range(B):
-        for t in range(lengths[row], T):
-            out[row, t, col:col + H] = 0
 
 
 @kernel()
