@@ -177,5 +177,7 @@ def test_global_norm_in_float64_over_float32_gradients():
 
 
 def test_adam_refuses_a_gradient_of_another_shape():
+    opt = Adam(0.1)
     with pytest.raises(ValueError, match="gradient of 'w' has shape \\(3,\\)"):
-        Adam(0.1).step({"w": np.zeros(4)}, {"w": np.zeros(3)})
+        opt.step({"w": np.zeros(4)}, {"w": np.zeros(3)})
+    assert not opt.state  # no moments kept for the refused step

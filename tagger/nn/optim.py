@@ -165,6 +165,12 @@ class Adam(Optimizer):
         self.weight_decay = weight_decay
 
     def _update(self, name, param, grad, scale):
+        if param.dtype not in _KERNEL_DTYPES:
+            raise TypeError(f"Adam updates float32 or float64 parameters, got {param.dtype} "
+                            f"for {name!r}")
+        if grad.shape != param.shape:
+            raise ValueError(f"gradient of {name!r} has shape {grad.shape}, its parameter "
+                             f"{param.shape}")
         m = self._slot("m." + name, param)
         v = self._slot("v." + name, param)
         correction = math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
@@ -174,12 +180,6 @@ class Adam(Optimizer):
         dtype = param.dtype.type
         scalars = [dtype(s) for s in (scale, self.weight_decay, self.beta1, 1 - self.beta1,
                                       self.beta2, 1 - self.beta2, lr_t, eps_t)]
-        if param.dtype not in _KERNEL_DTYPES:
-            raise TypeError(f"Adam updates float32 or float64 parameters, got {param.dtype} "
-                            f"for {name!r}")
-        if grad.shape != param.shape:
-            raise ValueError(f"gradient of {name!r} has shape {grad.shape}, its parameter "
-                             f"{param.shape}")
         # One pass over contiguous memory; a parameter of another layout is updated in a copy.
         flat = param if param.flags.c_contiguous else np.ascontiguousarray(param)
         optim_cpu.adam_update(flat.reshape(-1),
