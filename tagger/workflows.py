@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import persist
+from . import _config, persist
 from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
@@ -420,11 +420,15 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
     # CoNLL output writes tags only: no marginals or span scores to compute.
     spans = output_format != "conll"
-    # Load the compiled kernels and start the direction threads (one-off costs of the process)
-    # before reading any input: a batch as large as a short real one.
-    warm = [Record(["warm", "up", "."] * 4, 0, "<warm-up>") for _ in range(32)]
-    for _ in predict_records(model, warm, batch_size, spans):
-        pass
+    # Load the compiled kernels and start the threads (one-off costs of the process) before
+    # reading any input, for both ways a read is predicted: one batch as large as a short real
+    # one (its two directions in two threads), and several batches (whole batches in parallel
+    # threads, which call other kernels).
+    one = [Record(["warm", "up", "."] * 4, 0, "<warm-up>")] * 32
+    several = [Record(["warm", "up", "."], 0, "<warm-up>")] * (2 * _config.PREDICT_BATCH_CPU + 1)
+    for warm in (one, several):
+        for _ in predict_records(model, warm, batch_size, spans):
+            pass
     start = time.perf_counter()
     predictions = predict_records(model, records(), batch_size, spans)
     for batch in _batched(predictions, batch_size):

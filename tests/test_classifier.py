@@ -458,3 +458,21 @@ def test_quick_sst2_run_beats_the_majority_class():
     majority = max(np.mean([t.label == "1" for t in dev]), np.mean([t.label == "0" for t in dev]))
     accuracy = model.score([t.tokens for t in dev], [t.label for t in dev])
     assert accuracy > majority + 0.05  # the majority class gets ~0.51
+
+
+@pytest.mark.parametrize("which", ["text_model", "numeric_model"])
+def test_predictions_do_not_depend_on_the_number_of_threads(which, request):
+    import numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs at least 2 Numba threads")
+    model, X, _ = request.getfixturevalue(which)
+    X = list(X) * 3  # several batches of up to 256: run in parallel threads
+    try:
+        model.set_params(n_jobs=1)
+        one = model.predict_proba(X)
+        model.set_params(n_jobs=None)
+        several = model.predict_proba(X)
+    finally:
+        model.set_params(n_jobs=None)
+    np.testing.assert_array_equal(several, one)

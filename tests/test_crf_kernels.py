@@ -5,6 +5,10 @@ The references are in ``naive.py``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -495,3 +499,54 @@ def test_empty_batch_and_empty_time():
         params, masks,
     )
     assert out["nll"].shape == (0,) and np.all(out["d_trans"] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_serial_twins_give_the_parallel_kernels_bits(dtype):
+    rng = np.random.default_rng(90)
+    em, _, lengths, params, masks = random_problem(rng, 17, 12, 7, dtype, masked=True)
+    lengths[3] = 0
+    B, T, K = em.shape
+    tags, scores = np.empty((B, T), np.int64), np.empty(B, dtype)
+    crf_cpu.viterbi_decode_serial(em, lengths, *params, *masks, tags, scores)
+    parallel = run_viterbi(em, lengths, params, masks)
+    assert_array_equal(tags, parallel["tags"])
+    assert_array_equal(scores, parallel["scores"])
+    marginals, log_z = np.empty_like(em), np.empty(B, dtype)
+    crf_cpu.crf_marginals_serial(em, lengths, *params, *masks, marginals, log_z)
+    parallel = run_marginals(em, lengths, params, masks)
+    assert_array_equal(marginals, parallel["marginals"])
+    assert_array_equal(log_z, parallel["log_z"])
+    assert not crf_cpu.viterbi_decode_serial.targetoptions.get("parallel")
+    assert crf_cpu.viterbi_decode.targetoptions.get("parallel")
+
+
+_CONCURRENT_DECODES = """
+import threading, numba, numpy as np
+from tagger.nn.heads import CRFHead
+head = CRFHead()
+rng = np.random.default_rng(0)
+scores = rng.standard_normal((64, 30, 9)).astype(np.float32)
+lengths = np.full(64, 30, np.int64)
+params = {"crf.start": np.zeros(9, np.float32), "crf.end": np.zeros(9, np.float32),
+          "crf.trans": rng.standard_normal((9, 9)).astype(np.float32)}
+expected = head.decode(params, scores, lengths)
+def decode():
+    numba.set_num_threads(1)  # as every thread of tagger.nn.training.run_batches does
+    for _ in range(2000):
+        assert (head.decode(params, scores, lengths) == expected).all()
+threads = [threading.Thread(target=decode) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(numba.threading_layer())
+"""
+
+
+def test_decoding_from_several_threads_under_the_workqueue_layer():
+    # The workqueue layer aborts the process when parallel kernels are launched from two
+    # threads at once; threads that run on one Numba thread each get the serial kernels.
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT_DECODES], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "workqueue"

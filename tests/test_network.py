@@ -10,7 +10,7 @@ from tagger.demo import train_lookahead
 from tagger.nn.network import TaggingNetwork
 from tagger.nn.optim import Adam
 from tagger.nn.recurrent import dropout_mask
-from tagger.nn.training import length_batches, pad_sequences, thread_limit, train_step
+from tagger.nn.training import length_batches, pad_sequences, run_batches, thread_limit, train_step
 
 
 def small_batch(seed=0, B=3, T=5, D=3, K=4, dtype=np.float64):
@@ -150,6 +150,64 @@ def test_thread_limit_holds_the_blas_the_kernels_load_to_one_thread():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(env, PYTHONPATH=str(root)), check=True)
     assert out.stdout.strip() == "[1]"
+
+
+def _needs_two_numba_threads():
+    import numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs at least 2 Numba threads")
+
+
+def test_run_batches_runs_each_batch_once_on_several_threads_of_one_numba_thread():
+    import threading
+    import time
+
+    import numba
+
+    _needs_two_numba_threads()
+    before = numba.get_num_threads()
+    seen, lock = [], threading.Lock()
+
+    def fn(batch):
+        time.sleep(0.002)  # releases the GIL, as the kernels do
+        with lock:
+            seen.append((batch, threading.get_ident(), numba.get_num_threads()))
+
+    run_batches(fn, list(range(40)))
+    assert sorted(b for b, _, _ in seen) == list(range(40))
+    assert len({ident for _, ident, _ in seen}) >= 2
+    assert {n for _, _, n in seen} == {1}
+    assert numba.get_num_threads() == before
+    seen.clear()
+    run_batches(fn, list(range(5)), parallel=False)  # e.g. a GPU: this thread alone
+    assert [b for b, _, _ in seen] == list(range(5))
+    assert {ident for _, ident, _ in seen} == {threading.get_ident()}
+    assert {n for _, _, n in seen} == {before}
+
+
+def test_run_batches_raises_the_first_error_and_starts_no_batch_after_it():
+    import threading
+    import time
+
+    import numba
+
+    _needs_two_numba_threads()
+    before = numba.get_num_threads()
+    started, lock = [], threading.Lock()
+
+    def fn(batch):
+        with lock:
+            started.append(batch)
+        time.sleep(0.002)
+        if batch == 5:
+            raise ValueError("bad batch 5")
+
+    with pytest.raises(ValueError, match="bad batch 5"):
+        run_batches(fn, list(range(60)))
+    # Batches go out in order: after batch 5 each other thread may have started one more.
+    assert 5 in started and max(started) <= 5 + numba.get_num_threads() - 1
+    assert numba.get_num_threads() == before
 
 
 @pytest.mark.slow

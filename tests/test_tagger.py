@@ -457,3 +457,23 @@ def test_divergence_stops_with_a_clear_message_and_finite_weights():
     with pytest.raises(FloatingPointError, match="training diverged in epoch .*learning_rate"):
         model.fit(X, y)
     assert all(np.isfinite(v).all() for v in model.params_.values())  # the last good weights
+
+
+def test_predictions_do_not_depend_on_the_number_of_threads(fitted):
+    import numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs at least 2 Numba threads")
+    model, _, _ = fitted
+    X = ner_data(700, seed=3)[0] + [[]]  # three batches of up to 256: run in parallel threads
+    try:
+        model.set_params(n_jobs=1)
+        one = (model.predict(X), model.predict_proba(X), model.predict_with_spans(X))
+        model.set_params(n_jobs=None)
+        several = (model.predict(X), model.predict_proba(X), model.predict_with_spans(X))
+    finally:
+        model.set_params(n_jobs=None)
+    assert several[0] == one[0] and several[2] == one[2]
+    assert len(several[1]) == len(X)
+    for a, b in zip(several[1], one[1], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .. import persist
+from .. import _config, persist
 from ..errors import ModelFileError
 from ..nn.features import CHAR_ENCODERS, NumericFeaturizer, TokenFeaturizer
 from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
@@ -415,8 +415,9 @@ class RecurrentEstimator(EstimatorBase):
         finally:
             self.max_epochs, self.early_stopping = saved
 
-    def _batches(self, X: list, size: int = 256):
-        """Index batches of non-empty examples, longest first (little padding)."""
+    def _batches(self, X: list, device: str = "cpu"):
+        """Prediction batches: indices of non-empty examples, longest first (little padding)."""
+        size = _config.PREDICT_BATCH_CPU if device == "cpu" else _config.PREDICT_BATCH_GPU
         order = [i for i in np.argsort([-len(s) for s in X], kind="stable") if len(X[i])]
         for k in range(0, len(order), size):
             yield order[k: k + size]

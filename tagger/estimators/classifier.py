@@ -8,7 +8,7 @@ import numpy as np
 
 from ..nn.classifier import POOLINGS, ClassifierNetwork
 from ..nn.model import ClassifierModel
-from ..nn.training import thread_limit
+from ..nn.training import run_batches, thread_limit
 from ._base import RecurrentEstimator
 from ._protocol import check_is_fitted
 
@@ -385,9 +385,12 @@ class SequenceClassifier(RecurrentEstimator):
     def _logits(self, X: list) -> np.ndarray:
         model, params, encoder = self._model, self.params_, self._encoder
         out = np.zeros((len(X), len(self.classes_)), np.float64)
+
+        def run(idx):
+            out[idx] = model.logits(params, encoder.batch([X[i] for i in idx]))
+
         with thread_limit(self.n_jobs):
-            for idx in self._batches(X):
-                out[idx] = model.logits(params, encoder.batch([X[i] for i in idx]))
+            run_batches(run, list(self._batches(X, model.device)), parallel=model.device == "cpu")
         return out
 
     def _log_proba(self, X: list) -> np.ndarray:

@@ -10,7 +10,7 @@ from .. import metrics, persist
 from ..errors import ModelFileError
 from ..nn.model import TaggerModel
 from ..nn.network import TaggingNetwork
-from ..nn.training import thread_limit
+from ..nn.training import run_batches, thread_limit
 from ..text import schemes
 from ._base import RecurrentEstimator
 from ._protocol import check_is_fitted
@@ -369,18 +369,21 @@ class SequenceTagger(RecurrentEstimator):
         model, params, encoder = self._model, self.params_, self._encoder
         paths: list = [np.zeros(0, np.int64)] * len(X)
         probs: list = [np.zeros((0, len(self.tags_)), params["out.b"].dtype)] * len(X)
-        with thread_limit(self.n_jobs):
-            for idx in self._batches(X):
-                batch = encoder.batch([X[i] for i in idx])
+
+        def run(idx):
+            batch = encoder.batch([X[i] for i in idx])
+            if marginals:
+                best, marg = model.predict_and_marginals(params, batch)
+            else:
+                best = model.predict(params, batch)
+            for row, i in enumerate(idx):
+                n = len(X[i])
+                paths[i] = best[row, :n]
                 if marginals:
-                    best, marg = model.predict_and_marginals(params, batch)
-                else:
-                    best = model.predict(params, batch)
-                for row, i in enumerate(idx):
-                    n = len(X[i])
-                    paths[i] = best[row, :n]
-                    if marginals:
-                        probs[i] = marg[row, :n]
+                    probs[i] = marg[row, :n]
+
+        with thread_limit(self.n_jobs):
+            run_batches(run, list(self._batches(X, model.device)), parallel=model.device == "cpu")
         return paths, probs
 
     def _to_user(self, path: np.ndarray) -> list[str]:

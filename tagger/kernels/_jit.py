@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import numba
@@ -101,3 +102,23 @@ def kernel(parallel: bool = False, **options):
             numba.config.CACHE_DIR = saved
 
     return decorate
+
+
+def serial_twin(dispatcher):
+    """The parallel kernel ``dispatcher`` compiled once more without ``parallel=True``: its
+    ``prange`` loops run as plain loops on the calling thread.
+
+    For callers that parallelise above the kernel (several Python threads, each calling kernels
+    on one Numba thread): a serial kernel runs under every threading layer from any number of
+    threads at once, while the workqueue layer aborts on concurrent parallel launches, and a
+    parallel launch costs a few microseconds even on one thread. The twin is named
+    ``<name>_serial`` and cached under that name.
+    """
+    func = dispatcher.py_func
+    name = func.__name__ + "_serial"
+    twin = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__,
+                              func.__closure__)
+    twin.__qualname__ = func.__qualname__ + "_serial"
+    twin.__module__ = func.__module__
+    twin.__doc__ = f"Serial twin of :func:`{func.__name__}` (see :func:`serial_twin`)."
+    return kernel()(twin)

@@ -27,7 +27,8 @@ forward-backward, so results stay correct. Viterbi runs in log space (max-plus) 
 
 Parallelism: one ``prange`` task per sequence. Gradients of the shared ``start``, ``end`` and
 ``trans`` are written per sequence and then summed serially in sequence order, so every result is
-bitwise identical at any thread count.
+bitwise identical at any thread count. ``viterbi_decode_serial`` and ``crf_marginals_serial`` are
+the same kernels without ``prange``, for callers that parallelise over whole batches instead.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import kernel
+from ._jit import kernel, serial_twin
 
 # A scaled normaliser below _TINY (or a backward factor above _HUGE) sends the sequence to the
 # log-space path. Above _TINY every term that matters is still a normal float64 (the dominant term
@@ -658,3 +659,9 @@ def viterbi_decode(
     backptr = np.empty((B, T, K), dtype=np.int64)
     for b in prange(B):
         scores[b] = _viterbi_sequence(emissions[b], lengths[b], logp, delta[b], backptr[b], tags[b])
+
+
+# The prediction kernels again without prange, for callers that run whole batches in parallel
+# threads (see tagger.nn.training.run_batches).
+viterbi_decode_serial = serial_twin(viterbi_decode)
+crf_marginals_serial = serial_twin(crf_marginals)

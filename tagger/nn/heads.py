@@ -6,6 +6,7 @@ Losses are averaged over the sequences of a batch.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..kernels import backend
@@ -97,6 +98,14 @@ class CRFHead:
     def _kernels(self):
         return backend.kernels(self.device, "crf")
 
+    def _prediction_kernel(self, name: str):
+        """The kernel ``name``; on the CPU its serial twin when this thread runs Numba on one
+        thread (whole batches then run in parallel threads, see
+        :func:`tagger.nn.training.run_batches`)."""
+        if self.device == "cpu" and numba.get_num_threads() == 1:
+            name += "_serial"
+        return getattr(self._kernels, name)
+
     def _masks(self, K: int):
         s = np.ones(K, bool) if self.allowed_start is None else np.asarray(self.allowed_start, bool)
         e = np.ones(K, bool) if self.allowed_end is None else np.asarray(self.allowed_end, bool)
@@ -134,8 +143,9 @@ class CRFHead:
         s, e, t = self._masks(K)
         tags = np.empty((B, T), np.int64)
         best = np.empty(B, scores.dtype)
-        self._kernels.viterbi_decode(scores, lengths, params["crf.start"], params["crf.end"],
-                                     params["crf.trans"], s, e, t, tags, best)
+        decode = self._prediction_kernel("viterbi_decode")
+        decode(scores, lengths, params["crf.start"], params["crf.end"], params["crf.trans"], s, e,
+               t, tags, best)
         return tags
 
     def marginals(self, params, scores, lengths):
@@ -144,6 +154,7 @@ class CRFHead:
         s, e, t = self._masks(K)
         out = np.empty_like(scores)
         log_z = np.empty(B, scores.dtype)
-        self._kernels.crf_marginals(scores, lengths, params["crf.start"], params["crf.end"],
-                                    params["crf.trans"], s, e, t, out, log_z)
+        marginals = self._prediction_kernel("crf_marginals")
+        marginals(scores, lengths, params["crf.start"], params["crf.end"], params["crf.trans"], s,
+                  e, t, out, log_z)
         return out
