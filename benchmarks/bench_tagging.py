@@ -51,9 +51,10 @@ def _child_api(model: str, corpus: str) -> None:
     """Tag the corpus through tag_stream in this process; print seconds and peak memory."""
     from tagger import load
     from tagger.stream import tag_stream
+    from tagger.workflows import warm_up
 
     tagger_model = load(model)
-    list(tag_stream(tagger_model, ["warm up ."]))  # kernels loaded outside the timing
+    warm_up(tagger_model)  # kernels loaded outside the timing, as `tagger predict` does
     start = time.perf_counter()
     tokens = 0
     with open(corpus, encoding="utf-8") as lines:

@@ -55,9 +55,9 @@ def _warm(model) -> None:
         lock_file = open(Path(directory) / ".warm.lock", "w")  # noqa: SIM115
         fcntl.flock(lock_file, fcntl.LOCK_EX)
     try:
-        from .stream import tag_stream
+        from .workflows import warm_up
 
-        list(tag_stream(model, [["warm", "up", "."]]))
+        warm_up(model)  # tags and spans, as tag_stream gives them
     finally:
         if lock_file is not None:
             lock_file.close()  # releases the lock

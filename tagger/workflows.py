@@ -382,6 +382,21 @@ def expand_inputs(paths: list[str], fmt: str | None = None) -> list[str]:
     return out
 
 
+def warm_up(model, spans: bool = True) -> None:
+    """Load (or compile) the kernels that prediction with ``model`` runs, and start its threads.
+
+    Both ways a read is predicted are run once on a few made-up sentences: one batch as large as
+    a short real one (on the CPU its two directions in two threads) and several batches (whole
+    batches in parallel threads, which call other kernels). ``spans=False``: tags only, as for
+    CoNLL output (no marginals).
+    """
+    one = [Record(["warm", "up", "."] * 4, 0, "<warm-up>")] * 32
+    several = [Record(["warm", "up", "."], 0, "<warm-up>")] * (2 * _config.PREDICT_BATCH_CPU + 1)
+    for records in (one, several):
+        for _ in predict_records(model, records, 256, spans):
+            pass
+
+
 def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                   output_format: str | None = None, batch_size: int = 256,
                   on_error: str = "stop", errors: ReadErrors | None = None,
@@ -420,15 +435,7 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
     # CoNLL output writes tags only: no marginals or span scores to compute.
     spans = output_format != "conll"
-    # Load the compiled kernels and start the threads (one-off costs of the process) before
-    # reading any input, for both ways a read is predicted: one batch as large as a short real
-    # one (its two directions in two threads), and several batches (whole batches in parallel
-    # threads, which call other kernels).
-    one = [Record(["warm", "up", "."] * 4, 0, "<warm-up>")] * 32
-    several = [Record(["warm", "up", "."], 0, "<warm-up>")] * (2 * _config.PREDICT_BATCH_CPU + 1)
-    for warm in (one, several):
-        for _ in predict_records(model, warm, batch_size, spans):
-            pass
+    warm_up(model, spans)  # one-off costs of the process, before any input is read
     start = time.perf_counter()
     predictions = predict_records(model, records(), batch_size, spans)
     for batch in _batched(predictions, batch_size):

@@ -405,3 +405,41 @@ def test_html_views(ner_model, review_model, tmp_path):
     html_text = report.read_text()
     assert html_text.count("<svg") >= 3  # per-type bars, loss curve, dev-score curve
     assert "PER" in html_text and "LOC" in html_text and "<script" not in html_text
+
+
+_LOADS_AFTER_WARM_UP = """
+import sys
+from numba.core.registry import CPUDispatcher
+from tagger import load
+from tagger.io import read_conll
+from tagger.kernels import crf_cpu, gemm_cpu, ops_cpu, optim_cpu, pool_cpu, rnn_cpu
+from tagger.workflows import warm_up
+
+def loaded():
+    return {(module.__name__, name, str(sig))
+            for module in (crf_cpu, gemm_cpu, ops_cpu, optim_cpu, pool_cpu, rnn_cpu)
+            for name, value in vars(module).items() if isinstance(value, CPUDispatcher)
+            for sig in value.signatures}
+
+model = load(sys.argv[1]).set_params(n_jobs=None)  # all threads: batches run in parallel
+sentences = [s.tokens for s in read_conll(sys.argv[2])]  # several batches, varied lengths
+spans = sys.argv[3] == "spans"
+warm_up(model, spans)
+before = loaded()
+if spans:
+    model.predict_with_spans(sentences)
+model.predict(sentences)
+model.predict(sentences[:20])
+print(len(before), sorted(loaded() - before))
+"""
+
+
+@pytest.mark.parametrize("spans", ["spans", "tags"])
+def test_warm_up_loads_every_kernel_that_prediction_runs(ner_model, spans):
+    # Kernels loaded (or compiled) while the input is tagged would count in `tagger predict`'s
+    # own time, and on Dask workers outside the compile-cache lock.
+    out = subprocess.run([sys.executable, "-c", _LOADS_AFTER_WARM_UP, str(ner_model),
+                          str(NER / "dev.conll"), spans], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+    count, added = out.stdout.split(" ", 1)
+    assert int(count) > 0 and added.strip() == "[]"
