@@ -54,8 +54,11 @@ class Recipe:
 
 
 def recipe_folders() -> list[Path]:
-    """Where recipe names are looked up: ``./pipelines`` and the project's ``pipelines/``."""
-    folders = [Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines"]
+    """Where recipe names are looked up: ``./pipelines``, then the recipes that come with the
+    library: ``tagger/pipelines`` in an installed package (with the sample corpora beside them
+    in ``tagger/data``), or ``pipelines/`` in a source checkout."""
+    package = Path(__file__).resolve().parent
+    folders = [Path.cwd() / "pipelines", package / "pipelines", package.parent / "pipelines"]
     return list(dict.fromkeys(folders))
 
 

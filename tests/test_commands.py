@@ -379,6 +379,49 @@ def test_every_shipped_recipe_loads_and_the_digits_recipe_trains(tmp_path):
     assert model.input_type_ == "numeric" and model.n_features_ == 8 and len(model.history_) == 3
 
 
+def test_the_package_ships_its_recipes_and_sample_corpora(tmp_path):
+    # Laid out as pyproject.toml installs it, the package finds its recipes and their data from
+    # any directory (a wheel holds tagger/pipelines and tagger/data).
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, mapping = config["packages"], config["package-dir"]
+    found = {".".join(p.relative_to(ROOT).parent.parts)
+             for p in (ROOT / "tagger").rglob("__init__.py")}
+    assert set(packages) == found | set(mapping)  # no package of tagger/ left out
+    site = tmp_path / "site"
+    for package in packages:
+        source = ROOT / mapping.get(package, package.replace(".", "/"))
+        target = site / package.replace(".", "/")
+        files = list(source.glob("*.py"))
+        for pattern in config["package-data"].get(package, []):
+            files += source.glob(pattern)
+        for file in files:
+            (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target / file.relative_to(source))
+    assert ({p.name for p in (site / "tagger" / "pipelines").glob("*.toml")}
+            == {p.name for p in (ROOT / "pipelines").glob("*.toml")})
+    for corpus in ("sample-ner", "sample-classify"):
+        for file in (SAMPLES / corpus).iterdir():
+            assert (site / "tagger" / "data" / corpus / file.name).read_bytes() == \
+                file.read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = ("from tagger.recipes import load_recipe\n"
+            "for name in ('sample-ner', 'sample-classify'):\n"
+            "    recipe = load_recipe(name)\n"
+            "    print(recipe.path, recipe.train, recipe.dev)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TAGGER_DATA_DIR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=elsewhere, env=dict(env, PYTHONPATH=str(site)), check=False)
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        for path in map(Path, line.split()):
+            assert path.is_file() and path.resolve().is_relative_to(site.resolve()), path
+
+
 def test_recipes_run_from_python(tmp_path):
     from tagger.workflows import train_recipe
 
