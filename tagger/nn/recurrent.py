@@ -481,6 +481,21 @@ def run_directions(calls: list, work: int) -> list:
     return [call() for call in calls]
 
 
+def _into_columns(call, out: np.ndarray, start: int):
+    """Run a direction's forward ``call`` and copy its outputs into columns ``start:`` of
+    ``out`` (in the thread that ran it)."""
+    result = call()
+    out[:, :, start:start + result[0].shape[2]] = result[0]
+    return result
+
+
+def _backward_columns(params: dict, cache, d_out: np.ndarray, start: int, width: int):
+    """:func:`direction_backward` on columns ``start:start + width`` of ``d_out`` (the copy made
+    in the thread that runs it)."""
+    return direction_backward(params, cache,
+                              np.ascontiguousarray(d_out[:, :, start:start + width]))
+
+
 class RNNStack:
     """A stack of (bidirectional) recurrent layers with inverted dropout between layers.
 
@@ -587,8 +602,8 @@ class RNNStack:
                 inputs = self._lstm_infer_pair(params, layer, inputs, lengths)
                 caches.append((mask, [None, None]))
                 continue
-            # The outputs of two directions are copied into one array below, so theirs can
-            # be reused too; a single direction's is the caller's.
+            # The outputs of two directions are copied into one array, each by its own thread,
+            # so theirs can be reused too; a single direction's is the caller's.
             calls = [partial(direction_forward, self.cell,
                              self._direction_params(params, layer, direction), inputs, lengths,
                              reverse=direction == "bwd", device=self.device,
@@ -596,10 +611,14 @@ class RNNStack:
                              workspace=self.workspace if need_backward else None,
                              pool_output=self.bidirectional)
                      for direction in self.directions]
+            if self.bidirectional:
+                H = self.hidden_size
+                joined = np.empty((B, T, 2 * H), params[self._key(layer, "fwd") + "W"].dtype)
+                calls = [partial(_into_columns, call, joined, k * H)
+                         for k, call in enumerate(calls)]
             results = run_directions(calls, self._work(B * T))
-            outs = [r[0] for r in results]
             dir_caches = [r[3] for r in results]
-            inputs = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
+            inputs = joined if self.bidirectional else results[0][0]
             caches.append((mask, dir_caches))
         return inputs, caches
 
@@ -648,8 +667,8 @@ class RNNStack:
             if any(cache.spent for cache in dir_caches):
                 raise RuntimeError("these caches were already used by a backward pass (their "
                                    "arrays are reused): run forward again")
-            calls = [partial(direction_backward, self._direction_params(params, layer, direction),
-                             dir_caches[k], np.ascontiguousarray(d[:, :, k * H:(k + 1) * H]))
+            calls = [partial(_backward_columns, self._direction_params(params, layer, direction),
+                             dir_caches[k], d, k * H, H)
                      for k, direction in enumerate(self.directions)]
             B, T, _ = d.shape
             results = run_directions(calls, self._work(B * T))
