@@ -504,9 +504,17 @@ def test_empty_batch_and_empty_time():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_serial_twins_give_the_parallel_kernels_bits(dtype):
     rng = np.random.default_rng(90)
-    em, _, lengths, params, masks = random_problem(rng, 17, 12, 7, dtype, masked=True)
+    em, gold, lengths, params, masks = random_problem(rng, 17, 12, 7, dtype, masked=True)
     lengths[3] = 0
     B, T, K = em.shape
+    nll, d_em = np.empty(B, dtype), np.empty_like(em)
+    d_start, d_end, d_trans = np.empty(K, dtype), np.empty(K, dtype), np.empty((K, K), dtype)
+    crf_cpu.crf_nll_serial(em, gold, lengths, *params, *masks, nll, d_em, d_start, d_end,
+                           d_trans)
+    parallel = run_nll(em, gold, lengths, params, masks)
+    for name, value in dict(nll=nll, d_emissions=d_em, d_start=d_start, d_end=d_end,
+                            d_trans=d_trans).items():
+        assert_array_equal(value, parallel[name], err_msg=name)
     tags, scores = np.empty((B, T), np.int64), np.empty(B, dtype)
     crf_cpu.viterbi_decode_serial(em, lengths, *params, *masks, tags, scores)
     parallel = run_viterbi(em, lengths, params, masks)
@@ -517,8 +525,19 @@ def test_serial_twins_give_the_parallel_kernels_bits(dtype):
     parallel = run_marginals(em, lengths, params, masks)
     assert_array_equal(marginals, parallel["marginals"])
     assert_array_equal(log_z, parallel["log_z"])
-    assert not crf_cpu.viterbi_decode_serial.targetoptions.get("parallel")
-    assert crf_cpu.viterbi_decode.targetoptions.get("parallel")
+    for name in ("crf_nll", "viterbi_decode", "crf_marginals"):
+        assert getattr(crf_cpu, name).targetoptions.get("parallel")
+        assert not getattr(crf_cpu, name + "_serial").targetoptions.get("parallel")
+
+
+def test_the_crf_head_runs_serial_kernels_on_the_cpu():
+    # The engine parallelises with its own threads; a parallel kernel would leave OpenMP's
+    # workers spinning on the cores those threads need.
+    from tagger.nn.heads import CRFHead
+
+    head = CRFHead()
+    for name in ("crf_nll", "viterbi_decode", "crf_marginals"):
+        assert head._kernel(name) is getattr(crf_cpu, name + "_serial")
 
 
 _CONCURRENT_DECODES = """
@@ -532,21 +551,23 @@ params = {"crf.start": np.zeros(9, np.float32), "crf.end": np.zeros(9, np.float3
           "crf.trans": rng.standard_normal((9, 9)).astype(np.float32)}
 expected = head.decode(params, scores, lengths)
 def decode():
-    numba.set_num_threads(1)  # as every thread of tagger.nn.training.run_batches does
     for _ in range(2000):
         assert (head.decode(params, scores, lengths) == expected).all()
 threads = [threading.Thread(target=decode) for _ in range(2)]
 for t in threads: t.start()
 for t in threads: t.join()
-print(numba.threading_layer())
+try:
+    print(numba.threading_layer())
+except ValueError:  # no parallel kernel ran: the layer was never started
+    print("none")
 """
 
 
 def test_decoding_from_several_threads_under_the_workqueue_layer():
     # The workqueue layer aborts the process when parallel kernels are launched from two
-    # threads at once; threads that run on one Numba thread each get the serial kernels.
+    # threads at once; the CRF head runs the serial ones, so Numba's pool never even starts.
     env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
     done = subprocess.run([sys.executable, "-c", _CONCURRENT_DECODES], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "workqueue"
+    assert done.stdout.split()[-1] == "none"

@@ -27,8 +27,9 @@ forward-backward, so results stay correct. Viterbi runs in log space (max-plus) 
 
 Parallelism: one ``prange`` task per sequence. Gradients of the shared ``start``, ``end`` and
 ``trans`` are written per sequence and then summed serially in sequence order, so every result is
-bitwise identical at any thread count. ``viterbi_decode_serial`` and ``crf_marginals_serial`` are
-the same kernels without ``prange``, for callers that parallelise over whole batches instead.
+bitwise identical at any thread count. ``crf_nll_serial``, ``viterbi_decode_serial`` and
+``crf_marginals_serial`` are the same kernels without ``prange``, for callers that parallelise
+above them (the engine runs them in its own threads).
 """
 
 from __future__ import annotations
@@ -661,7 +662,8 @@ def viterbi_decode(
         scores[b] = _viterbi_sequence(emissions[b], lengths[b], logp, delta[b], backptr[b], tags[b])
 
 
-# The prediction kernels again without prange, for callers that run whole batches in parallel
-# threads (see tagger.nn.training.run_batches).
+# The kernels again without prange, for callers that parallelise above them (the engine's CPU
+# path: see tagger.nn.heads.CRFHead._kernel).
+crf_nll_serial = serial_twin(crf_nll)
 viterbi_decode_serial = serial_twin(viterbi_decode)
 crf_marginals_serial = serial_twin(crf_marginals)

@@ -6,7 +6,6 @@ Losses are averaged over the sequences of a batch.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ..kernels import backend
@@ -98,11 +97,20 @@ class CRFHead:
     def _kernels(self):
         return backend.kernels(self.device, "crf")
 
-    def _prediction_kernel(self, name: str):
-        """The kernel ``name``; on the CPU its serial twin when this thread runs Numba on one
-        thread (whole batches then run in parallel threads, see
-        :func:`tagger.nn.training.run_batches`)."""
-        if self.device == "cpu" and numba.get_num_threads() == 1:
+    def _kernel(self, name: str):
+        """The kernel ``name`` of this head's device; on the CPU its serial twin.
+
+        The engine's CPU parallelism is Python threads running kernels that release the GIL
+        (the two directions of a layer, whole prediction batches), never Numba's own thread
+        pool: after a parallel kernel, OpenMP's workers keep spinning for a while, and on two
+        cores they took the second core from the direction thread. Training the whole tagger on
+        two threads ran at 34k tokens/s with the parallel CRF loss, the same as one thread, and
+        at 42k-54k with OpenMP's workers made to sleep (``OMP_WAIT_POLICY=passive``). A CRF
+        over a batch is small beside the recurrent layers, so one thread loses little on it.
+        Serial kernels can also be called from several threads at once under every threading
+        layer (the workqueue layer aborts on concurrent parallel launches).
+        """
+        if self.device == "cpu":
             name += "_serial"
         return getattr(self._kernels, name)
 
@@ -127,10 +135,10 @@ class CRFHead:
         d_scores = np.empty_like(scores)
         names = ("crf.start", "crf.end", "crf.trans")
         grads = {name: np.empty_like(params[name]) for name in names}
-        self._kernels.crf_nll(scores, np.ascontiguousarray(tags, np.int64), lengths,
-                              params["crf.start"], params["crf.end"], params["crf.trans"], s, e,
-                              t, nll, d_scores, grads["crf.start"], grads["crf.end"],
-                              grads["crf.trans"])
+        nll_kernel = self._kernel("crf_nll")
+        nll_kernel(scores, np.ascontiguousarray(tags, np.int64), lengths, params["crf.start"],
+                   params["crf.end"], params["crf.trans"], s, e, t, nll, d_scores,
+                   grads["crf.start"], grads["crf.end"], grads["crf.trans"])
         scale = scores.dtype.type(1.0 / max(B, 1))
         d_scores *= scale
         for g in grads.values():
@@ -143,7 +151,7 @@ class CRFHead:
         s, e, t = self._masks(K)
         tags = np.empty((B, T), np.int64)
         best = np.empty(B, scores.dtype)
-        decode = self._prediction_kernel("viterbi_decode")
+        decode = self._kernel("viterbi_decode")
         decode(scores, lengths, params["crf.start"], params["crf.end"], params["crf.trans"], s, e,
                t, tags, best)
         return tags
@@ -154,7 +162,7 @@ class CRFHead:
         s, e, t = self._masks(K)
         out = np.empty_like(scores)
         log_z = np.empty(B, scores.dtype)
-        marginals = self._prediction_kernel("crf_marginals")
+        marginals = self._kernel("crf_marginals")
         marginals(scores, lengths, params["crf.start"], params["crf.end"], params["crf.trans"], s,
                   e, t, out, log_z)
         return out
