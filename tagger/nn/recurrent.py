@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,7 +17,9 @@ import numpy as np
 
 from .. import _config
 from ..kernels import backend, ops_cpu
+from ..kernels.gemm_cpu import packed_shape
 from . import init
+from .training import thread_pool
 
 CELLS = ("lstm", "gru", "rnn", "irnn")
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1, "irnn": 1}
@@ -369,8 +370,6 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
         # second work array of this thread's.
         extra = ()
         if not mem.gpu:
-            from ..kernels.gemm_cpu import packed_shape
-
             extra = (_scratch(packed_shape(B * T, W.shape[1], dtype), dtype, slot=1),)
         kernels.lstm_backward(x, lengths, W, U, cache.c0, cache.reverse, cache.gates, cache.c_out,
                               cache.h_prev, d_h, d_h_last, d_c_last, d_pre, dx, grads["W"],
@@ -450,18 +449,6 @@ def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_o
             {"W": dW[1], "U": dU[1], "b": db[1]})
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _direction_pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger-direction")
-        return _POOL
-
-
 def _parallel_directions(work: int) -> bool:
     """Whether two directions with ``work`` (batch x steps x hidden) each run in two threads."""
     return work >= _config.PARALLEL_DIRECTIONS_MIN_WORK and numba.get_num_threads() >= 2
@@ -475,7 +462,7 @@ def run_directions(calls: list, work: int) -> list:
     are bitwise identical to a serial run.
     """
     if len(calls) == 2 and _parallel_directions(work):
-        future = _direction_pool().submit(calls[1])
+        future = thread_pool("direction", 1).submit(calls[1])
         first = calls[0]()
         return [first, future.result()]
     return [call() for call in calls]

@@ -88,18 +88,19 @@ def thread_limit(n_threads: int | None = None):
         numba.set_num_threads(previous)
 
 
-_BATCH_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-_BATCH_POOL_LOCK = threading.Lock()
+_POOLS: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
-def _batch_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _BATCH_POOL
-    with _BATCH_POOL_LOCK:
-        if _BATCH_POOL is None:
-            _BATCH_POOL = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
-                thread_name_prefix="tagger-batch")
-        return _BATCH_POOL
+def thread_pool(name: str, workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads named ``tagger-<name>``, made on first use
+    and kept (its threads keep their work arrays from call to call)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None:
+            pool = _POOLS[name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"tagger-{name}")
+        return pool
 
 
 def run_batches(fn: Callable, batches: Sequence, parallel: bool = True) -> None:
@@ -144,7 +145,7 @@ def run_batches(fn: Callable, batches: Sequence, parallel: bool = True) -> None:
         finally:
             numba.set_num_threads(saved)
 
-    pool = _batch_pool()
+    pool = thread_pool("batch", max(1, numba.config.NUMBA_NUM_THREADS - 1))
     helpers = [pool.submit(work) for _ in range(threads - 1)]
     try:
         work()
