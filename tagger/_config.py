@@ -58,3 +58,9 @@ CUDA_PERSISTENT: bool = os.environ.get("TAGGER_CUDA_PERSISTENT", "1") not in (""
 
 # Both directions of a bidirectional LSTM layer in one launch on the GPU (else one after the other).
 CUDA_PAIR_DIRECTIONS: bool = os.environ.get("TAGGER_CUDA_PAIR", "1") not in ("", "0")
+
+# Training and prediction on the GPU keep the parameters, the optimizer state and the activations
+# on the device (only batches of ids go over, losses and predictions come back); "0" goes back to
+# running the token features, the output layer and the optimizer on the host, with the recurrent
+# layers' parameters copied over for every batch.
+CUDA_RESIDENT: bool = os.environ.get("TAGGER_CUDA_RESIDENT", "1") not in ("", "0")

@@ -273,7 +273,9 @@ class RecurrentEstimator(EstimatorBase):
             best_progress = tuple(resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
-        with thread_limit(self.n_jobs), self._workspaces_released():
+        trainer = self._resident_trainer()
+        with thread_limit(self.n_jobs), self._workspaces_released(), \
+                self._resident_training(trainer):
             for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
                 lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
                 self._optimizer.learning_rate = lr
@@ -285,9 +287,13 @@ class RecurrentEstimator(EstimatorBase):
                 for number, idx in enumerate(batches, 1):
                     batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
                                           self.word_dropout)
-                    loss, grads = self._batch_loss(batch, idx, targets, rng)
                     try:
-                        apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                        if trainer is None:
+                            loss, grads = self._batch_loss(batch, idx, targets, rng)
+                            apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                        else:
+                            loss = trainer.step(batch, self._batch_targets(batch, idx, targets),
+                                                rng, self.clip_norm)
                     except FloatingPointError as exc:
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch}: {exc}; the weights are those "
@@ -299,6 +305,8 @@ class RecurrentEstimator(EstimatorBase):
                         callback("batch", {"epoch": epoch, "batch": number,
                                            "n_batches": len(batches), "loss": loss,
                                            "tokens": batch.n_tokens})
+                if trainer is not None:
+                    trainer.download()  # the host copies serve the dev score and checkpoints
                 seconds = time.perf_counter() - start
                 dev_score = dev_key = None
                 dev_extra: dict = {}
@@ -341,6 +349,38 @@ class RecurrentEstimator(EstimatorBase):
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
+
+    def _resident_trainer(self):
+        """On the GPU (with resident execution on), the trainer that keeps the parameters and the
+        optimizer state on the device during training; else None."""
+        model = self._model
+        if model.device != "cuda" or not _config.CUDA_RESIDENT:
+            return None
+        from ..nn.resident import ResidentTrainer
+
+        return ResidentTrainer(model, self.params_, self._optimizer)
+
+    @contextlib.contextmanager
+    def _resident_training(self, trainer):
+        """While ``trainer`` trains, predictions (the dev score) use its device parameters; on
+        the way out, however it is taken, its values come back to the host (after a diverged
+        step, those before it)."""
+        if trainer is None:
+            yield
+            return
+        self.__dict__["_live_device_params"] = trainer.device_params
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_live_device_params", None)
+            trainer.download()
+
+    def _prediction_params(self):
+        """The parameters that prediction runs with (see ``prediction_params`` of the model)."""
+        live = self.__dict__.get("_live_device_params")
+        if live is not None:
+            return live
+        return self._model.prediction_params(self.params_)
 
     @contextlib.contextmanager
     def _workspaces_released(self):

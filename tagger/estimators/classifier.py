@@ -364,9 +364,13 @@ class SequenceClassifier(RecurrentEstimator):
         self._train_more(X, (ids, weights), rng)
         return self
 
-    def _batch_loss(self, batch, idx, targets, rng):
+    def _batch_targets(self, batch, idx, targets) -> tuple:
         ids, weights = targets
-        return self._model.loss_and_grads(self.params_, batch, ids[idx], rng, weights[idx])
+        return ids[idx], weights[idx]
+
+    def _batch_loss(self, batch, idx, targets, rng):
+        labels, weights = self._batch_targets(batch, idx, targets)
+        return self._model.loss_and_grads(self.params_, batch, labels, rng, weights)
 
     def _dev_score(self, X_dev, dev_ids) -> tuple[float, tuple, tuple, dict]:
         log_proba = self._log_proba(X_dev)
@@ -383,7 +387,8 @@ class SequenceClassifier(RecurrentEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _logits(self, X: list) -> np.ndarray:
-        model, params, encoder = self._model, self.params_, self._encoder
+        model, encoder = self._model, self._encoder
+        params = self._prediction_params()
         out = np.zeros((len(X), len(self.classes_)), np.float64)
 
         def run(idx):

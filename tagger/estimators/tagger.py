@@ -345,10 +345,14 @@ class SequenceTagger(RecurrentEstimator):
         self._train_more(X, [self._internal_ids(tags) for tags in y], rng)
         return self
 
-    def _batch_loss(self, batch, idx, targets, rng):
+    def _batch_targets(self, batch, idx, targets) -> tuple:
         tags = np.zeros(batch.lengths.shape + (int(batch.lengths.max()),), np.int64)
         for row, i in enumerate(idx):
             tags[row, : len(targets[i])] = targets[i]
+        return (tags,)
+
+    def _batch_loss(self, batch, idx, targets, rng):
+        (tags,) = self._batch_targets(batch, idx, targets)
         return self._model.loss_and_grads(self.params_, batch, tags, rng)
 
     def _dev_score(self, X_dev, y_dev) -> tuple[float, tuple, tuple, dict]:
@@ -366,9 +370,10 @@ class SequenceTagger(RecurrentEstimator):
 
     def _run(self, X: list, marginals: bool):
         """Internal tag ids (and marginals) per sentence, in input order."""
-        model, params, encoder = self._model, self.params_, self._encoder
+        model, encoder = self._model, self._encoder
+        params = self._prediction_params()
         paths: list = [np.zeros(0, np.int64)] * len(X)
-        probs: list = [np.zeros((0, len(self.tags_)), params["out.b"].dtype)] * len(X)
+        probs: list = [np.zeros((0, len(self.tags_)), self.params_["out.b"].dtype)] * len(X)
 
         def run(idx):
             batch = encoder.batch([X[i] for i in idx])

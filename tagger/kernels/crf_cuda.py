@@ -25,8 +25,40 @@ def _host(a):
     return a.copy_to_host() if hasattr(a, "copy_to_host") else a
 
 
-def _log_params(start, end, trans, allowed_start, allowed_end, allowed_trans) -> np.ndarray:
-    """float64 scores, -inf where forbidden: rows [0, K) trans, row K start, row K + 1 end."""
+def _on_device(a):
+    """A device array as it is; a host array uploaded."""
+    return a if hasattr(a, "copy_to_host") else cuda.to_device(np.ascontiguousarray(a))
+
+
+@cuda.jit
+def _log_params_kernel(start, end, trans, allowed_start, allowed_end, allowed_trans, logp):
+    k0 = cuda.grid(1)
+    K = start.shape[0]
+    for k in range(k0, (K + 2) * K, cuda.gridsize(1)):
+        i = k // K
+        j = k - i * K
+        if i < K:
+            logp[i, j] = trans[i, j] if allowed_trans[i, j] else _NEG_INF
+        elif i == K:
+            logp[i, j] = start[j] if allowed_start[j] else _NEG_INF
+        else:
+            logp[i, j] = end[j] if allowed_end[j] else _NEG_INF
+
+
+def _log_params(start, end, trans, allowed_start, allowed_end, allowed_trans):
+    """float64 scores, -inf where forbidden: rows [0, K) trans, row K start, row K + 1 end.
+
+    Built on the device, and returned as a device array, when ``start``, ``end`` and ``trans``
+    are device arrays (the device-resident engine: no copy to the host and back per call; host
+    masks are uploaded); else built on the host from host copies, as a NumPy array."""
+    if all(hasattr(a, "copy_to_host") for a in (start, end, trans)):
+        K = start.shape[0]
+        masks = [m if hasattr(m, "copy_to_host") else cuda.to_device(np.asarray(m, dtype=bool))
+                 for m in (allowed_start, allowed_end, allowed_trans)]
+        logp = cuda.device_array((K + 2, K), np.float64)
+        if K:
+            _log_params_kernel[_grid_1d((K + 2) * K)](start, end, trans, *masks, logp)
+        return logp
     start, end, trans = (np.asarray(_host(a), dtype=np.float64) for a in (start, end, trans))
     masks = [np.asarray(_host(m), dtype=bool) for m in (allowed_start, allowed_end, allowed_trans)]
     K = start.shape[0]
@@ -192,7 +224,7 @@ def _run(emissions, tags, lengths, logp, want_grads, marg):
     g_end = cuda.device_array((B, K), np.float64)
     if B:
         _forward_backward_kernel[B, _config.CUDA_THREADS_PER_BLOCK](
-            emissions, tags, lengths, cuda.to_device(logp), alpha, beta, log_z, gold, want_grads,
+            emissions, tags, lengths, _on_device(logp), alpha, beta, log_z, gold, want_grads,
             marg, pair, g_start, g_end)
     return log_z, gold, pair, g_start, g_end
 
@@ -282,6 +314,5 @@ def viterbi_decode(emissions, lengths, start, end, trans, allowed_start, allowed
     if B:
         delta = cuda.device_array((B, T, K), np.float64)
         backptr = cuda.device_array((B, T, K), np.int64)
-        _viterbi_kernel[B, _config.CUDA_THREADS_PER_BLOCK](emissions, lengths,
-                                                           cuda.to_device(logp), delta, backptr,
-                                                           tags, scores)
+        _viterbi_kernel[B, _config.CUDA_THREADS_PER_BLOCK](emissions, lengths, _on_device(logp),
+                                                           delta, backptr, tags, scores)

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _config
 from .classifier import ClassifierNetwork
 from .features import NumericBatch, NumericFeaturizer, TokenBatch, TokenFeaturizer
 from .network import TaggingNetwork
 
 Featurizer = TokenFeaturizer | NumericFeaturizer
 Batch = TokenBatch | NumericBatch
+
+
+def _on_device(params) -> bool:
+    """Whether ``params`` is a GPU copy (:class:`tagger.nn.resident.DeviceParams`): then the
+    model runs wholly on the device."""
+    return getattr(params, "on_device", False)
 
 
 class _FeaturizedModel:
@@ -32,6 +39,15 @@ class _FeaturizedModel:
         """Run the network with the kernels of ``device`` ("cpu" or "cuda"); the token features
         stay on the CPU."""
         self.network.set_device(device)
+
+    def prediction_params(self, params: dict):
+        """The parameters to predict with: on the GPU (with resident execution on) a device copy
+        of ``params`` made once for the whole call, else ``params`` themselves."""
+        if self.device == "cuda" and _config.CUDA_RESIDENT:
+            from .resident import upload_params
+
+            return upload_params(self, params)
+        return params
 
     def release_workspaces(self) -> None:
         """Drop the arrays that the recurrent stacks keep for reuse between training batches."""
@@ -73,11 +89,19 @@ class TaggerModel(_FeaturizedModel):
 
     def predict(self, params, batch: Batch) -> np.ndarray:
         """Best tag ids (B, T), -1 at padding."""
+        if _on_device(params):
+            from .resident import tagger_outputs
+
+            return tagger_outputs(self, params, batch)[0]
         return self.network.head.decode(params, self.scores(params, batch), batch.lengths)
 
     def predict_and_marginals(self, params, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`predict` and the tag probabilities (B, T, K), zero at padding, from one pass
         over the network."""
+        if _on_device(params):
+            from .resident import tagger_outputs
+
+            return tagger_outputs(self, params, batch, marginals=True)
         scores = self.scores(params, batch)
         head = self.network.head
         return (head.decode(params, scores, batch.lengths),
@@ -107,5 +131,9 @@ class ClassifierModel(_FeaturizedModel):
 
     def logits(self, params, batch: Batch) -> np.ndarray:
         """Class scores (B, C) in inference mode."""
+        if _on_device(params):
+            from .resident import classifier_outputs
+
+            return classifier_outputs(self, params, batch)
         x, _ = self.featurizer.forward(params, batch)
         return self.network.logits(params, x, batch.lengths)

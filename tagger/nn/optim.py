@@ -164,6 +164,18 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay = weight_decay
 
+    def kernel_scalars(self, scale: float, dtype) -> list:
+        """The scalar arguments of the update kernels (``adam_update`` on either device) for
+        this step, in ``dtype``: scale, weight decay, beta1, 1 - beta1, beta2, 1 - beta2, and
+        the step size and epsilon with the bias corrections of step :attr:`steps`."""
+        correction = math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
+        lr_t = self.learning_rate * correction
+        # eps scaled like the bias-corrected denominator, so this equals the paper's update.
+        eps_t = self.eps * math.sqrt(1 - self.beta2**self.steps)
+        cast = np.dtype(dtype).type
+        return [cast(s) for s in (scale, self.weight_decay, self.beta1, 1 - self.beta1,
+                                  self.beta2, 1 - self.beta2, lr_t, eps_t)]
+
     def _update(self, name, param, grad, scale):
         if param.dtype not in _KERNEL_DTYPES:
             raise TypeError(f"Adam updates float32 or float64 parameters, got {param.dtype} "
@@ -173,13 +185,7 @@ class Adam(Optimizer):
                              f"{param.shape}")
         m = self._slot("m." + name, param)
         v = self._slot("v." + name, param)
-        correction = math.sqrt(1 - self.beta2**self.steps) / (1 - self.beta1**self.steps)
-        lr_t = self.learning_rate * correction
-        # eps scaled like the bias-corrected denominator, so this equals the paper's update.
-        eps_t = self.eps * math.sqrt(1 - self.beta2**self.steps)
-        dtype = param.dtype.type
-        scalars = [dtype(s) for s in (scale, self.weight_decay, self.beta1, 1 - self.beta1,
-                                      self.beta2, 1 - self.beta2, lr_t, eps_t)]
+        scalars = self.kernel_scalars(scale, param.dtype)
         # One pass over contiguous memory; a parameter of another layout is updated in a copy.
         flat = param if param.flags.c_contiguous else np.ascontiguousarray(param)
         optim_cpu.adam_update(flat.reshape(-1),

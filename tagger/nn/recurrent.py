@@ -212,7 +212,7 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
     dtype = x.dtype
     if not need_backward and cell == "lstm" and device == "cpu":
         return _lstm_infer(params, x, lengths, reverse, h0, c0)
-    mem = _Memory(device, dtype)
+    mem = _Memory(device, dtype, keep=is_device_array(x))
     pooled = []
 
     def kept(shape):  # an array the backward pass reads
@@ -289,14 +289,22 @@ def _scratch(shape, dtype, slot: int = 0) -> np.ndarray:
     return buffer[:size].reshape(shape)
 
 
+def is_device_array(a) -> bool:
+    """Whether ``a`` is an array in GPU memory (a numba device array)."""
+    return hasattr(a, "copy_to_host")
+
+
 class _Memory:
     """Arrays for the kernels of one device. On the GPU, inputs go over once and what the
     backward pass needs stays there (the cache holds device arrays); results come back with
-    :meth:`get`. On the CPU everything is a NumPy array and nothing is copied."""
+    :meth:`get`, unless ``keep``: then they stay on the device (the caller passed device arrays,
+    see :mod:`tagger.nn.resident`). On the CPU everything is a NumPy array and nothing is
+    copied."""
 
-    def __init__(self, device: str, dtype):
+    def __init__(self, device: str, dtype, keep: bool = False):
         self.gpu = device == "cuda"
         self.dtype = dtype
+        self.keep = keep
         if self.gpu:
             from numba import cuda
 
@@ -315,10 +323,16 @@ class _Memory:
                                                                                     self.dtype)
 
     def zeros(self, shape):
-        return self.put(np.zeros(shape, self.dtype)) if self.gpu else np.zeros(shape, self.dtype)
+        if not self.gpu:
+            return np.zeros(shape, self.dtype)
+        from ..kernels import ops_cuda
+
+        out = self.cuda.device_array(shape, self.dtype)
+        ops_cuda.fill(out, 0)  # on the device: no host array goes over
+        return out
 
     def get(self, a):
-        if a is None or not self.gpu:
+        if a is None or not self.gpu or self.keep:
             return a
         return a.copy_to_host()
 
@@ -351,7 +365,7 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     B, T, D = x.shape
     H = params["U"].shape[0]
     dtype = x.dtype
-    mem = _Memory(cache.device, dtype)
+    mem = _Memory(cache.device, dtype, keep=is_device_array(d_h))
     W, U, b = mem.put(params["W"]), mem.put(params["U"]), mem.put(params["b"])
     d_h = mem.put(d_h)
     zeros = mem.zeros((B, H))
@@ -400,8 +414,13 @@ class PairCache:
     h_prev: object
 
 
-def lstm_pair_forward(params_fwd: dict, params_bwd: dict, x: np.ndarray, lengths: np.ndarray):
+def lstm_pair_forward(params_fwd: dict, params_bwd: dict, x: np.ndarray, lengths: np.ndarray,
+                      stacked: dict | None = None):
     """Both directions of a bidirectional LSTM layer in one launch on the GPU.
+
+    ``stacked``, when given, holds ``W``, ``U`` and ``b`` of both directions as (2, ...) device
+    arrays (of which the two parameter dicts hold views); else they are stacked here. Given
+    device arrays ``x`` and ``lengths``, the output stays on the device.
 
     Returns
     -------
@@ -412,8 +431,13 @@ def lstm_pair_forward(params_fwd: dict, params_bwd: dict, x: np.ndarray, lengths
     """
     B, T, _ = x.shape
     H = params_fwd["U"].shape[0]
-    mem = _Memory("cuda", x.dtype)
-    W, U, b = (mem.put(np.stack([params_fwd[k], params_bwd[k]])) for k in ("W", "U", "b"))
+    resident = is_device_array(x)
+    mem = _Memory("cuda", x.dtype, keep=resident)
+    if stacked is not None:
+        W, U, b = stacked["W"], stacked["U"], stacked["b"]
+    else:
+        W, U, b = (mem.put(np.stack([_host(params_fwd[k]), _host(params_bwd[k])]))
+                   for k in ("W", "U", "b"))
     x, lengths = mem.put(x), mem.put(lengths, np.int64)
     zeros = mem.zeros((2, B, H))
     h_out, c_out, h_prev = (mem.empty((2, B, T, H)) for _ in range(3))
@@ -421,20 +445,43 @@ def lstm_pair_forward(params_fwd: dict, params_bwd: dict, x: np.ndarray, lengths
     h_last, c_last = mem.empty((2, B, H)), mem.empty((2, B, H))
     backend.kernels("cuda", "rnn").lstm_forward_pair(x, lengths, W, U, b, zeros, zeros, h_out,
                                                      c_out, gates, h_prev, h_last, c_last)
+    cache = PairCache(x, lengths, zeros, gates, c_out, h_prev)
+    if resident:
+        from ..kernels import ops_cuda
+
+        out = mem.empty((B, T, 2 * H))
+        ops_cuda.join_directions(h_out, out)
+        return out, cache
     out = mem.get(h_out)
-    return np.concatenate([out[0], out[1]], axis=2), PairCache(x, lengths, zeros, gates, c_out,
-                                                               h_prev)
+    return np.concatenate([out[0], out[1]], axis=2), cache
 
 
-def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_out: np.ndarray):
+def _host(a):
+    return a.copy_to_host() if is_device_array(a) else a
+
+
+def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_out: np.ndarray,
+                       stacked: dict | None = None):
     """Backpropagate through :func:`lstm_pair_forward`: (dx, grads of the forward direction,
-    grads of the backward direction)."""
+    grads of the backward direction). Given a device array ``d_out``, everything stays on the
+    device, and the gradients of the two directions are views of (2, ...) arrays."""
     B, T, D = cache.x.shape
     H = params_fwd["U"].shape[0]
     dtype = d_out.dtype
-    mem = _Memory("cuda", dtype)
-    W, U = (mem.put(np.stack([params_fwd[k], params_bwd[k]])) for k in ("W", "U"))
-    d_h = mem.put(np.stack([d_out[:, :, :H], d_out[:, :, H:]]))
+    resident = is_device_array(d_out)
+    mem = _Memory("cuda", dtype, keep=resident)
+    if stacked is not None:
+        W, U = stacked["W"], stacked["U"]
+    else:
+        W, U = (mem.put(np.stack([_host(params_fwd[k]), _host(params_bwd[k])]))
+                for k in ("W", "U"))
+    if resident:
+        from ..kernels import ops_cuda
+
+        d_h = mem.empty((2, B, T, H))
+        ops_cuda.split_directions(d_out, d_h)
+    else:
+        d_h = mem.put(np.stack([d_out[:, :, :H], d_out[:, :, H:]]))
     zeros = mem.zeros((2, B, H))
     d_gates = mem.empty((2, B, T, 4 * H))
     dx = mem.empty((2, B, T, D))
@@ -444,6 +491,11 @@ def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_o
     backend.kernels("cuda", "rnn").lstm_backward_pair(
         cache.x, cache.lengths, W, U, cache.c0, cache.gates, cache.c_out, cache.h_prev, d_h, zeros,
         zeros, d_gates, dx, dW, dU, db, dh0, dc0)
+    if resident:
+        total = mem.empty((B, T, D))
+        ops_cuda.add(dx[0], dx[1], total)
+        return (total, {"W": dW[0], "U": dU[0], "b": db[0]},
+                {"W": dW[1], "U": dU[1], "b": db[1]})
     dx, dW, dU, db = (mem.get(a) for a in (dx, dW, dU, db))
     return (dx[0] + dx[1], {"W": dW[0], "U": dU[0], "b": db[0]},
             {"W": dW[1], "U": dU[1], "b": db[1]})

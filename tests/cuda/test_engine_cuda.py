@@ -31,6 +31,9 @@ def whole_problem_blocks(monkeypatch):
     monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 16)
     monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", 4)
     monkeypatch.setattr(_config, "CUDA_ROWS_PER_BLOCK", 4)
+    # One block for the element-wise kernels, looping over the whole array (every simulated
+    # thread is a Python thread; the kernel tests run many blocks).
+    monkeypatch.setattr(_config, "CUDA_MAX_BLOCKS", 1)
 
 
 def data(n=3):
@@ -50,19 +53,28 @@ def test_cuda_resolves_and_auto_prefers_it(monkeypatch):
         backend.resolve_device("auto")
 
 
-@pytest.mark.parametrize("paired", [True, False], ids=["directions-together", "in-turn"])
-def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired):
+@pytest.mark.parametrize("paired, resident", [(True, True), (False, True), (True, False)],
+                         ids=["directions-together", "in-turn", "per-batch-copies"])
+def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired, resident):
     from tagger import _config
     from tagger.nn import recurrent
+    from tagger.nn import resident as resident_module
 
     monkeypatch.setattr(_config, "CUDA_PAIR_DIRECTIONS", paired)
+    monkeypatch.setattr(_config, "CUDA_RESIDENT", resident)
     calls = []
     pair_forward = recurrent.lstm_pair_forward
-    monkeypatch.setattr(recurrent, "lstm_pair_forward",
-                        lambda *a: calls.append(1) or pair_forward(*a))
+    for module in (recurrent, resident_module):
+        monkeypatch.setattr(module, "lstm_pair_forward",
+                            lambda *a, **k: calls.append(1) or pair_forward(*a, **k))
+    trainers = []
+    trainer_type = resident_module.ResidentTrainer
+    monkeypatch.setattr(resident_module, "ResidentTrainer",
+                        lambda *a: trainers.append(1) or trainer_type(*a))
     X, y = data()
     gpu = SequenceTagger(device="cuda", **TINY).fit(X, y)
     assert bool(calls) == paired
+    assert bool(trainers) == resident
     assert gpu._model.device == "cuda"
     cpu = SequenceTagger(device="cpu", **TINY).fit(X, y)
     for name in cpu.params_:  # the same training, step for step, within float32 rounding
