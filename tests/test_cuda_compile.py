@@ -105,7 +105,7 @@ def resident_signatures(f):
         o._last_pool_kernel: (c, i, n, boolean, m),
         o._last_pool_backward_kernel: (i, n, boolean, m, c),
         op._sum_kernel: (v, boolean, dv, n),
-        op._serial_sum_kernel: (v, dv, n),
+        op._serial_sum_kernel: (v, boolean, dv, n),
         op._adam_kernel: (v, v, v, v, f, f, f, f, f, f, f, f),
         op._sgd_kernel: (v, v, v, f, f, f, boolean, f),
         crf._log_params_kernel: (v, v, m, boolean[::1], boolean[::1], boolean[:, ::1], dm),

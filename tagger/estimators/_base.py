@@ -199,15 +199,18 @@ class RecurrentEstimator(EstimatorBase):
             self.__dict__["_encoder_cache"] = encoder
         return encoder
 
+    # Caches and GPU state that copies, pickles and refits never carry along.
+    _transient = ("_model_cache", "_encoder_cache", "_local_tags_cache", "_device_params_cache",
+                  "_live_device_params")
+
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_model_cache", None)
-        state.pop("_encoder_cache", None)
-        state.pop("_local_tags_cache", None)
+        for attr in self._transient:
+            state.pop(attr, None)
         return state
 
     def _forget_fit(self) -> None:
-        for attr in ("_model_cache", "_encoder_cache", "_local_tags_cache", "params_"):
+        for attr in (*self._transient, "params_"):
             self.__dict__.pop(attr, None)
 
     def _init_network(self, rng: np.random.Generator, vectors) -> None:
@@ -260,6 +263,10 @@ class RecurrentEstimator(EstimatorBase):
         a state that :meth:`save` can write as a checkpoint: it then also holds the random
         generator and the early-stopping state, so that :meth:`continue_fit` from it gives the
         same model as an uninterrupted run). ``resume`` is that state, read back.
+
+        On the GPU, the parameters and the optimizer state live on the device during training
+        and ``params_`` is brought up to date at the end of every epoch (and when training ends
+        or fails): a ``"batch"`` callback sees the weights of the last epoch's end.
         """
         params, encoder = self.params_, self._encoder
         encoded = [encoder.encode(s) for s in X]
@@ -349,6 +356,7 @@ class RecurrentEstimator(EstimatorBase):
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
+        self.__dict__.pop("_device_params_cache", None)
 
     def _resident_trainer(self):
         """On the GPU (with resident execution on), the trainer that keeps the parameters and the
@@ -365,6 +373,7 @@ class RecurrentEstimator(EstimatorBase):
         """While ``trainer`` trains, predictions (the dev score) use its device parameters; on
         the way out, however it is taken, its values come back to the host (after a diverged
         step, those before it)."""
+        self.__dict__.pop("_device_params_cache", None)  # the parameters are about to change
         if trainer is None:
             yield
             return
@@ -376,11 +385,22 @@ class RecurrentEstimator(EstimatorBase):
             trainer.download()
 
     def _prediction_params(self):
-        """The parameters that prediction runs with (see ``prediction_params`` of the model)."""
+        """The parameters that prediction runs with: on the GPU, a device copy of ``params_``
+        (during training the trainer's own, which the dev score reads; after it one made on the
+        first prediction and kept until the next training, refit or device change: in-place
+        edits of ``params_`` are not seen until then), else ``params_``."""
+        model = self._model
+        if model.device != "cuda" or not _config.CUDA_RESIDENT:
+            return self.params_
         live = self.__dict__.get("_live_device_params")
         if live is not None:
             return live
-        return self._model.prediction_params(self.params_)
+        cached = self.__dict__.get("_device_params_cache")
+        if cached is not None and cached[0] is self.params_ and cached[1] is model:
+            return cached[2]
+        device_params = model.prediction_params(self.params_)
+        self.__dict__["_device_params_cache"] = (self.params_, model, device_params)
+        return device_params
 
     @contextlib.contextmanager
     def _workspaces_released(self):

@@ -70,11 +70,11 @@ _SERIAL_MAX = 1024
 
 
 @cuda.jit
-def _serial_sum_kernel(x, out, slot):
+def _serial_sum_kernel(x, square, out, slot):
     acc = 0.0
     for i in range(x.shape[0]):
         value = np.float64(x[i])
-        acc += value * value
+        acc += value * value if square else value
     out[slot] = acc
 
 
@@ -92,20 +92,29 @@ def sum_squares(x, out, slot: int) -> None:
         Out: only ``out[slot]`` is written (one slot per parameter, summed by the caller).
     slot : int
     """
+    _reduce(x, True, out, slot)
+
+
+def sum_values(x, out, slot: int) -> None:
+    """``out[slot] = sum(x)``, accumulated in float64, as :func:`sum_squares` (a batch's loss goes
+    into the same array as the gradients' squared norms, so that one copy brings both back)."""
+    _reduce(x, False, out, slot)
+
+
+def _reduce(x, square: bool, out, slot: int) -> None:
     n = x.shape[0]
     if n <= _SERIAL_MAX:
-        _serial_sum_kernel[1, 1](x, out, slot)
+        _serial_sum_kernel[1, 1](x, square, out, slot)
         return
     tpb = _threads()
-    # Each thread sums at least _PER_THREAD values before another block is started: most of a
-    # model's gradients (biases, CRF scores, small matrices) then take one launch of one block.
+    # Each thread sums at least _PER_THREAD values before another block is started.
     blocks = min(max(1, math.ceil(n / (tpb * _PER_THREAD))), _config.CUDA_MAX_BLOCKS,
                  _REDUCE_THREADS)
     if blocks == 1:
-        _sum_kernel[1, tpb](x, True, out, slot)
+        _sum_kernel[1, tpb](x, square, out, slot)
         return
     partials = cuda.device_array(blocks, np.float64)
-    _sum_kernel[blocks, tpb](x, True, partials, 0)
+    _sum_kernel[blocks, tpb](x, square, partials, 0)
     _sum_kernel[1, tpb](partials, False, out, slot)
 
 

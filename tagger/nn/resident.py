@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import _config
 from ..kernels import crf_cuda, ops_cuda, optim_cuda, pool_cuda
 from ..kernels.rnn_cuda import column_sums, gemm
 from .classifier import ClassifierNetwork
@@ -69,11 +70,17 @@ def _stacks(model) -> list[RNNStack]:
     return stacks
 
 
+def _paired(stack: RNNStack) -> bool:
+    """Whether both directions of the stack's layers run in one launch (the character BiLSTM
+    too: here it runs on the GPU, whatever its ``device`` says for the host path)."""
+    return stack.cell == "lstm" and stack.bidirectional and _config.CUDA_PAIR_DIRECTIONS
+
+
 def upload_params(model, params: dict) -> DeviceParams:
     """A device copy of ``params`` (host arrays) laid out for ``model``."""
     out = DeviceParams()
     for stack in _stacks(model):
-        if not stack._paired():
+        if not _paired(stack):
             continue
         for layer in range(stack.num_layers):
             key = f"{stack.prefix}.{layer}"
@@ -592,19 +599,22 @@ class DeviceOptimizer:
         self.optimizer.state = {key: slot.copy_to_host() for key, slot in self.slots.items()}
 
 
-def gradient_norm(grads: dict) -> float:
-    """Global L2 norm of device gradients: a float64 sum of squares per gradient on the device,
-    added on the host in sorted-name order (as :func:`tagger.nn.optim.global_norm` does)."""
+def loss_and_norm(losses, grads: dict) -> tuple[float, float]:
+    """The sum of the per-example ``losses`` and the global L2 norm of the device gradients, in
+    one copy to the host: a float64 sum on the device per gradient (of squares) and for the
+    losses; the squares are added on the host in sorted-name order, as
+    :func:`tagger.nn.optim.global_norm` does."""
     names = sorted(grads)
-    squares = cuda.device_array(max(len(names), 1), np.float64)
+    sums = cuda.device_array(len(names) + 1, np.float64)
     for i, name in enumerate(names):
         g = grads[name]
-        optim_cuda.sum_squares(g.reshape(g.size), squares, i)
-    host = squares.copy_to_host()
+        optim_cuda.sum_squares(g.reshape(g.size), sums, i)
+    optim_cuda.sum_values(losses, sums, len(names))
+    host = sums.copy_to_host()
     total = 0.0
     for i in range(len(names)):
         total += float(host[i])
-    return math.sqrt(total)
+    return float(host[-1]), math.sqrt(total)
 
 
 class ResidentTrainer:
@@ -647,9 +657,8 @@ class ResidentTrainer:
             weights = np.ones(B) if weights is None else np.asarray(weights, np.float64)
             d.weights = cuda.to_device(np.ascontiguousarray(weights, np.float64))
         losses, grads = loss_and_grads(self.model, self.device_params, d, rng)
-        norm = gradient_norm(grads)
-        B = int(batch.lengths.shape[0])
-        loss = float(losses.copy_to_host().astype(np.float64).sum()) / max(B, 1)
+        total, norm = loss_and_norm(losses, grads)
+        loss = total / max(int(batch.lengths.shape[0]), 1)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
         self.optimizer.step(self.device_params, grads, scale=clip_scale(norm, clip_norm))

@@ -3,6 +3,8 @@ prediction end to end, and models moving between devices with the same results."
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -72,9 +74,22 @@ def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired, resi
     monkeypatch.setattr(resident_module, "ResidentTrainer",
                         lambda *a: trainers.append(1) or trainer_type(*a))
     X, y = data()
-    gpu = SequenceTagger(device="cuda", **TINY).fit(X, y)
+    snapshots = []
+
+    def keep_snapshots(event, info):
+        if event == "epoch_end":
+            snapshots.append(copy.deepcopy(info["estimator"]))
+
+    gpu = SequenceTagger(device="cuda", **TINY).fit(X, y, callback=keep_snapshots)
     assert bool(calls) == paired
     assert bool(trainers) == resident
+    # A copy taken during training holds host parameters only, and predicts with them.
+    assert all("_live_device_params" not in s.__dict__ for s in snapshots)
+    assert snapshots[-1].predict(X) == gpu.predict(X)
+    # Prediction on the GPU uploads the parameters once, and again only after they change.
+    first = gpu._prediction_params()
+    assert first is gpu._prediction_params()
+    assert isinstance(first, resident_module.DeviceParams) == resident
     assert gpu._model.device == "cuda"
     cpu = SequenceTagger(device="cpu", **TINY).fit(X, y)
     for name in cpu.params_:  # the same training, step for step, within float32 rounding

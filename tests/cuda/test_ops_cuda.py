@@ -456,3 +456,16 @@ def test_crf_with_device_parameters_equals_the_host_path(dtype, device_masks):
     for got, want in zip(on_device, on_host, strict=True):
         assert_array_equal(got, want)
     assert np.isfinite(on_host[0]).all() and (on_host[5][1] == -1).all()
+
+
+@pytest.mark.parametrize("n", [0, 5, 300])
+@pytest.mark.parametrize("serial", [True, False], ids=["one-thread", "blocks"])
+def test_sum_values_adds_in_float64_into_its_slot(monkeypatch, n, serial):
+    if not serial:
+        monkeypatch.setattr(optim_cuda, "_SERIAL_MAX", 0)
+    x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    out = cuda.to_device(np.full(2, 7.0))
+    optim_cuda.sum_values(dev(x), out, 0)
+    got = out.copy_to_host()
+    assert got[1] == 7
+    assert_allclose(got[0], x.astype(np.float64).sum(), rtol=1e-12, atol=1e-12)

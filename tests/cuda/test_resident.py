@@ -46,6 +46,8 @@ def token_batch(seed=0, n_words=9, n_shapes=3, n_chars=7):
     word_slots[valid] = slots
     U, L = len(distinct), 4
     char_lengths = rng.integers(1, L + 1, U)
+    char_lengths[U // 2] = 0  # a word without characters (the encoder never makes one, but
+    # the layers must not depend on that)
     char_ids = np.where(np.arange(L)[None, :] < char_lengths[:, None],
                         rng.integers(1, n_chars, (U, L)), 0)
     tags = np.where(valid, rng.integers(0, 4, (B, T)), 0)
@@ -176,7 +178,7 @@ def counting_transfers(uploads: list, downloads: list):
 
 def test_device_training_matches_the_host_and_moves_only_batches_and_losses():
     """Two steps on the device against two on the host; the second step sends only the batch
-    over (in one transfer) and brings only the losses and the squared norms back."""
+    over (in one transfer) and brings only the loss and the squared norms back (in another)."""
     model = small_tagger()
     params = model.init_params(np.random.default_rng(0))
     host_params = {k: v.copy() for k, v in params.items()}
@@ -197,13 +199,14 @@ def test_device_training_matches_the_host_and_moves_only_batches_and_losses():
     n_ints = sum(a.size for a in (batch.word_ids, batch.shape_ids, batch.lengths,
                                   batch.word_slots, batch.char_ids, batch.char_lengths, tags))
     assert uploads == [(n_ints,)]  # the batch's ids, in one transfer
-    assert sorted(downloads) == sorted([(len(params),), (len(batch.lengths),)])
+    assert downloads == [(len(params) + 1,)]  # the squared norms and the loss, together
     trainer.download()
     for name, value in host_params.items():
         np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     assert host_opt.steps == trainer.optimizer.optimizer.steps == 2
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_a_diverged_step_changes_nothing():
     model = small_tagger()
     params = model.init_params(np.random.default_rng(0))
