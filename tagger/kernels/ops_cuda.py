@@ -648,9 +648,7 @@ def multiply(a, b, out) -> None:
     out : device array of that shape, C-contiguous
         Out.
     """
-    n = math.prod(out.shape)
-    if n:
-        _multiply_kernel[_grid(n)](_flat(a), _flat(b), _flat(out))
+    _elementwise(_multiply_kernel, a, b, out)
 
 
 def add(a, b, out) -> None:
@@ -662,9 +660,13 @@ def add(a, b, out) -> None:
     out : device array of that shape, C-contiguous
         Out.
     """
+    _elementwise(_add_kernel, a, b, out)
+
+
+def _elementwise(kernel, a, b, out) -> None:
     n = math.prod(out.shape)
     if n:
-        _add_kernel[_grid(n)](_flat(a), _flat(b), _flat(out))
+        kernel[_grid(n)](_flat(a), _flat(b), _flat(out))
 
 
 def scale(a, factor) -> None:

@@ -73,7 +73,7 @@ def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired, resi
     trainer_type = resident_module.ResidentTrainer
     monkeypatch.setattr(resident_module, "ResidentTrainer",
                         lambda *a: trainers.append(1) or trainer_type(*a))
-    X, y = data()
+    X, y = data(2)
     snapshots = []
 
     def keep_snapshots(event, info):

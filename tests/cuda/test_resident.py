@@ -83,6 +83,7 @@ TAGGERS = {
     "charlstm-gru2-softmax": ("lstm", "gru", 2, True, False, 0.25),
     "nochars-rnn-forward-crf": (None, "rnn", 1, False, True, 0.0),
     "cnn-lstm2-crf": ("cnn", "lstm", 2, True, True, 0.2),
+    "nochars-lstm2-forward-softmax": (None, "lstm", 2, False, False, 0.2),
 }
 
 
@@ -119,6 +120,22 @@ def test_classifier_step_matches_the_cpu(pooling):
     weights = np.array([1.0, 0.5, 2.0, 1.5])
     network = ClassifierNetwork(2, 3, "lstm", 3, 1, True, pooling, dropout=0.3)
     model = ClassifierModel(NumericFeaturizer(2), network)
+    loss, grads, gpu_loss, gpu_grads = cpu_and_gpu_step(
+        model, batch, (labels, weights), lambda rng: (labels, rng, weights))
+    assert gpu_loss == pytest.approx(loss, rel=1e-9)
+    assert sorted(gpu_grads) == sorted(grads)
+    for name, value in grads.items():
+        np.testing.assert_allclose(gpu_grads[name], value, rtol=1e-7, atol=1e-10,
+                                   err_msg=name)
+
+
+def test_classifier_on_token_features_matches_the_cpu():
+    batch, _ = token_batch(seed=3)
+    labels = np.array([1, 0, 1], np.int64)
+    featurizer = TokenFeaturizer(9, 3, 3, 2, 7, "cnn", 2, 2, 0.2)
+    network = ClassifierNetwork(featurizer.output_size, 2, "gru", 3, 2, False, "max", 0.2)
+    model = ClassifierModel(featurizer, network)
+    weights = np.ones(3)
     loss, grads, gpu_loss, gpu_grads = cpu_and_gpu_step(
         model, batch, (labels, weights), lambda rng: (labels, rng, weights))
     assert gpu_loss == pytest.approx(loss, rel=1e-9)
