@@ -263,7 +263,9 @@ def take_columns(src, start: int, dst) -> None:
 
 
 @cuda.jit
-def _join_kernel(pair, out):
+def _directions_kernel(pair, joined, split):
+    """Between the two directions' arrays (2, B, T, H) and one (B, T, 2H): ``joined`` from
+    ``pair``, or with ``split`` the other way."""
     k0 = cuda.grid(1)
     _, B, T, H = pair.shape
     for k in range(k0, B * T * 2 * H, cuda.gridsize(1)):
@@ -272,20 +274,10 @@ def _join_kernel(pair, out):
         b = n // T
         t = n - b * T
         d = j // H
-        out[b, t, j] = pair[d, b, t, j - d * H]
-
-
-@cuda.jit
-def _split_kernel(joined, out):
-    k0 = cuda.grid(1)
-    _, B, T, H = out.shape
-    for k in range(k0, B * T * 2 * H, cuda.gridsize(1)):
-        n = k // (2 * H)
-        j = k - n * 2 * H
-        b = n // T
-        t = n - b * T
-        d = j // H
-        out[d, b, t, j - d * H] = joined[b, t, j]
+        if split:
+            pair[d, b, t, j - d * H] = joined[b, t, j]
+        else:
+            joined[b, t, j] = pair[d, b, t, j - d * H]
 
 
 def join_directions(pair, out) -> None:
@@ -298,7 +290,7 @@ def join_directions(pair, out) -> None:
     out : device array (B, T, 2H)
         Out.
     """
-    _launch(_join_kernel, math.prod(pair.shape), pair, out)
+    _launch(_directions_kernel, math.prod(pair.shape), pair, out, False)
 
 
 def split_directions(d, out) -> None:
@@ -310,7 +302,7 @@ def split_directions(d, out) -> None:
     out : device array (2, B, T, H)
         Out.
     """
-    _launch(_split_kernel, math.prod(out.shape), d, out)
+    _launch(_directions_kernel, math.prod(out.shape), out, d, True)
 
 
 # ----------------------------------------------------------------------------------------------

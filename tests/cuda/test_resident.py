@@ -78,6 +78,14 @@ def cpu_and_gpu_step(model, batch, targets, loss_args):
     return loss, grads, gpu_loss, {k: v.copy_to_host() for k, v in d_grads.items()}
 
 
+def assert_same_step(loss, grads, gpu_loss, gpu_grads):
+    assert gpu_loss == pytest.approx(loss, rel=1e-9)
+    assert sorted(gpu_grads) == sorted(grads)
+    for name, value in grads.items():
+        np.testing.assert_allclose(gpu_grads[name], value, rtol=1e-7, atol=1e-10,
+                                   err_msg=name)
+
+
 TAGGERS = {
     "cnn-lstm-pair-crf": ("cnn", "lstm", 1, True, True, 0.3),
     "charlstm-gru2-softmax": ("lstm", "gru", 2, True, False, 0.25),
@@ -93,11 +101,7 @@ def test_tagger_step_matches_the_cpu(config):
     batch, tags = token_batch()
     loss, grads, gpu_loss, gpu_grads = cpu_and_gpu_step(model, batch, (tags,),
                                                         lambda rng: (tags, rng))
-    assert gpu_loss == pytest.approx(loss, rel=1e-9)
-    assert sorted(gpu_grads) == sorted(grads)
-    for name, value in grads.items():
-        np.testing.assert_allclose(gpu_grads[name], value, rtol=1e-7, atol=1e-10,
-                                   err_msg=name)
+    assert_same_step(loss, grads, gpu_loss, gpu_grads)
 
 
 def test_unpaired_lstm_layers_match_the_cpu(monkeypatch):
@@ -122,11 +126,7 @@ def test_classifier_step_matches_the_cpu(pooling):
     model = ClassifierModel(NumericFeaturizer(2), network)
     loss, grads, gpu_loss, gpu_grads = cpu_and_gpu_step(
         model, batch, (labels, weights), lambda rng: (labels, rng, weights))
-    assert gpu_loss == pytest.approx(loss, rel=1e-9)
-    assert sorted(gpu_grads) == sorted(grads)
-    for name, value in grads.items():
-        np.testing.assert_allclose(gpu_grads[name], value, rtol=1e-7, atol=1e-10,
-                                   err_msg=name)
+    assert_same_step(loss, grads, gpu_loss, gpu_grads)
 
 
 def test_classifier_on_token_features_matches_the_cpu():
@@ -138,11 +138,7 @@ def test_classifier_on_token_features_matches_the_cpu():
     weights = np.ones(3)
     loss, grads, gpu_loss, gpu_grads = cpu_and_gpu_step(
         model, batch, (labels, weights), lambda rng: (labels, rng, weights))
-    assert gpu_loss == pytest.approx(loss, rel=1e-9)
-    assert sorted(gpu_grads) == sorted(grads)
-    for name, value in grads.items():
-        np.testing.assert_allclose(gpu_grads[name], value, rtol=1e-7, atol=1e-10,
-                                   err_msg=name)
+    assert_same_step(loss, grads, gpu_loss, gpu_grads)
 
 
 @pytest.mark.parametrize("optimizer", [
