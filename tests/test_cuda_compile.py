@@ -99,7 +99,6 @@ def resident_signatures(f):
         o._row_sums_kernel: (dm, dv),
         o._softmax_xent_rows_kernel: (m, i, dv, float64, dv, m),
         o._softmax_rows_kernel: (c, i, c),
-        o._softmax_2d_kernel: (m, m),
         o._argmax_rows_kernel: (c, i, im),
         o._last_pool_kernel: (c, i, n, boolean, m),
         o._last_pool_backward_kernel: (i, n, boolean, m, c),

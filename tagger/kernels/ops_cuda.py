@@ -835,13 +835,6 @@ def _softmax_rows_kernel(scores, lengths, out):
                 out[b, t, j] = 0
 
 
-@cuda.jit
-def _softmax_2d_kernel(logits, out):
-    b0 = cuda.grid(1)
-    for b in range(b0, logits.shape[0], cuda.gridsize(1)):
-        _softmax_into(logits[b], out[b])
-
-
 def softmax_rows(scores, lengths, out) -> None:
     """Softmax over the last axis at every valid position, zero at padding (see
     :meth:`tagger.nn.heads.SoftmaxHead.marginals`); computed in the scores' dtype.
@@ -856,19 +849,6 @@ def softmax_rows(scores, lengths, out) -> None:
     B, T, K = scores.shape
     if K:
         _launch(_softmax_rows_kernel, B * T, scores, lengths, out)
-
-
-def softmax_2d(logits, out) -> None:
-    """Softmax of every row (see :meth:`tagger.nn.classifier.ClassifierNetwork.predict_proba`).
-
-    Parameters
-    ----------
-    logits : device array (B, C)
-    out : device array (B, C)
-        Out; may be ``logits``.
-    """
-    if logits.shape[1]:
-        _launch(_softmax_2d_kernel, logits.shape[0], logits, out)
 
 
 @cuda.jit
