@@ -104,6 +104,8 @@ def resident_signatures(f):
         o._last_pool_backward_kernel: (i, n, boolean, m, c),
         op._sum_kernel: (v, boolean, dv, n),
         op._serial_sum_kernel: (v, boolean, dv, n),
+        op._segment_sum_kernel: (v, im, boolean, dm),
+        op._sum_rows_kernel: (dm, dv),
         op._adam_kernel: (v, v, v, v, f, f, f, f, f, f, f, f),
         op._sgd_kernel: (v, v, v, f, f, f, boolean, f),
         crf._log_params_kernel: (v, v, m, boolean[::1], boolean[::1], boolean[:, ::1], dm),
@@ -116,7 +118,7 @@ def float64_by_design():
     from tagger.kernels import optim_cuda as op
 
     return {o._softmax_xent_kernel, o._row_sums_kernel, o._softmax_xent_rows_kernel,
-            op._sum_kernel, op._serial_sum_kernel}
+            op._sum_kernel, op._serial_sum_kernel, op._segment_sum_kernel, op._sum_rows_kernel}
 
 
 def cooperative_signatures(f):

@@ -16,6 +16,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _config
+from . import memory_cuda
 
 _NEG_INF = -math.inf
 
@@ -27,7 +28,7 @@ def _host(a):
 
 def _on_device(a):
     """A device array as it is; a host array uploaded."""
-    return a if hasattr(a, "copy_to_host") else cuda.to_device(np.ascontiguousarray(a))
+    return a if hasattr(a, "copy_to_host") else memory_cuda.to_device(np.ascontiguousarray(a))
 
 
 @cuda.jit
@@ -53,9 +54,9 @@ def _log_params(start, end, trans, allowed_start, allowed_end, allowed_trans):
     masks are uploaded); else built on the host from host copies, as a NumPy array."""
     if all(hasattr(a, "copy_to_host") for a in (start, end, trans)):
         K = start.shape[0]
-        masks = [m if hasattr(m, "copy_to_host") else cuda.to_device(np.asarray(m, dtype=bool))
+        masks = [m if hasattr(m, "copy_to_host") else memory_cuda.to_device(np.asarray(m, bool))
                  for m in (allowed_start, allowed_end, allowed_trans)]
-        logp = cuda.device_array((K + 2, K), np.float64)
+        logp = memory_cuda.empty((K + 2, K), np.float64)
         if K:
             _log_params_kernel[_grid_1d((K + 2) * K)](start, end, trans, *masks, logp)
         return logp
@@ -215,13 +216,13 @@ def _grid_1d(n: int) -> tuple[int, int]:
 
 def _run(emissions, tags, lengths, logp, want_grads, marg):
     B, T, K = emissions.shape
-    alpha = cuda.device_array((B, T, K), np.float64)
-    beta = cuda.device_array((B, T, K), np.float64)
-    log_z = cuda.device_array(B, np.float64)
-    gold = cuda.device_array(B, np.float64)
-    pair = cuda.device_array((B, K, K), np.float64)
-    g_start = cuda.device_array((B, K), np.float64)
-    g_end = cuda.device_array((B, K), np.float64)
+    alpha = memory_cuda.empty((B, T, K), np.float64)
+    beta = memory_cuda.empty((B, T, K), np.float64)
+    log_z = memory_cuda.empty(B, np.float64)
+    gold = memory_cuda.empty(B, np.float64)
+    pair = memory_cuda.empty((B, K, K), np.float64)
+    g_start = memory_cuda.empty((B, K), np.float64)
+    g_end = memory_cuda.empty((B, K), np.float64)
     if B:
         _forward_backward_kernel[B, _config.CUDA_THREADS_PER_BLOCK](
             emissions, tags, lengths, _on_device(logp), alpha, beta, log_z, gold, want_grads,
@@ -244,7 +245,7 @@ def crf_marginals(emissions, lengths, start, end, trans, allowed_start, allowed_
     """Tag marginals and log Z (see :func:`tagger.kernels.crf_cpu.crf_marginals`)."""
     logp = _log_params(start, end, trans, allowed_start, allowed_end, allowed_trans)
     B, T, _ = emissions.shape
-    dummy_tags = cuda.device_array((B, T), np.int64)
+    dummy_tags = memory_cuda.empty((B, T), np.int64)
     z, *_ = _run(emissions, dummy_tags, lengths, logp, False, marginals)
     _copy_kernel[_grid_1d(B)](z, log_z)
 
@@ -253,7 +254,7 @@ def crf_log_partition(emissions, lengths, start, end, trans, allowed_start, allo
                       allowed_trans, log_z) -> None:
     """log Z per sequence (see :func:`tagger.kernels.crf_cpu.crf_log_partition`)."""
     B, T, K = emissions.shape
-    marginals = cuda.device_array((B, T, K), np.float64)
+    marginals = memory_cuda.empty((B, T, K), np.float64)
     crf_marginals(emissions, lengths, start, end, trans, allowed_start, allowed_end,
                   allowed_trans, marginals, log_z)
 
@@ -312,7 +313,7 @@ def viterbi_decode(emissions, lengths, start, end, trans, allowed_start, allowed
     logp = _log_params(start, end, trans, allowed_start, allowed_end, allowed_trans)
     B, T, K = emissions.shape
     if B:
-        delta = cuda.device_array((B, T, K), np.float64)
-        backptr = cuda.device_array((B, T, K), np.int64)
+        delta = memory_cuda.empty((B, T, K), np.float64)
+        backptr = memory_cuda.empty((B, T, K), np.int64)
         _viterbi_kernel[B, _config.CUDA_THREADS_PER_BLOCK](emissions, lengths, _on_device(logp),
                                                            delta, backptr, tags, scores)

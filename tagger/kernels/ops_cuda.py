@@ -26,6 +26,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _config
+from . import memory_cuda
 
 # ----------------------------------------------------------------------------------------------
 # launch helpers
@@ -346,7 +347,7 @@ def _word_offsets_kernel(char_lengths, first):
 def _word_offsets(char_lengths):
     """Device array (U + 1,) of int64: the first row of each word (its exclusive prefix sum)."""
     U = char_lengths.shape[0]
-    first = cuda.device_array(U + 1, np.int64)
+    first = memory_cuda.empty(U + 1, np.int64)
     _word_offsets_kernel[1, min(_config.CUDA_THREADS_PER_BLOCK, _SCAN_THREADS)](char_lengths,
                                                                                first)
     return first
@@ -753,7 +754,7 @@ def softmax_xent(scores, tags, lengths, scale: float, loss, d_scores) -> None:
     B, T, K = scores.shape
     if B == 0:
         return
-    token_loss = cuda.device_array((B, T), np.float64)
+    token_loss = memory_cuda.empty((B, T), np.float64)
     if T:
         _softmax_xent_kernel[_grid(B * T)](scores, tags, lengths, float(scale), token_loss,
                                            d_scores)

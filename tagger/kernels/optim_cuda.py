@@ -1,12 +1,14 @@
-"""CUDA kernels (numba-cuda) of the optimizer step, with the argument order of
-:mod:`tagger.kernels.optim_cpu`: the gradients' squared norm, and fused Adam and SGD updates, so
-that parameters and optimizer state never leave the GPU.
+"""CUDA kernels (numba-cuda) of the optimizer step: the gradients' squared norms and the batch
+loss, and fused Adam and SGD updates (with the argument order of :mod:`tagger.kernels.optim_cpu`),
+so that parameters and optimizer state never leave the GPU.
 
-Arrays are flat device arrays (callers pass ``reshape(-1)`` views); scalars are cast to the
-parameter's dtype, so that float32 updates are computed in float32. The squared norm is a
-reduction of fixed geometry and order (per-thread strided partial sums, then a shared-memory tree
-in each block, then the same over the block totals), so its result depends on the array and the
-launch sizes of :mod:`tagger._config` only, never on scheduling.
+Arrays are flat device arrays: the engine keeps all parameters end to end in one flat array, and
+their gradients and optimizer state likewise, so that one launch updates every parameter and two
+launches take every gradient's squared norm. Scalars are cast to the parameter's dtype, so that
+float32 updates are computed in float32. The sums are reductions of fixed geometry and order
+(per-thread strided partial sums, then a shared-memory tree in each block, then the block totals
+in order), so their results depend on the arrays and the launch sizes of :mod:`tagger._config`
+only, never on scheduling.
 
 The GPU contracts ``a * b + c`` into a fused multiply-add, which rounds once where NumPy rounds
 twice: float32 updates equal the NumPy and CPU ones within float rounding, not bitwise.
@@ -20,6 +22,7 @@ import numpy as np
 from numba import cuda
 
 from .. import _config
+from . import memory_cuda
 
 # Size of the shared buffer of a block reduction, fixed when the kernel is compiled: the most
 # threads a reducing block may have.
@@ -78,9 +81,9 @@ def _serial_sum_kernel(x, square, out, slot):
     out[slot] = acc
 
 
-def sum_squares(x, out, slot: int) -> None:
-    """``out[slot] = sum(x * x)``, accumulated in float64 (the GPU side of
-    :func:`tagger.kernels.optim_cpu.sum_squares`, which returns it).
+def sum_values(x, out, slot: int) -> None:
+    """``out[slot] = sum(x)``, accumulated in float64 (a batch's loss goes into the same array as
+    the gradients' squared norms, so that one copy brings both back).
 
     Deterministic: one thread in order for a short array; else one partial sum per block, in a
     fixed order, then one block sums the partials in a fixed order.
@@ -89,15 +92,9 @@ def sum_squares(x, out, slot: int) -> None:
     ----------
     x : device array, flat, float32 or float64
     out : device array of float64
-        Out: only ``out[slot]`` is written (one slot per parameter, summed by the caller).
+        Out: only ``out[slot]`` is written.
     slot : int
     """
-    _reduce(x, True, out, slot)
-
-
-def sum_values(x, out, slot: int) -> None:
-    """``out[slot] = sum(x)``, accumulated in float64, as :func:`sum_squares` (a batch's loss goes
-    into the same array as the gradients' squared norms, so that one copy brings both back)."""
     _reduce(x, False, out, slot)
 
 
@@ -113,9 +110,75 @@ def _reduce(x, square: bool, out, slot: int) -> None:
     if blocks == 1:
         _sum_kernel[1, tpb](x, square, out, slot)
         return
-    partials = cuda.device_array(blocks, np.float64)
+    partials = memory_cuda.empty(blocks, np.float64)
     _sum_kernel[blocks, tpb](x, square, partials, 0)
     _sum_kernel[1, tpb](partials, False, out, slot)
+
+
+@cuda.jit
+def _segment_sum_kernel(x, segments, square, out):
+    """Block (s, p) sums its grid-stride share of segment s of ``x`` (squared or not) in float64
+    into ``out[s, p]``; ``segments[s]`` = (first, end)."""
+    partial = cuda.shared.array(_REDUCE_THREADS, np.float64)
+    s, p = cuda.blockIdx.x, cuda.blockIdx.y
+    first, end = segments[s, 0], segments[s, 1]
+    acc = 0.0
+    for i in range(first + p * cuda.blockDim.x + cuda.threadIdx.x, end,
+                   cuda.gridDim.y * cuda.blockDim.x):
+        value = np.float64(x[i])
+        acc += value * value if square else value
+    total = _block_sum(partial, acc)
+    if cuda.threadIdx.x == 0:
+        out[s, p] = total
+
+
+@cuda.jit
+def _sum_rows_kernel(partials, out):
+    """out[s] = partials[s].sum(), in order: one thread per row."""
+    for s in range(cuda.grid(1), partials.shape[0], cuda.gridsize(1)):
+        acc = 0.0
+        for p in range(partials.shape[1]):
+            acc += partials[s, p]
+        out[s] = acc
+
+
+def segment_geometry(segments: np.ndarray) -> tuple[int, int]:
+    """(blocks per segment, threads per block) of :func:`segment_sum_squares` for these (first,
+    end) pairs: one thread per segment, in order, when none is longer than ``_SERIAL_MAX``
+    (a small model's gradients: no barriers); else enough blocks for the longest segment to give
+    each thread at least ``_PER_THREAD`` values, within the launch limits."""
+    longest = int((segments[:, 1] - segments[:, 0]).max()) if len(segments) else 0
+    if longest <= _SERIAL_MAX:
+        return 1, 1
+    tpb = _threads()
+    return min(max(1, math.ceil(longest / (tpb * _PER_THREAD))), _config.CUDA_MAX_BLOCKS,
+               _REDUCE_THREADS), tpb
+
+
+def segment_sum_squares(x, segments, partials, out, threads: int) -> None:
+    """``out[s] = sum(x[first:end] ** 2)`` for every segment ``(first, end) = segments[s]``,
+    accumulated in float64: the squared norm of every parameter's gradient in two launches,
+    whatever the number of parameters (the gradients lie end to end in one flat array).
+
+    Deterministic: block (s, p) sums a fixed grid-stride share of segment s and reduces it in a
+    fixed tree; one thread per segment then adds the P block totals in order.
+
+    Parameters
+    ----------
+    x : device array, flat, float32 or float64
+    segments : device array (S, 2) of int64
+    partials : device array (S, P) of float64
+        Work space.
+    out : device array of float64
+        Out: ``out[:S]`` is written.
+    threads : int
+        Threads per block. P and ``threads`` come from :func:`segment_geometry`.
+    """
+    S, P = partials.shape
+    if S == 0:
+        return
+    _segment_sum_kernel[(S, P), threads](x, segments, True, partials)
+    _sum_rows_kernel[_grid(S)](partials, out)
 
 
 def _grid(n: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import math
 from numba import cuda
 
 from .. import _config
+from . import memory_cuda
 
 
 def _blocks(kernel, B: int, *args) -> None:
@@ -192,9 +193,9 @@ def attention_pool_backward(h, lengths, w, weights, d_out, d_h, d_w, d_b) -> Non
     """Gradient of :func:`attention_pool` (see
     :func:`tagger.kernels.pool_cpu.attention_pool_backward`)."""
     B, T, H = h.shape
-    g = cuda.device_array((B, T), h.dtype)
-    dw_part = cuda.device_array((B, H), h.dtype)
-    db_part = cuda.device_array(B, h.dtype)
+    g = memory_cuda.empty((B, T), h.dtype)
+    dw_part = memory_cuda.empty((B, H), h.dtype)
+    db_part = memory_cuda.empty(B, h.dtype)
     if B:
         _blocks(_attention_backward_kernel, B, h, lengths, w, weights, d_out, d_h, g, dw_part,
                 db_part)

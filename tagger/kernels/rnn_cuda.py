@@ -28,6 +28,7 @@ import os
 from numba import cuda
 
 from .. import _config
+from . import memory_cuda
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -234,7 +235,7 @@ def gemm(A, B, C, trans_a: bool = False, trans_b: bool = False, accumulate: bool
         kernel[grid, (edge, edge)](A, B, C, _no_partials(C.dtype), trans_a, trans_b,
                                    accumulate, max(K, 1))
         return
-    partials = cuda.device_array((splits, M, N), dtype=C.dtype)
+    partials = memory_cuda.empty((splits, M, N), C.dtype)
     kernel[grid, (edge, edge)](A, B, C, partials, trans_a, trans_b, accumulate, chunk)
     grid2 = (min(math.ceil(M / edge), _config.CUDA_MAX_BLOCKS),
              min(math.ceil(N / edge), _config.CUDA_MAX_BLOCKS))
@@ -590,7 +591,7 @@ def _lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_p
     if T == 0 or H == 0:
         return
     plan = _Plan(B, H, 4, gates.dtype.itemsize)
-    hbuf = cuda.device_array((n_dir, 2, B, H), dtype=gates.dtype)
+    hbuf = memory_cuda.empty((n_dir, 2, B, H), gates.dtype)
     for d in range(n_dir):
         hbuf[d, 0].copy_to_device(h0[d])
     tail = (lengths, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last, c_last, hbuf)
@@ -867,12 +868,12 @@ def gru_backward(x, lengths, W, U, reverse, gates, rec_n, h_prev, d_h, d_h_last,
     """GRU backward pass for one direction (see :func:`tagger.kernels.rnn_cpu.gru_backward`)."""
     B, T, _ = x.shape
     H = U.shape[0]
-    d_rec = cuda.device_array(d_gates.shape, dtype=d_gates.dtype)
+    d_rec = memory_cuda.empty(d_gates.shape, d_gates.dtype)
     _launch(_gru_backward_kernel, B, lengths, U, bool(reverse), gates, rec_n, h_prev, d_h,
             d_h_last, d_gates, d_rec, dh0)
     _input_gradients(x, W, d_gates, dx, dW, db)
     gemm(_flat(h_prev, H), _flat(d_rec, 3 * H), dU, trans_a=True)
-    db_rn_all = cuda.device_array(3 * H, dtype=d_gates.dtype)
+    db_rn_all = memory_cuda.empty(3 * H, d_gates.dtype)
     column_sums(_flat(d_rec, 3 * H), db_rn_all)
     _copy_tail(db_rn_all, db_rn, 2 * H)
 

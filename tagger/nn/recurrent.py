@@ -306,28 +306,27 @@ class _Memory:
         self.dtype = dtype
         self.keep = keep
         if self.gpu:
-            from numba import cuda
+            from ..kernels import memory_cuda
 
-            self.cuda = cuda
+            self.memory = memory_cuda  # temporaries from the active arena, if any
 
     def put(self, a, dtype=None):
         dtype = self.dtype if dtype is None else dtype
         if self.gpu:
             if hasattr(a, "copy_to_host"):  # already a device array
                 return a
-            return self.cuda.to_device(np.ascontiguousarray(a, dtype))
+            return self.memory.to_device(np.ascontiguousarray(a, dtype))
         return np.ascontiguousarray(a, dtype)
 
     def empty(self, shape):
-        return self.cuda.device_array(shape, self.dtype) if self.gpu else np.empty(shape,
-                                                                                    self.dtype)
+        return self.memory.empty(shape, self.dtype) if self.gpu else np.empty(shape, self.dtype)
 
     def zeros(self, shape):
         if not self.gpu:
             return np.zeros(shape, self.dtype)
         from ..kernels import ops_cuda
 
-        out = self.cuda.device_array(shape, self.dtype)
+        out = self.memory.empty(shape, self.dtype)
         ops_cuda.fill(out, 0)  # on the device: no host array goes over
         return out
 
@@ -338,7 +337,8 @@ class _Memory:
 
 
 def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
-                       d_h_last: np.ndarray | None = None, d_c_last: np.ndarray | None = None):
+                       d_h_last: np.ndarray | None = None, d_c_last: np.ndarray | None = None,
+                       out: dict | None = None):
     """Backpropagate through one direction.
 
     Parameters
@@ -351,6 +351,9 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
         Gradient of the loss with respect to ``h_out``.
     d_h_last, d_c_last : ndarray (B, H), optional
         Gradients with respect to the final states (zero when omitted).
+    out : dict, optional
+        Arrays (on the cache's device) to write the parameter gradients into, with the keys of
+        ``params``; new arrays when omitted.
 
     Returns
     -------
@@ -371,7 +374,8 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     zeros = mem.zeros((B, H))
     d_h_last = zeros if d_h_last is None else mem.put(d_h_last)
     dx = mem.empty((B, T, D))
-    grads = {"W": mem.empty(W.shape), "U": mem.empty(U.shape), "b": mem.empty(b.shape)}
+    grads = {name: mem.empty(a.shape) if out is None else out[name]
+             for name, a in (("W", W), ("U", U), ("b", b))}
     # d_pre is scratch: the kernels fill it and the weight gradients are taken from it.
     d_pre = mem.empty((B, T, W.shape[1])) if mem.gpu else _scratch((B, T, W.shape[1]), dtype)
     dh0 = mem.empty((B, H))
@@ -389,7 +393,7 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
                               cache.h_prev, d_h, d_h_last, d_c_last, d_pre, dx, grads["W"],
                               grads["U"], grads["b"], dh0, dc0, *extra)
     elif cell == "gru":
-        grads["b_rn"] = mem.empty((H,))
+        grads["b_rn"] = mem.empty((H,)) if out is None else out["b_rn"]
         kernels.gru_backward(x, lengths, W, U, cache.reverse, cache.gates, cache.rec_n,
                              cache.h_prev, d_h, d_h_last, d_pre, dx, grads["W"], grads["U"],
                              grads["b"], grads["b_rn"], dh0)
@@ -461,10 +465,11 @@ def _host(a):
 
 
 def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_out: np.ndarray,
-                       stacked: dict | None = None):
+                       stacked: dict | None = None, out: dict | None = None):
     """Backpropagate through :func:`lstm_pair_forward`: (dx, grads of the forward direction,
     grads of the backward direction). Given a device array ``d_out``, everything stays on the
-    device, and the gradients of the two directions are views of (2, ...) arrays."""
+    device, and the gradients of the two directions are views of (2, ...) arrays: those of
+    ``out`` (``W``, ``U`` and ``b`` of both directions, on the device) when given."""
     B, T, D = cache.x.shape
     H = params_fwd["U"].shape[0]
     dtype = d_out.dtype
@@ -485,8 +490,10 @@ def lstm_pair_backward(params_fwd: dict, params_bwd: dict, cache: PairCache, d_o
     zeros = mem.zeros((2, B, H))
     d_gates = mem.empty((2, B, T, 4 * H))
     dx = mem.empty((2, B, T, D))
-    dW, dU = mem.empty(W.shape), mem.empty(U.shape)
-    db = mem.empty((2, 4 * H))
+    if out is not None:
+        dW, dU, db = out["W"], out["U"], out["b"]
+    else:
+        dW, dU, db = mem.empty(W.shape), mem.empty(U.shape), mem.empty((2, 4 * H))
     dh0, dc0 = mem.empty((2, B, H)), mem.empty((2, B, H))
     backend.kernels("cuda", "rnn").lstm_backward_pair(
         cache.x, cache.lengths, W, U, cache.c0, cache.gates, cache.c_out, cache.h_prev, d_h, zeros,

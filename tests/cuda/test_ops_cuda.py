@@ -356,19 +356,30 @@ def test_last_pool_and_backward_match_the_classifier(bidirectional):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [0, 1, 3, 50, 300])
-@pytest.mark.parametrize("serial", [True, False], ids=["one-thread", "blocks"])
-def test_sum_squares_matches_the_cpu_and_writes_only_its_slot(monkeypatch, dtype, n, serial):
-    if not serial:  # the block reduction, which larger arrays take
+@pytest.mark.parametrize("blocks", [0, 1, 3], ids=["one-thread", "one-block", "three-blocks"])
+def test_segment_sum_squares_matches_the_cpu_for_every_segment(monkeypatch, dtype, blocks):
+    """Segments of every size (empty, one value, several blocks' worth), not in the order they
+    lie in, each squared norm equal to the CPU kernel's on its slice; with one thread per
+    segment (short segments) or with blocks."""
+    rng = np.random.default_rng(blocks)
+    x = rng.normal(size=80).astype(dtype)
+    segments = np.array([[30, 80], [0, 0], [3, 4], [4, 30], [0, 3]], np.int64)
+    assert optim_cuda.segment_geometry(segments) == (1, 1)  # all short: one thread each
+    if blocks:
         monkeypatch.setattr(optim_cuda, "_SERIAL_MAX", 0)
-    x = np.random.default_rng(n).normal(size=n).astype(dtype)
-    out = cuda.to_device(np.full(3, 7.0))
-    optim_cuda.sum_squares(dev(x), out, 1)
+        monkeypatch.setattr(optim_cuda, "_PER_THREAD", 2)
+        assert optim_cuda.segment_geometry(segments)[0] > 1  # the longest takes several
+        monkeypatch.setattr(optim_cuda._config, "CUDA_MAX_BLOCKS", blocks)
+    P, threads = optim_cuda.segment_geometry(segments)
+    assert P == max(blocks, 1) and (threads == 1) == (blocks == 0)
+    out = cuda.to_device(np.full(len(segments) + 1, 7.0))
+    optim_cuda.segment_sum_squares(dev(x), dev(segments), garbage((len(segments), P)), out,
+                                   threads)
     got = out.copy_to_host()
-    assert got[0] == 7 and got[2] == 7
-    assert_allclose(got[1], optim_cpu.sum_squares(x), rtol=1e-12, atol=0)
-    if n:
-        assert got[1] > 0
+    assert got[-1] == 7
+    for s, (first, end) in enumerate(segments):
+        assert_allclose(got[s], optim_cpu.sum_squares(x[first:end]), rtol=1e-12, atol=0)
+    assert got[1] == 0 and got[2] == np.float64(x[3]) ** 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -154,12 +154,13 @@ def test_device_optimizer_updates_as_on_the_host(optimizer):
     host.step(host_params, {k: np.ones_like(v) for k, v in params.items()})  # state to resume
     device = optimizer()
     device.load_state_dict(host.state_dict())
-    dparams = resident.DeviceParams({k: cuda.to_device(v) for k, v in host_params.items()})
-    on_device = resident.DeviceOptimizer(device)
+    dparams = resident.upload_flat(host_params)
+    layout = dparams.layout
+    on_device = resident.DeviceOptimizer(device, layout)
     for _ in range(2):
         grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
         host.step(host_params, grads, scale=0.5)
-        on_device.step(dparams, {k: cuda.to_device(v) for k, v in grads.items()}, scale=0.5)
+        on_device.step(dparams, layout.views(cuda.to_device(layout.pack(grads))), scale=0.5)
     on_device.download()
     for name, value in host_params.items():
         np.testing.assert_allclose(dparams[name].copy_to_host(), value, rtol=1e-6, atol=1e-7)
@@ -176,32 +177,44 @@ def small_tagger():
 
 
 @contextlib.contextmanager
-def counting_transfers(uploads: list, downloads: list):
-    """Record the shape of every host-to-device and device-to-host copy."""
-    to_device = cuda.to_device
+def counting_transfers(uploads: list, downloads: list, allocations: list):
+    """Record the shape of every host-to-device and device-to-host copy, and of every device
+    allocation."""
+    to_device, device_array = cuda.to_device, cuda.device_array
     array_type = type(cuda.device_array(1))
-    copy_to_host = array_type.copy_to_host
+    copy_to_host, copy_to_device = array_type.copy_to_host, array_type.copy_to_device
+
+    def upload(self, a, *rest, **kwargs):
+        if not hasattr(a, "copy_to_host"):  # from the host (not between device arrays)
+            uploads.append(np.shape(a))
+        return copy_to_device(self, a, *rest, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cuda, "to_device", lambda a, *r, **k: uploads.append(np.shape(a))
                       or to_device(a, *r, **k))
+        patch.setattr(cuda, "device_array", lambda shape, *r, **k: allocations.append(shape)
+                      or device_array(shape, *r, **k))
+        patch.setattr(array_type, "copy_to_device", upload)
         patch.setattr(array_type, "copy_to_host", lambda self, *r, **k: downloads.append(
             tuple(self.shape)) or copy_to_host(self, *r, **k))
         yield
 
 
 def test_device_training_matches_the_host_and_moves_only_batches_and_losses():
-    """Two steps on the device against two on the host; the second step sends only the batch
-    over (in one transfer) and brings only the loss and the squared norms back (in another)."""
+    """Three steps on the device against three on the host; the last step sends only the batch
+    over (in one transfer), brings only the loss and the squared norms back (in another), and
+    allocates no device memory (its temporaries come from the arena the first steps sized)."""
     model = small_tagger()
     params = model.init_params(np.random.default_rng(0))
     host_params = {k: v.copy() for k, v in params.items()}
     trainer = resident.ResidentTrainer(model, params, Adam(0.01))
     host_opt = Adam(0.01)
-    uploads, downloads = [], []
-    for seed in range(2):
+    uploads, downloads, allocations = [], [], []
+    for seed in range(3):
         batch, tags = token_batch(seed)
-        # Once the kernels are loaded, the transfers of a step are counted.
-        with counting_transfers(uploads, downloads) if seed == 1 else contextlib.nullcontext():
+        # Once the kernels are loaded and the arena sized, the transfers of a step are counted.
+        with (counting_transfers(uploads, downloads, allocations) if seed == 2
+              else contextlib.nullcontext()):
             loss = trainer.step(batch, (tags,), np.random.default_rng(seed), 1.0)
         model.set_device("cpu")
         host_loss, grads = model.loss_and_grads(host_params, batch, tags,
@@ -213,10 +226,11 @@ def test_device_training_matches_the_host_and_moves_only_batches_and_losses():
                                   batch.word_slots, batch.char_ids, batch.char_lengths, tags))
     assert uploads == [(n_ints,)]  # the batch's ids, in one transfer
     assert downloads == [(len(params) + 1,)]  # the squared norms and the loss, together
+    assert allocations == [] and trainer.arena.fallbacks > 0  # the first step's only
     trainer.download()
     for name, value in host_params.items():
         np.testing.assert_allclose(params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-    assert host_opt.steps == trainer.optimizer.optimizer.steps == 2
+    assert host_opt.steps == trainer.optimizer.optimizer.steps == 3
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
