@@ -158,6 +158,31 @@ def persistent_variants(repeats: int) -> list[tuple[int, str, float, float]]:
     return rows
 
 
+def staged_variants(batches, repeats: int) -> list[tuple[int, str, int, float, float]]:
+    """(batch, backward product, units per block, fwd+bwd ms, backward ms): the backward
+    recurrence's product with U reading the gate gradients from global memory for every unit
+    (``direct``) against staging them through shared memory (``staged``, ``TAGGER_CUDA_STAGED``);
+    the units per block are those the shared memory allows (they set the forward pass's geometry
+    too)."""
+    from tagger import _config
+    from tagger.kernels import rnn_cuda
+
+    rows = []
+    saved = _config.CUDA_STAGED_BACKWARD
+    try:
+        for B in batches:
+            for staged in (False, True):
+                _config.CUDA_STAGED_BACKWARD = staged
+                units = rnn_cuda._Plan(B, H, 4, 4).HB
+                fb, fw = tagger_lstm(B, repeats)
+                mode = "staged" if staged else "direct"
+                rows.append((B, mode, units, 1e3 * fb, 1e3 * (fb - fw)))
+                print(B, mode, units, f"{1e3 * fb:.3f} ms", flush=True)
+    finally:
+        _config.CUDA_STAGED_BACKWARD = saved
+    return rows
+
+
 def parity_at_size(B: int = 16) -> dict[str, float]:
     """Relative errors of the CUDA forward and backward pass against the CPU kernels (float32) and
     the float64 CPU kernels, at the benchmark's sizes."""
@@ -348,6 +373,15 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {B} | {tok / fb:,.0f} | {tok / fb2:,.0f} | {tok / theirs[0]:,.0f} | "
                          f"{theirs[0] / fb:.2f}× | {theirs[0] / fb2:.2f}× | {1e3 * fw:.3f} | "
                          f"{1e3 * fw2:.3f} | {1e3 * theirs[1]:.3f} |")
+    lines += ["", "The backward product with U (phase B of the backward recurrence, both "
+              "directions together): gate gradients read from global memory for every unit "
+              "(`direct`, the default) or staged through shared memory (`staged`, "
+              "`TAGGER_CUDA_STAGED=1`):", "",
+              "| batch | backward product | units per block | fwd+bwd ms | of which backward ms |",
+              "|---:|---|---:|---:|---:|"]
+    lines += [f"| {B} | {mode} | {units} | {fb:.3f} | {bw:.3f} |"
+              for B, mode, units, fb, bw in staged_variants(
+                  BATCHES if args.smoke else (1, *BATCHES), args.repeats)]
     parity_batch = 2 if args.smoke else 16
     parity = parity_at_size(parity_batch)
     lines += ["", f"Parity at these sizes (batch {parity_batch}, random lengths): relative "

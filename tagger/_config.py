@@ -56,6 +56,11 @@ CUDA_ROWS_PER_BLOCK: int = int(os.environ.get("TAGGER_CUDA_ROWS", "32"))
 # (when the grid fits on the GPU at once); else one launch per step.
 CUDA_PERSISTENT: bool = os.environ.get("TAGGER_CUDA_PERSISTENT", "1") not in ("", "0")
 
+# The backward LSTM recurrence's product with U stages the gate gradients through shared memory
+# (fewer and coalesced global reads, each shared read serving several products) instead of
+# reading them from global memory for every unit.
+CUDA_STAGED_BACKWARD: bool = os.environ.get("TAGGER_CUDA_STAGED", "0") not in ("", "0")
+
 # Both directions of a bidirectional LSTM layer in one launch on the GPU (else one after the other).
 CUDA_PAIR_DIRECTIONS: bool = os.environ.get("TAGGER_CUDA_PAIR", "1") not in ("", "0")
 

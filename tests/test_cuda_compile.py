@@ -59,7 +59,7 @@ def kernel_signatures(f):
         k._lstm_forward_one_step: (n, n, n, boolean, i, c, m, c, c, boolean, q, q, q, q, c, c, q),
         k._lstm_forward_pad_kernel: (i, c, c, q, q, q, q, c, c),
         k._lstm_backward_gates_kernel: (n, n, n, i, c, boolean, q, q, q, q, c, c),
-        k._lstm_backward_state_kernel: (n, n, n, n, boolean, i, c, boolean, q, c),
+        k._lstm_backward_state_kernel: (n, n, n, n, boolean, boolean, i, c, boolean, q, c),
         k._zero_padding_kernel: (i, q),
         k._gru_forward_kernel: (i, m, v, v, m, boolean, c, c, c, c, m),
         k._gru_backward_kernel: (i, m, boolean, c, c, c, c, m, c, c, m),
@@ -130,7 +130,8 @@ def cooperative_signatures(f):
     return {
         k._lstm_forward_persistent: (n, n, n, boolean, i, c, m, c, c, boolean, q, q, q, q, c, c,
                                      q),
-        k._lstm_backward_persistent: (n, n, n, n, boolean, i, c, c, boolean, q, q, q, q, c, c),
+        k._lstm_backward_persistent: (n, n, n, n, boolean, boolean, i, c, c, boolean, q, q, q, q,
+                                      c, c),
     }
 
 

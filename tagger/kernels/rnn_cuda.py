@@ -310,6 +310,13 @@ _SHARED_BYTES = 48 * 1024  # dynamic shared memory available to a block without 
 
 _ROW_PAD = 16  # words between the rows of U kept in shared memory (no bank conflicts)
 
+# The staged backward product (``TAGGER_CUDA_STAGED``): the gate gradients of the block's
+# sequences go through shared memory this many columns at a time; rows of U and of the staged
+# columns are one word longer than their data, so that the threads of a warp, which read one
+# column of several rows at once, hit distinct banks.
+_STAGE_K = 64
+_STAGE_PAD = 1
+
 
 class _Plan:
     """Launch geometry of the multi-block recurrent kernels for a (B, H) problem.
@@ -342,7 +349,12 @@ class _Plan:
         lanes = max(1, tpb // C)
         forward = (H * C if shared_u else 0) + self.RB * C \
             + max(4 * math.ceil(self.RB / 4), 4 * lanes) * C
-        backward = (hb * (gates * H + _ROW_PAD) if shared_u else 0) + self.RB * hb * self.KS
+        if _config.CUDA_STAGED_BACKWARD:
+            backward = (hb * (gates * H + _STAGE_PAD) if shared_u else 0) \
+                + max(self.RB * (_STAGE_K + _STAGE_PAD), 8 * tpb)
+        else:
+            backward = (hb * (gates * H + _ROW_PAD) if shared_u else 0) \
+                + self.RB * hb * self.KS
         return (forward, backward) if both else max(forward, backward)
 
 
@@ -387,8 +399,8 @@ def _load_gate_columns(sm, U, HB):
 
 
 @cuda.jit(device=True, inline=True)
-def _load_unit_rows(sm, U, HB):
-    """sm[u * (GH + _ROW_PAD) + k] = U[d, ub * HB + u, k] (0 past the last unit)."""
+def _load_unit_rows(sm, U, HB, pad):
+    """sm[u * (GH + pad) + k] = U[d, ub * HB + u, k] (0 past the last unit)."""
     d = cuda.blockIdx.z
     H, GH = U.shape[1], U.shape[2]
     ub = cuda.blockIdx.x
@@ -396,7 +408,7 @@ def _load_unit_rows(sm, U, HB):
         u = idx // GH
         i = ub * HB + u
         k = idx - u * GH
-        sm[u * (GH + _ROW_PAD) + k] = U[d, i, k] if i < H else U.dtype.type(0)
+        sm[u * (GH + pad) + k] = U[d, i, k] if i < H else U.dtype.type(0)
 
 
 @cuda.jit(device=True, inline=True)
@@ -678,19 +690,128 @@ def _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gat
     cuda.syncthreads()
 
 
+@cuda.jit(device=True, inline=True)
+def _lstm_backward_state_staged(s, sm, HB, RB, shared_u, lengths, U, reverse, d_gates, dh0):
+    """Phase B of step s, as :func:`_lstm_backward_state` computes it, with the gate gradients
+    of the block's sequences staged through shared memory ``_STAGE_K`` columns at a time
+    (coalesced reads, each value read from global memory once per block instead of once per
+    unit). Each thread accumulates a tile of four sequences by two units over every
+    ``splits``-th column, so that one read from shared memory serves two or four products; the
+    ``splits`` partial sums of an output are added in a fixed order."""
+    d = cuda.blockIdx.z
+    rev = reverse != (d == 1)
+    B = d_gates.shape[1]
+    H, GH = U.shape[1], U.shape[2]
+    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    ub, rg = cuda.blockIdx.x, cuda.blockIdx.y
+    row0 = rg * RB
+    rows = min(RB, B - row0)
+    us = GH + _STAGE_PAD  # the stride of U's rows in sm
+    ks_ = _STAGE_K + _STAGE_PAD  # the stride of the staged rows
+    c_off = HB * us if shared_u else 0  # the staged columns, then the partial sums
+    pairs = (HB + 1) // 2
+    tiles = pairs * ((rows + 3) // 4)
+    group = min(tiles, nt)
+    splits = nt // group
+    zero = d_gates.dtype.type(0)
+    for tile0 in range(0, tiles, group):  # the same trip count in every thread
+        tile = tile0 + tid % group
+        ks = tid // group
+        busy = tile < tiles and ks < splits
+        up = tile % pairs
+        u0 = 2 * up
+        u1 = min(u0 + 1, HB - 1)
+        m0 = 4 * (tile // pairs)
+        r0 = min(m0, rows - 1)
+        r1 = min(m0 + 1, rows - 1)
+        r2 = min(m0 + 2, rows - 1)
+        r3 = min(m0 + 3, rows - 1)
+        i0 = min(ub * HB + u0, H - 1)
+        i1 = min(ub * HB + u1, H - 1)
+        a00 = zero
+        a01 = zero
+        a10 = zero
+        a11 = zero
+        a20 = zero
+        a21 = zero
+        a30 = zero
+        a31 = zero
+        for k0 in range(0, GH, _STAGE_K):
+            kn = min(_STAGE_K, GH - k0)
+            cuda.syncthreads()  # the last pass's reads are done
+            for idx in range(tid, rows * kn, nt):
+                m = idx // kn
+                kk = idx - m * kn
+                row = row0 + m
+                v = zero
+                if s < lengths[row]:
+                    v = d_gates[d, row, _step_time(s, lengths[row], rev), k0 + kk]
+                sm[c_off + m * ks_ + kk] = v
+            cuda.syncthreads()
+            if busy:
+                for kk in range(ks, kn, splits):
+                    if shared_u:
+                        w0 = sm[u0 * us + k0 + kk]
+                        w1 = sm[u1 * us + k0 + kk]
+                    else:
+                        w0 = U[d, i0, k0 + kk]
+                        w1 = U[d, i1, k0 + kk]
+                    g0 = sm[c_off + r0 * ks_ + kk]
+                    g1 = sm[c_off + r1 * ks_ + kk]
+                    g2 = sm[c_off + r2 * ks_ + kk]
+                    g3 = sm[c_off + r3 * ks_ + kk]
+                    a00 += g0 * w0
+                    a01 += g0 * w1
+                    a10 += g1 * w0
+                    a11 += g1 * w1
+                    a20 += g2 * w0
+                    a21 += g2 * w1
+                    a30 += g3 * w0
+                    a31 += g3 * w1
+        cuda.syncthreads()  # the staged columns are read: their room takes the partial sums
+        if busy:
+            base = c_off + (tile - tile0) * 8 * splits + ks
+            sm[base] = a00
+            sm[base + splits] = a01
+            sm[base + 2 * splits] = a10
+            sm[base + 3 * splits] = a11
+            sm[base + 4 * splits] = a20
+            sm[base + 5 * splits] = a21
+            sm[base + 6 * splits] = a30
+            sm[base + 7 * splits] = a31
+        cuda.syncthreads()
+        if busy and ks == 0:
+            for q in range(8):
+                m = m0 + q // 2
+                u = u0 + q % 2
+                i = ub * HB + u
+                row = row0 + m
+                if m < rows and u < HB and i < H and s < lengths[row]:
+                    total = zero
+                    for p in range(splits):
+                        total += sm[c_off + (tile - tile0) * 8 * splits + q * splits + p]
+                    dh0[d, row, i] = total
+    cuda.syncthreads()
+
+
 @cuda.jit
-def _lstm_backward_persistent(S, HB, RB, KS, shared_u, lengths, U, c0, reverse, gates, c_out,
-                              d_h, d_gates, dh0, dc0):
+def _lstm_backward_persistent(S, HB, RB, KS, shared_u, staged, lengths, U, c0, reverse, gates,
+                              c_out, d_h, d_gates, dh0, dc0):
     sm = cuda.shared.array(0, dtype=U.dtype)
     if shared_u:
-        _load_unit_rows(sm, U, HB)
+        _load_unit_rows(sm, U, HB, _STAGE_PAD if staged else _ROW_PAD)
     cuda.syncthreads()
     grid = cuda.cg.this_grid()
     for s in range(S - 1, -1, -1):
         _lstm_backward_gates(s, HB, RB, lengths, c0, reverse, gates, c_out, d_h, d_gates, dh0,
                              dc0)
         grid.sync()
-        _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gates, dh0)
+        if staged:
+            _lstm_backward_state_staged(s, sm, HB, RB, shared_u, lengths, U, reverse, d_gates,
+                                        dh0)
+        else:
+            _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gates,
+                                 dh0)
 
 
 @cuda.jit
@@ -700,12 +821,16 @@ def _lstm_backward_gates_kernel(s, HB, RB, lengths, c0, reverse, gates, c_out, d
 
 
 @cuda.jit
-def _lstm_backward_state_kernel(s, HB, RB, KS, shared_u, lengths, U, reverse, d_gates, dh0):
+def _lstm_backward_state_kernel(s, HB, RB, KS, shared_u, staged, lengths, U, reverse, d_gates,
+                                dh0):
     sm = cuda.shared.array(0, dtype=U.dtype)
     if shared_u:
-        _load_unit_rows(sm, U, HB)
+        _load_unit_rows(sm, U, HB, _STAGE_PAD if staged else _ROW_PAD)
     cuda.syncthreads()
-    _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gates, dh0)
+    if staged:
+        _lstm_backward_state_staged(s, sm, HB, RB, shared_u, lengths, U, reverse, d_gates, dh0)
+    else:
+        _lstm_backward_state(s, sm, HB, RB, KS, shared_u, lengths, U, reverse, d_gates, dh0)
 
 
 @cuda.jit
@@ -748,8 +873,9 @@ def _lstm_backward(x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h
         plan = _Plan(B, H, 4, gates.dtype.itemsize)
         grid = (*plan.grid, n_dir)
         launch = (grid, plan.tpb, 0, plan.backward_words * gates.dtype.itemsize)
-        args = (T, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, c0, reverse, gates,
-                c_out, d_h, d_gates, dh0, dc0)
+        staged = bool(_config.CUDA_STAGED_BACKWARD)
+        args = (T, plan.HB, plan.RB, plan.KS, plan.shared_u, staged, lengths, U, c0, reverse,
+                gates, c_out, d_h, d_gates, dh0, dc0)
         if _persistent_ok(_lstm_backward_persistent, plan, n_dir, args):
             _lstm_backward_persistent[launch](*args)
         else:
@@ -758,8 +884,8 @@ def _lstm_backward(x, lengths, W, U, c0, reverse, gates, c_out, h_prev, d_h, d_h
                     s, plan.HB, plan.RB, lengths, c0, reverse, gates, c_out, d_h, d_gates, dh0,
                     dc0)
                 _lstm_backward_state_kernel[launch](
-                    s, plan.HB, plan.RB, plan.KS, plan.shared_u, lengths, U, reverse, d_gates,
-                    dh0)
+                    s, plan.HB, plan.RB, plan.KS, plan.shared_u, staged, lengths, U, reverse,
+                    d_gates, dh0)
     for d in range(n_dir):
         _input_gradients(x, W[d], d_gates[d], dx[d], dW[d], db[d])
         gemm(_flat(h_prev[d], H), _flat(d_gates[d], 4 * H), dU[d], trans_a=True)

@@ -128,15 +128,18 @@ def test_gemm_against_numpy():
     np.testing.assert_allclose(Ct.copy_to_host(), A.T @ A + B @ B.T, rtol=1e-12)
 
 
+@pytest.mark.parametrize("staged", [False, True], ids=["direct", "staged"])
 @pytest.mark.parametrize("persistent", [True, False])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_recurrence_launch_modes(monkeypatch, persistent, reverse):
+def test_lstm_recurrence_launch_modes(monkeypatch, persistent, reverse, staged):
     """The LSTM recurrence gives the reference results whether all steps run in one cooperative
     launch (grid-wide barriers; a single block under the simulator, which runs one block per
-    cooperative grid) or in one launch per step (several blocks of units and of sequences)."""
+    cooperative grid) or in one launch per step (several blocks of units and of sequences), with
+    either form of the backward product."""
     from tagger import _config
 
     monkeypatch.setattr(_config, "CUDA_PERSISTENT", persistent)
+    monkeypatch.setattr(_config, "CUDA_STAGED_BACKWARD", staged)
     if persistent:  # every unit and sequence in one block
         monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 16)
         monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", 4)
@@ -166,6 +169,42 @@ def test_lstm_recurrence_launch_modes(monkeypatch, persistent, reverse):
     np.testing.assert_allclose(got["dx"], ref["dx"], **tol)
     np.testing.assert_allclose(got["dh0"], ref["dh0"], **tol)
     np.testing.assert_allclose(got["dc0"], ref["dc0"], **tol)
+    np.testing.assert_allclose(got["grads"]["U"], ref["dU"], **tol)
+
+
+STAGED_CASES = {
+    # 68 columns of gate gradients: two passes through shared memory (64, then 4)
+    "two-passes": dict(B=3, H=17, units=4, rows=3, tpb=16, plan=(4, 3, 16, (5, 1))),
+    # 5 tiles of four sequences for 4 threads: two groups of tiles, odd sizes
+    "tile-groups": dict(B=19, H=2, units=1, rows=19, tpb=4, plan=(1, 19, 4, (2, 1))),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGED_CASES))
+def test_staged_backward_product_over_passes_and_tile_groups(monkeypatch, case):
+    """The staged backward product gives the reference gradients when the gate gradients take
+    two passes through shared memory, and when a block has more output tiles than threads."""
+    from tagger import _config
+
+    c = STAGED_CASES[case]
+    monkeypatch.setattr(_config, "CUDA_STAGED_BACKWARD", True)
+    monkeypatch.setattr(_config, "CUDA_PERSISTENT", False)
+    monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", c["tpb"])
+    monkeypatch.setattr(_config, "CUDA_UNITS_PER_BLOCK", c["units"])
+    monkeypatch.setattr(_config, "CUDA_ROWS_PER_BLOCK", c["rows"])
+    B, T, D, H = c["B"], 2, 3, c["H"]
+    plan = rnn_cuda._Plan(B, H, 4, 8)
+    assert (plan.HB, plan.RB, plan.tpb, plan.grid) == c["plan"]
+    params, x, lengths, h0, c0 = make_case("lstm", np.float64, seed=21, B=B, T=T, D=D, H=H)
+    rng = np.random.default_rng(22)
+    d_out = rng.normal(size=(B, T, H))
+    d_h, d_c = rng.normal(size=h0.shape), rng.normal(size=h0.shape)
+    got = run_cuda("lstm", params, x, lengths, h0, c0, True, d_out, d_h, d_c)
+    _, _, _, ref = naive.direction_reference("lstm", params, x, lengths, h0, c0, True, d_out,
+                                             d_h, d_c)
+    tol = TOL[np.float64]
+    for name in ("dx", "dh0", "dc0"):
+        np.testing.assert_allclose(got[name], ref[name], **tol, err_msg=name)
     np.testing.assert_allclose(got["grads"]["U"], ref["dU"], **tol)
 
 
