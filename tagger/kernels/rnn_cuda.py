@@ -7,7 +7,10 @@ Design:
 - The LSTM recurrence spreads every step over many blocks, each owning a slice of the hidden units
   (their recurrent weights in shared memory) and a group of sequences, and runs all steps of a
   direction in one cooperative launch with a grid-wide barrier between steps, or in one launch per
-  step when the grid cannot be resident at once (see the LSTM section).
+  step when the grid cannot be resident at once (see the LSTM section). The backward pass's
+  product with U reads the gate gradients from global memory for every unit, or, with
+  ``TAGGER_CUDA_STAGED=1``, stages them through shared memory (see
+  :func:`_lstm_backward_state_staged`).
 - The GRU and Elman recurrences are one persistent kernel per direction with one block per
   sequence, looping over that sequence's own steps inside a single launch. The block's threads
   share out the gate columns for the recurrent product and the hidden units for the state update,

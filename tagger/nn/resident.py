@@ -15,6 +15,12 @@ device), so a step here computes what the CPU computes, within float rounding:
 * the gradient norm (one float64 per parameter, summed on the host in the CPU's order) and the
   SGD or Adam update.
 
+Parameters, gradients and optimizer state each lie in one flat device array (:class:`FlatLayout`),
+so that one launch updates every parameter and two take every gradient's squared norm; the
+temporaries of a step or of a prediction batch come from an arena
+(:mod:`tagger.kernels.memory_cuda`), so that once the largest batch has been seen no device memory
+is allocated or freed (freeing waits for the device).
+
 Scatter-adds (embedding gradients) use atomic additions, so the order of their float additions,
 and the last bits of a GPU run, may differ from run to run; the CPU engine is the one that is
 reproducible bit for bit.
