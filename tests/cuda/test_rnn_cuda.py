@@ -130,7 +130,7 @@ def test_gemm_against_numpy():
 
 @pytest.mark.parametrize(("persistent", "reverse", "staged"), [
     (True, False, False), (True, True, False), (False, False, False), (False, True, False),
-    (True, False, True), (False, True, True),  # the staged product in either launch mode
+    (False, True, True),  # the staged product (its own tests below cover more geometries)
 ])
 def test_lstm_recurrence_launch_modes(monkeypatch, persistent, reverse, staged):
     """The LSTM recurrence gives the reference results whether all steps run in one cooperative
