@@ -53,14 +53,12 @@ def _block_sum(partial, acc):
 
 
 @cuda.jit
-def _sum_kernel(x, square, out, slot):
-    """out[slot + block] = sum over this block's grid-stride share of x (squared or not), in
-    float64."""
+def _sum_kernel(x, out, slot):
+    """out[slot + block] = sum over this block's grid-stride share of x, in float64."""
     partial = cuda.shared.array(_REDUCE_THREADS, np.float64)
     acc = 0.0
     for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        value = np.float64(x[i])
-        acc += value * value if square else value
+        acc += np.float64(x[i])
     total = _block_sum(partial, acc)
     if cuda.threadIdx.x == 0:
         out[slot + cuda.blockIdx.x] = total
@@ -73,11 +71,10 @@ _SERIAL_MAX = 1024
 
 
 @cuda.jit
-def _serial_sum_kernel(x, square, out, slot):
+def _serial_sum_kernel(x, out, slot):
     acc = 0.0
     for i in range(x.shape[0]):
-        value = np.float64(x[i])
-        acc += value * value if square else value
+        acc += np.float64(x[i])
     out[slot] = acc
 
 
@@ -95,29 +92,25 @@ def sum_values(x, out, slot: int) -> None:
         Out: only ``out[slot]`` is written.
     slot : int
     """
-    _reduce(x, False, out, slot)
-
-
-def _reduce(x, square: bool, out, slot: int) -> None:
     n = x.shape[0]
     if n <= _SERIAL_MAX:
-        _serial_sum_kernel[1, 1](x, square, out, slot)
+        _serial_sum_kernel[1, 1](x, out, slot)
         return
     tpb = _threads()
     # Each thread sums at least _PER_THREAD values before another block is started.
     blocks = min(max(1, math.ceil(n / (tpb * _PER_THREAD))), _config.CUDA_MAX_BLOCKS,
                  _REDUCE_THREADS)
     if blocks == 1:
-        _sum_kernel[1, tpb](x, square, out, slot)
+        _sum_kernel[1, tpb](x, out, slot)
         return
     partials = memory_cuda.empty(blocks, np.float64)
-    _sum_kernel[blocks, tpb](x, square, partials, 0)
-    _sum_kernel[1, tpb](partials, False, out, slot)
+    _sum_kernel[blocks, tpb](x, partials, 0)
+    _sum_kernel[1, tpb](partials, out, slot)
 
 
 @cuda.jit
-def _segment_sum_kernel(x, segments, square, out):
-    """Block (s, p) sums its grid-stride share of segment s of ``x`` (squared or not) in float64
+def _segment_sum_kernel(x, segments, out):
+    """Block (s, p) sums the squares of its grid-stride share of segment s of ``x`` in float64
     into ``out[s, p]``; ``segments[s]`` = (first, end)."""
     partial = cuda.shared.array(_REDUCE_THREADS, np.float64)
     s, p = cuda.blockIdx.x, cuda.blockIdx.y
@@ -126,7 +119,7 @@ def _segment_sum_kernel(x, segments, square, out):
     for i in range(first + p * cuda.blockDim.x + cuda.threadIdx.x, end,
                    cuda.gridDim.y * cuda.blockDim.x):
         value = np.float64(x[i])
-        acc += value * value if square else value
+        acc += value * value
     total = _block_sum(partial, acc)
     if cuda.threadIdx.x == 0:
         out[s, p] = total
@@ -177,7 +170,7 @@ def segment_sum_squares(x, segments, partials, out, threads: int) -> None:
     S, P = partials.shape
     if S == 0:
         return
-    _segment_sum_kernel[(S, P), threads](x, segments, True, partials)
+    _segment_sum_kernel[(S, P), threads](x, segments, partials)
     _sum_rows_kernel[_grid(S)](partials, out)
 
 
