@@ -707,8 +707,8 @@ class DeviceOptimizer:
             {name: state[prefix + name] for name in layout.entries if prefix + name in state},
             default=0)) for prefix in prefixes}
         # Host slots of no parameter of the layout are kept as they are.
-        self._other = {key: value for key, value in state.items()
-                       if not any(key == p + n for p in prefixes for n in layout.entries)}
+        owned = {prefix + name for prefix in prefixes for name in layout.entries}
+        self._other = {key: value for key, value in state.items() if key not in owned}
 
     def step(self, params: DeviceParams, grads: DeviceParams, scale: float = 1.0) -> None:
         """Update ``params`` in place (see :meth:`Optimizer.step`) from ``grads``, both flat
