@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import numba
 import pytest
 
 from tagger import _config
@@ -58,3 +63,143 @@ def test_kernels_are_compiled_with_the_project_options():
     assert options["error_model"] == "numpy" and options["nogil"]
     assert "nnan" not in options["fastmath"] and "ninf" not in options["fastmath"]
     assert rnn_cpu.lstm_forward._cache.cache_path.startswith(str(_jit.CACHE_DIR))
+
+
+# A fresh process per run: the cache directory is decided, and entries are loaded, on import and
+# first call. ``sum_squares`` and its serial twin are two small cached kernels.
+_SCRIPT = """
+import numpy as np
+from tagger.kernels import _jit, optim_cpu
+print(_jit.CACHE_DIR)
+if __import__("sys").argv[1:] == ["run"]:
+    twin = _jit.serial_twin(optim_cpu.sum_squares)
+    x = np.arange(4.0)
+    print(optim_cpu.sum_squares(x), twin(x))
+    print(sum(optim_cpu.sum_squares.stats.cache_hits.values())
+          + sum(twin.stats.cache_hits.values()))
+"""
+_OTHER_UID = 12345
+_as_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0,
+                              reason="giving a directory to another user needs root")
+
+
+def _run(tmp_path, cache_dir, *args):
+    """Run the script with ``cache_dir`` as TAGGER_CACHE_DIR and the other candidate roots
+    (XDG_CACHE_HOME, TMPDIR) under ``tmp_path``; stdout lines and stderr."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env = dict(os.environ, TAGGER_CACHE_DIR=str(cache_dir), XDG_CACHE_HOME=str(tmp_path / "xdg"),
+               TMPDIR=str(tmp_path / "tmp"), PYTHONWARNINGS="default")
+    env.pop("TAGGER_NO_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stdout.splitlines(), proc.stderr
+
+
+def _warnings(stderr):
+    return [line for line in stderr.splitlines() if "KernelCacheWarning" in line]
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _keyed(root):
+    return Path(root) / f"numba-{numba.__version__}-{_jit._source_key()}"
+
+
+def test_created_cache_directories_are_private(tmp_path):
+    root = tmp_path / "missing" / "cache"
+    lines, stderr = _run(tmp_path, root, "run")
+    assert lines[0] == str(_keyed(root)) and lines[1] == "14.0 14.0" and not _warnings(stderr)
+    created = [tmp_path / "missing", *(path for path in root.rglob("*") if path.is_dir())]
+    assert len(created) >= 3  # the root's parent, the keyed directory, Numba's subdirectory
+    assert {str(path): _mode(path) for path in [root, *created]} == {
+        str(path): 0o700 for path in [root, *created]}
+    assert any(root.rglob("*.nbi"))
+
+
+@_as_root
+def test_cache_root_of_another_user_is_refused(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, _OTHER_UID, -1)
+    lines, stderr = _run(tmp_path, theirs)
+    assert lines[0] == str(_keyed(tmp_path / "xdg" / "tagger")) and not _warnings(stderr)
+    assert not any(theirs.iterdir())
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=lambda mode: f"{mode:o}")
+def test_cache_root_writable_by_others_is_refused_and_left_alone(tmp_path, mode):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    lines, _ = _run(tmp_path, shared)
+    assert lines[0] == str(_keyed(tmp_path / "xdg" / "tagger"))
+    assert not any(shared.iterdir()) and _mode(shared) == mode
+
+
+@_as_root
+def test_keyed_directory_of_another_user_or_a_foreign_link_is_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    _keyed(root).mkdir(mode=0o700)
+    os.chown(_keyed(root), _OTHER_UID, -1)
+    # The keyed directory of the next root is a link to a directory of another user.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    os.chown(elsewhere, _OTHER_UID, -1)
+    (tmp_path / "xdg" / "tagger").mkdir(parents=True, mode=0o700)
+    _keyed(tmp_path / "xdg" / "tagger").symlink_to(elsewhere)
+    lines, _ = _run(tmp_path, root)
+    assert lines[0] == str(_keyed(tmp_path / "tmp" / f"tagger-cache-{os.getuid()}"))
+    assert not any(elsewhere.iterdir())
+
+
+@_as_root
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the user cache root is fixed")
+def test_without_a_private_directory_kernels_compile_in_memory_with_one_warning(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, _OTHER_UID, -1)
+    (tmp_path / "xdg" / "tagger").mkdir(parents=True, mode=0o777)
+    (tmp_path / "xdg" / "tagger").chmod(0o777)
+    # A link planted in the temporary directory by another user, even to a directory of ours.
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o700)
+    (tmp_path / "tmp").mkdir()
+    planted = tmp_path / "tmp" / f"tagger-cache-{os.getuid()}"
+    planted.symlink_to(ours)
+    os.lchown(planted, _OTHER_UID, -1)
+    lines, stderr = _run(tmp_path, theirs, "run")
+    assert lines[:3] == ["None", "14.0 14.0", "0"]
+    [warning] = _warnings(stderr)
+    assert "in memory" in warning and "owned by uid 12345" in warning
+    assert "writable by group or others" in warning
+    assert not any(ours.iterdir()) and not any(theirs.iterdir())
+
+
+def _truncate(path, size):
+    path.write_bytes(path.read_bytes()[:size])
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda cache: [_truncate(path, 10) for path in cache.rglob("*.nbi")],
+                 id="index-truncated"),
+    pytest.param(lambda cache: [path.write_bytes(b"\x80\x05garbage" + bytes(range(256)))
+                                for path in cache.rglob("*.nbi")], id="index-garbage"),
+    pytest.param(lambda cache: [_truncate(path, path.stat().st_size // 2)
+                                for path in cache.rglob("*.nbc")], id="data-truncated"),
+])
+def test_damaged_cache_entries_are_rebuilt_with_one_warning(tmp_path, damage):
+    root = tmp_path / "cache"
+    lines, stderr = _run(tmp_path, root, "run")
+    assert lines[1:3] == ["14.0 14.0", "0"] and not _warnings(stderr)
+    assert len(damage(root)) == 2  # both kernels' entries
+    lines, stderr = _run(tmp_path, root, "run")
+    assert lines[1:3] == ["14.0 14.0", "0"]
+    [warning] = _warnings(stderr)
+    assert str(_keyed(root)) in warning and "removed" in warning
+    lines, stderr = _run(tmp_path, root, "run")  # both entries were written afresh
+    assert lines[1:3] == ["14.0 14.0", "2"] and not _warnings(stderr)

@@ -5,23 +5,73 @@ Numba's own cache lives next to the source file, which fails for a read-only ins
 does not notice edits to a helper imported from another module. We therefore point the kernels'
 cache at a user-writable directory whose name is keyed on the library version and on the size and
 modification time of every kernel source file, so that any edit gives a fresh cache.
+
+The cache directory
+-------------------
+Numba's index (``*.nbi``) and data (``*.nbc``) files are pickles: whoever can write the cache can
+run code in every process that loads a kernel. The candidates for the cache root are, in order,
+``TAGGER_CACHE_DIR``, the user cache directory (``~/.cache/tagger`` or the platform's equivalent)
+and ``<tempdir>/tagger-cache-<uid>``; the cache itself is the keyed directory
+``<root>/numba-<numba version>-<key>`` (and Numba's subdirectory in it). Every directory created
+here is created with mode 0700. On POSIX a root or keyed directory is used only if
+
+* it is a directory owned by the current user, and so is a symbolic link leading to it (``lstat``
+  and ``stat`` must both show our uid: a link planted in ``/tmp`` by someone else is refused,
+  whatever it points to), and
+* neither its group nor others may write to it.
+
+A directory that fails either test is refused, never repaired: ``chmod`` cannot undo what others
+may already have placed in it, and tightening a directory the user named (``TAGGER_CACHE_DIR=/tmp``
+run as root, a shared team directory) would break other users of it. Directories from older
+versions were created 0755, which passes. A refused root or keyed directory makes us try the next
+root; when none qualifies, kernels compile in memory and one :class:`KernelCacheWarning` says why.
+
+Unreadable entries
+------------------
+Numba 0.68 lets the error of a truncated or garbled cache file (``UnpicklingError``, ``EOFError``)
+propagate out of the first call of the kernel, in every run until someone deletes the file. Our
+dispatchers get their own subclass of Numba's cache (:class:`_KernelCache`; other libraries'
+caches are untouched) that treats any failure to load an entry as a damaged entry: its index and
+data files are removed, the kernel is compiled again and re-cached, and the process gets one
+:class:`KernelCacheWarning` naming the directory (one in all, however many entries were bad). A
+failure to write an entry likewise costs a warning, not the run.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 import types
+import warnings
 from pathlib import Path
 
 import numba
+from numba.core import caching
 
 from .. import _config
 from .._version import __version__
 
 _KERNEL_DIR = Path(__file__).resolve().parent
+_POSIX = hasattr(os, "getuid")
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """The on-disk kernel cache is off, or one of its entries was discarded and rebuilt."""
+
+
+_warned = False
+
+
+def _warn_once(message: str) -> None:
+    """One :class:`KernelCacheWarning` per process: later cache troubles stay silent."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, KernelCacheWarning, stacklevel=2)
 
 
 def _default_cache_root() -> Path:
@@ -34,38 +84,155 @@ def _default_cache_root() -> Path:
     return base / "tagger"
 
 
+def _temp_cache_root() -> Path:
+    name = f"tagger-cache-{os.getuid()}" if _POSIX else "tagger-cache"
+    return Path(tempfile.gettempdir()) / name
+
+
 def _source_key() -> str:
     digest = hashlib.sha1(__version__.encode())
     for path in sorted(_KERNEL_DIR.glob("*.py")):
-        stat = path.stat()
-        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        stat_ = path.stat()
+        digest.update(f"{path.name}:{stat_.st_size}:{stat_.st_mtime_ns};".encode())
     return digest.hexdigest()[:16]
 
 
-def _writable(directory: Path) -> bool:
+def _refusal(directory: Path) -> str | None:
+    """Why ``directory`` may not hold compiled kernels, or None when it may (see the module
+    docstring)."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory):
+        link = os.lstat(directory)
+        target = os.stat(directory)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror})"
+    if not stat.S_ISDIR(target.st_mode):
+        return "is not a directory"
+    if not _POSIX:
+        return None
+    uid = os.getuid()
+    for info in (link, target):
+        if info.st_uid != uid:
+            return f"is owned by uid {info.st_uid}, not by uid {uid}"
+    if target.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by group or others (mode {stat.S_IMODE(target.st_mode):o})"
+    return None
+
+
+def _private_dir(directory: Path) -> str | None:
+    """Create ``directory`` and its missing parents with mode 0700 unless it exists; then the
+    reason it may not be used (see :func:`_refusal`, or not writable), or None when it may."""
+    missing = []
+    path = directory
+    while not os.path.lexists(path) and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # another process was quicker: inspected below
             pass
-        return True
-    except OSError:
-        return False
+        except OSError as exc:
+            return f"cannot be created ({exc.strerror})"
+    reason = _refusal(directory)
+    if reason is None:
+        try:
+            tempfile.TemporaryFile(dir=directory).close()
+        except OSError as exc:
+            reason = f"is not writable ({exc.strerror})"
+    return reason
 
 
 def _resolve_cache_dir() -> str | None:
-    """The directory for compiled kernels, or None when caching is off or nothing is writable."""
+    """The directory for compiled kernels, or None when caching is off or no candidate qualifies
+    (then with a :class:`KernelCacheWarning` that lists why each was refused)."""
     if not _config.CACHE:
         return None
     key = f"numba-{numba.__version__}-{_source_key()}"
     roots = [Path(_config.CACHE_DIR)] if _config.CACHE_DIR else []
-    roots += [_default_cache_root(), Path(tempfile.gettempdir()) / f"tagger-cache-{os.getuid()}"]
+    roots += [_default_cache_root(), _temp_cache_root()]
+    refused = []
     for root in roots:
-        if _writable(root / key):
+        for directory in (root, root / key):
+            reason = _private_dir(directory)
+            if reason is not None:
+                refused.append(f"{directory} {reason}")
+                break
+        else:
             return str(root / key)
+    message = "tagger: the on-disk kernel cache is off, kernels are compiled in memory: "
+    _warn_once(message + "; ".join(refused))
     return None
 
 
 CACHE_DIR: str | None = _resolve_cache_dir()
+
+
+class _KernelCacheLocator(caching.UserProvidedCacheLocator):
+    """Numba's locator for a user-given cache directory, pointed at :data:`CACHE_DIR` (instead of
+    ``numba.config.CACHE_DIR``), whose per-source subdirectory is held to the same rules."""
+
+    def __init__(self, py_func, py_file):
+        super().__init__(py_func, py_file)
+        self._cache_path = os.path.join(CACHE_DIR, self.get_suitable_cache_subpath(py_file))
+
+    def ensure_cache_path(self):
+        reason = _private_dir(Path(self._cache_path))
+        if reason is not None:
+            raise PermissionError(f"{self._cache_path} {reason}")
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if CACHE_DIR is None:
+            return None
+        # Skip UserProvidedCacheLocator's test of numba.config.CACHE_DIR.
+        return super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
+
+
+class _KernelCacheImpl(caching.CompileResultCacheImpl):
+    _locator_classes = [_KernelCacheLocator]
+
+    def __init__(self, py_func):
+        # NUMBA_CACHE_LOCATOR_CLASSES would replace the locator list; the kernels keep theirs.
+        saved = getattr(numba.config, "CACHE_LOCATOR_CLASSES", "")
+        numba.config.CACHE_LOCATOR_CLASSES = ""
+        try:
+            super().__init__(py_func)
+        finally:
+            numba.config.CACHE_LOCATOR_CLASSES = saved
+
+
+class _KernelCache(caching.FunctionCache):
+    """Numba's function cache in :data:`CACHE_DIR`; an entry that fails to load or save is
+    removed (the kernel is compiled afresh and cached again) and costs one warning, not the run."""
+
+    _impl_class = _KernelCacheImpl
+
+    def load_overload(self, sig, target_context):
+        target_context.refresh()
+        try:
+            return self._load_overload(sig, target_context)
+        except Exception as exc:  # unpickling garbage can raise almost anything
+            self._discard(exc, "an unreadable entry was removed; the kernel is compiled afresh")
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            self._save_overload(sig, data)
+        except Exception as exc:  # the kernel is compiled; only caching it failed
+            self._discard(exc, "an entry could not be written and was removed")
+
+    def _discard(self, exc: Exception, outcome: str) -> None:
+        """Remove this function's index and data files, and warn (once per process)."""
+        base = self._impl.filename_base
+        data = glob.glob(os.path.join(glob.escape(self._cache_path), glob.escape(base) + ".*.nbc"))
+        for path in [os.path.join(self._cache_path, base + ".nbi"), *data]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        message = (f"tagger: kernel cache in {self._cache_path}: {outcome} "
+                   f"({base}: {type(exc).__name__}: {exc})")
+        _warn_once(message)
 
 
 def kernel(parallel: bool = False, **options):
@@ -90,16 +257,16 @@ def kernel(parallel: bool = False, **options):
         opts = {"fastmath": set(_config.FASTMATH), "nogil": True, "parallel": parallel,
                 "error_model": "numpy"}
         opts.update(options)
-        if CACHE_DIR is None:
-            return numba.njit(cache=False, **opts)(func)
-        # Numba fixes a function's cache path when caching is enabled, i.e. right here; overriding
-        # the global setting only for this decoration leaves every other library's cache alone.
-        saved = numba.config.CACHE_DIR
-        numba.config.CACHE_DIR = CACHE_DIR
-        try:
-            return numba.njit(cache=True, **opts)(func)
-        finally:
-            numba.config.CACHE_DIR = saved
+        dispatcher = numba.njit(cache=False, **opts)(func)
+        if CACHE_DIR is not None:
+            # What njit(cache=True) does, with our cache class: every other library's numba
+            # caching is left alone.
+            try:
+                dispatcher._cache = _KernelCache(dispatcher.py_func)
+            except RuntimeError as exc:  # no locator: the directory became unusable since
+                message = f"tagger: the on-disk kernel cache in {CACHE_DIR} is not used ({exc})"
+                _warn_once(message)
+        return dispatcher
 
     return decorate
 
