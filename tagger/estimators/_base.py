@@ -9,11 +9,11 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from .. import _config, persist
-from ..errors import ModelFileError
+from .. import _config
 from ..nn.features import CHAR_ENCODERS, NumericFeaturizer, TokenFeaturizer
 from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
 from ..nn.recurrent import CELLS
@@ -23,6 +23,7 @@ from ..text.tokenize import make_tokenizer
 from ..text.vocab import SHAPES, Vocabulary
 from ._encoding import SentenceEncoder
 from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_of
+from ._modelfile import load_estimator, save_estimator
 from ._protocol import EstimatorBase, check_is_fitted
 
 #: Fitted attributes that describe the inputs (written to and read from model files).
@@ -48,7 +49,7 @@ class RecurrentEstimator(EstimatorBase):
     # parameters
     # ------------------------------------------------------------------------------------------
 
-    def _validate_params(self) -> None:
+    def _validate_params(self, resolve_device: bool = True) -> None:
         for name in self._positive_int_params:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -74,7 +75,8 @@ class RecurrentEstimator(EstimatorBase):
                              f"{self.validation_fraction!r}")
         make_tokenizer(self.tokenizer)
         self._validate_task_params()
-        self._resolve_device()
+        if resolve_device:
+            self._resolve_device()
 
     def _validate_task_params(self) -> None:
         """Checks of the subclass's own parameters."""
@@ -430,9 +432,16 @@ class RecurrentEstimator(EstimatorBase):
     def _train_more(self, X, targets, rng: np.random.Generator, X_dev=None, y_dev=None,
                     epochs: int = 1, early_stop: bool = False, callback=None,
                     resume: dict | None = None) -> None:
-        """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``)."""
+        """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``); a
+        fresh optimizer, with a warning, when there is none (a model file saved without it)."""
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
-        self._optimizer.load_state_dict(self.optimizer_state_)
+        state = getattr(self, "optimizer_state_", None)
+        if state:
+            self._optimizer.load_state_dict(state)
+        else:
+            warnings.warn(f"the model has no optimizer state (saved without it): training "
+                          f"continues with a fresh {self.optimizer} optimizer", UserWarning,
+                          stacklevel=3)
         try:
             self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback, resume)
             self.optimizer_state_ = self._optimizer.state_dict()
@@ -496,88 +505,42 @@ class RecurrentEstimator(EstimatorBase):
             params["random_state"] = None  # a generator object cannot go into a JSON file
         return params
 
-    def save(self, path) -> None:
-        """Write the fitted estimator to one safe model file (no pickle; atomic)."""
+    def save(self, path, optimizer_state: bool = False) -> None:
+        """Write the fitted estimator to one safe model file (no pickle; atomic).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The model file.
+        optimizer_state : bool
+            Also store the optimizer's state (Adam's moments: twice the weights' size), so that
+            :meth:`partial_fit` after :meth:`load` continues exactly. Without it, training a
+            loaded model starts a fresh optimizer. A checkpoint written from a training
+            callback always holds it, with the training state.
+        """
         check_is_fitted(self, "params_")
-        config = {"params": self._saveable_params(), "input_type": self.input_type_,
-                  "history": self.history_, "best_epoch": self.best_epoch_}
-        if self.input_type_ == NUMERIC:
-            config.update(n_features=self.n_features_,
-                          feature_mean=[float(v) for v in self.feature_mean_],
-                          feature_scale=[float(v) for v in self.feature_scale_])
-        else:
-            config.update(
-                vocabulary=self.vocabulary_.to_dict(),
-                char_vocabulary=(self.char_vocabulary_.to_dict()
-                                 if self.char_vocabulary_ is not None else None),
-                word_dim=int(self.params_["emb.word"].shape[1]))
-        config.update(self._task_config())
-        arrays = dict(self.params_)
-        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer_state_.items()})
-        state = self.__dict__.get("_checkpoint_state")
-        if state is not None:  # a checkpoint written during training
-            config["training_state"] = {k: v for k, v in state.items() if k != "best_params"}
-            config["training_state"]["has_best_params"] = state["best_params"] is not None
-            if state["best_params"] is not None:
-                arrays.update({f"best.{k}": v for k, v in state["best_params"].items()})
-        persist.save_model(path, self._kind, config, arrays)
+        save_estimator(self, path, optimizer_state)
 
     @classmethod
-    def load(cls, path):
-        """Read an estimator written by :meth:`save`; never executes code from the file."""
-        config = persist.read_config(path, kind=cls._kind)
-        try:
-            estimator = cls(**config["params"])
-            kind = config.get("input_type", TEXT)  # files from before numeric inputs: text
-            estimator.input_type_ = kind
-            if kind == NUMERIC:
-                estimator.n_features_ = int(config["n_features"])
-                estimator.feature_mean_ = np.array(config["feature_mean"], dtype=np.float64)
-                estimator.feature_scale_ = np.array(config["feature_scale"], dtype=np.float64)
-                if estimator.feature_mean_.shape != (estimator.n_features_,) or \
-                        estimator.feature_scale_.shape != (estimator.n_features_,):
-                    raise ValueError("feature statistics do not match n_features")
-                word_dim = 0
-            elif kind == TEXT:
-                estimator.vocabulary_ = Vocabulary.from_dict(config["vocabulary"])
-                chars = config["char_vocabulary"]
-                estimator.char_vocabulary_ = (Vocabulary.from_dict(chars) if chars is not None
-                                              else None)
-                word_dim = int(config["word_dim"])
-            else:
-                raise ValueError(f"unknown input type {kind!r}")
-            estimator.history_ = list(config["history"])
-            estimator.best_epoch_ = int(config["best_epoch"])
-            estimator._restore_task(config)
-            # The device is chosen on first use, so that loading and then moving the model
-            # (set_params(device=...)) never probes a GPU it will not use.
-            model = estimator._model_for(word_dim, resolve_device=False)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: inconsistent model configuration ({exc})") from None
-        template = model.init_params(np.random.default_rng(0))
-        expected = {k: (v.shape, str(v.dtype)) for k, v in template.items()}
-        _, arrays = persist.load_model(path, kind=cls._kind)
-        optimizer_state = {k[len("optimizer."):]: v for k, v in arrays.items()
-                           if k.startswith("optimizer.")}
-        best = {k[len("best."):]: np.ascontiguousarray(v) for k, v in arrays.items()
-                if k.startswith("best.")}
-        weights = {k: v for k, v in arrays.items()
-                   if not k.startswith("optimizer.") and not k.startswith("best.")}
-        state = config.get("training_state")
-        if state is not None:
-            if state.get("has_best_params") and set(best) != set(expected):
-                raise ModelFileError(f"{path}: the checkpoint's best weights do not match the "
-                                     f"network")
-            estimator._resume_state = dict(state, best_params=best or None)
-        problems = [f"missing array {k!r}" for k in expected if k not in weights]
-        problems += [f"unexpected array {k!r}" for k in weights if k not in expected]
-        problems += [f"array {k!r} has shape {weights[k].shape} and dtype {weights[k].dtype}, "
-                     f"expected {shape} and {dtype}" for k, (shape, dtype) in expected.items()
-                     if k in weights
-                     and (weights[k].shape != shape or str(weights[k].dtype) != dtype)]
-        if problems:
-            raise ModelFileError(f"{path}: " + "; ".join(problems))
-        estimator.params_ = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-        estimator.optimizer_state_ = optimizer_state
-        estimator.__dict__["_model_cache"] = model
-        return estimator
+    def load(cls, path, trust_tokenizer: bool = False):
+        """Read an estimator written by :meth:`save`; never executes code from the file.
+
+        The file is validated before anything is built from it: every config value, and every
+        array's name, shape and dtype against what the config implies, before any array data
+        is read; weights must be finite.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The model file.
+        trust_tokenizer : bool
+            Accept a custom regular expression as the tokenizer. A pattern can take exponential
+            time on some inputs (``(a+)+b``), so one from a file is refused unless you trust
+            the file's author; the built-in tokenizers always load.
+
+        Raises
+        ------
+        ModelFileError
+            Whatever is wrong with the file, in one line naming it.
+        """
+        return load_estimator(cls, path, trust_tokenizer)

@@ -452,10 +452,18 @@ class SequenceClassifier(RecurrentEstimator):
                                        if isinstance(cw, dict) else None)}
 
     def _restore_task(self, config: dict) -> None:
-        classes = np.array(config["classes"])
-        if classes.ndim != 1 or len(classes) < 2:
-            raise ValueError("a classifier needs a list of at least two classes")
-        self.classes_ = classes
+        from ._modelfile import LIMITS, _fail, _number
+
+        classes = config.get("classes")
+        if not isinstance(classes, list) or not 2 <= len(classes) <= LIMITS["classes"]:
+            _fail("classes must be a list of at least two labels")
+        kinds = {type(c) for c in classes}
+        if not (kinds <= {str} or kinds <= {int}) or len(set(classes)) != len(classes):
+            _fail("classes must be distinct strings or distinct integers")
+        self.classes_ = np.array(classes)
         pairs = config.get("class_weight_pairs")
         if pairs is not None:
-            self.class_weight = {k: v for k, v in pairs}
+            if not isinstance(pairs, list) or not all(
+                    isinstance(p, list) and len(p) == 2 and p[0] in classes for p in pairs):
+                _fail("class_weight_pairs must be [label, weight] pairs of known labels")
+            self.class_weight = {k: _number(v, "class weight") for k, v in pairs}

@@ -502,10 +502,21 @@ class SequenceTagger(RecurrentEstimator):
         return params
 
     def _restore_task(self, config: dict) -> None:
-        self.classes_ = list(config["classes"])
-        self.tags_ = list(config["tags"])
-        self.tag_scheme_ = config["tag_scheme"]
-        self.internal_scheme_ = config["internal_scheme"]
+        from ._modelfile import LIMITS, _fail, _strings
+
+        self.classes_ = _strings(config.get("classes"), "classes", LIMITS["tags"])
+        self.tags_ = _strings(config.get("tags"), "tags", LIMITS["tags"])
+        scheme, internal = config.get("tag_scheme"), config.get("internal_scheme")
+        if scheme not in schemes.SCHEMES:
+            _fail(f"tag_scheme must be one of {', '.join(schemes.SCHEMES)}")
+        if internal != {"IOB2": "BIOES"}.get(scheme, scheme):
+            _fail(f"internal_scheme {str(internal)[:20]!r} does not go with tag_scheme "
+                  f"{scheme!r}")
+        self.tag_scheme_, self.internal_scheme_ = scheme, internal
+        # That every tag belongs to the scheme is checked when the CRF's constraints are made.
+        user = set(self.classes_)
+        if not all(self._to_user_tag(t) in user for t in self.tags_):
+            _fail("tags and classes do not match")
 
 
 def save(model, path) -> None:
@@ -513,12 +524,13 @@ def save(model, path) -> None:
     model.save(path)
 
 
-def load(path):
-    """Read any estimator written by :func:`save`, whatever its kind."""
+def load(path, trust_tokenizer: bool = False):
+    """Read any estimator written by :func:`save`, whatever its kind (see
+    :meth:`SequenceTagger.load`)."""
     from .classifier import SequenceClassifier
 
     kind = persist.read_config(path).get("kind")
     for cls in (SequenceTagger, SequenceClassifier):
         if kind == cls._kind:
-            return cls.load(path)
-    raise ModelFileError(f"{path}: unknown model kind {kind!r}")
+            return cls.load(path, trust_tokenizer=trust_tokenizer)
+    raise ModelFileError(f"{path}: unknown model kind {str(kind)[:40]!r}")

@@ -50,6 +50,16 @@ class ClassifierNetwork:
         self.device = device
         self.rnn.device = device
 
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter of :meth:`init_params`, in its order."""
+        shapes = self.rnn.param_shapes()
+        size = self.rnn.output_size
+        if self.pooling == "attention":
+            shapes["attn.w"] = (size,)
+        shapes["out.W"] = (size, self.num_classes)
+        shapes["out.b"] = (self.num_classes,)
+        return shapes
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters."""
         params = self.rnn.init_params(rng, dtype)

@@ -96,6 +96,20 @@ class TokenFeaturizer:
     def output_size(self) -> int:
         return self.word_dim + (self.shape_dim if self.shape_dim else 0) + self.char_size
 
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter of :meth:`init_params`, in its order."""
+        shapes = {"emb.word": (self.n_words, self.word_dim)}
+        if self.shape_dim:
+            shapes["emb.shape"] = (self.n_shapes, self.shape_dim)
+        if self.char_encoder is not None:
+            shapes["emb.char"] = (self.n_chars, self.char_dim)
+        if self.char_encoder == "cnn":
+            shapes["char.cnn.W"] = (self.cnn_width * self.char_dim, self.char_hidden)
+            shapes["char.cnn.b"] = (self.char_hidden,)
+        elif self.char_encoder == "lstm":
+            shapes.update(self.char_rnn.param_shapes())
+        return shapes
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Embeddings uniform in ±sqrt(3 / dim) (unit variance per vector), Glorot for the CNN."""
         params = {"emb.word": init.uniform(rng, (self.n_words, self.word_dim),
@@ -250,6 +264,10 @@ class NumericFeaturizer:
         if n_features < 1:
             raise ValueError(f"n_features must be positive, got {n_features}")
         self.output_size = n_features
+
+    def param_shapes(self) -> dict[str, tuple]:
+        """No parameters of its own."""
+        return {}
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """No parameters of its own."""

@@ -32,6 +32,9 @@ def linear_backward(x: np.ndarray, W: np.ndarray, d_out: np.ndarray):
 class SoftmaxHead:
     """Independent softmax over tags at every position, with cross-entropy loss."""
 
+    def param_shapes(self, num_tags: int) -> dict[str, tuple]:
+        return {}
+
     def init_params(self, num_tags: int, rng, dtype=np.float32) -> dict[str, np.ndarray]:
         return {}
 
@@ -122,6 +125,10 @@ class CRFHead:
         if s.shape != (K,) or e.shape != (K,) or t.shape != (K, K):
             raise ValueError(f"transition masks do not match {K} tags")
         return s, e, np.ascontiguousarray(t)
+
+    def param_shapes(self, num_tags: int) -> dict[str, tuple]:
+        return {"crf.start": (num_tags,), "crf.end": (num_tags,),
+                "crf.trans": (num_tags, num_tags)}
 
     def init_params(self, num_tags: int, rng, dtype=np.float32) -> dict[str, np.ndarray]:
         return {"crf.start": np.zeros(num_tags, dtype), "crf.end": np.zeros(num_tags, dtype),

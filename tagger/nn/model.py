@@ -55,6 +55,13 @@ class _FeaturizedModel:
             if stack is not None:
                 stack.workspace.clear()
 
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter of :meth:`init_params`, in its order, computed
+        without initialising anything (what a model file must hold)."""
+        shapes = self.featurizer.param_shapes()
+        shapes.update(self.network.param_shapes())
+        return shapes
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters of the featurizer and the network."""
         params = self.featurizer.init_params(rng, dtype)

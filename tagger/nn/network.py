@@ -50,6 +50,14 @@ class TaggingNetwork:
         if hasattr(self.head, "device"):
             self.head.device = device
 
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter of :meth:`init_params`, in its order."""
+        shapes = self.rnn.param_shapes()
+        shapes["out.W"] = (self.rnn.output_size, self.num_tags)
+        shapes["out.b"] = (self.num_tags,)
+        shapes.update(self.head.param_shapes(self.num_tags))
+        return shapes
+
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Fresh parameters for the whole network."""
         params = self.rnn.init_params(rng, dtype)

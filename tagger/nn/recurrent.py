@@ -89,6 +89,15 @@ def init_direction(cell: str, input_size: int, hidden_size: int, rng: np.random.
     return params
 
 
+def direction_shapes(cell: str, input_size: int, hidden_size: int) -> dict[str, tuple]:
+    """Shapes of the parameters :func:`init_direction` makes, computed without making them."""
+    gates, H = _GATES[check_cell(cell)], hidden_size
+    shapes = {"W": (input_size, gates * H), "U": (H, gates * H), "b": (gates * H,)}
+    if cell == "gru":
+        shapes["b_rn"] = (H,)
+    return shapes
+
+
 @dataclass
 class DirectionCache:
     """What the forward pass of one direction keeps for its backward pass."""
@@ -604,6 +613,16 @@ class RNNStack:
     def _work(self, steps: int) -> int:
         # On the GPU the directions go one after the other (one host thread drives the device).
         return 0 if self.device != "cpu" else steps * self.hidden_size
+
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter of :meth:`init_params`, in its order."""
+        shapes = {}
+        for layer in range(self.num_layers):
+            size = self.input_size if layer == 0 else self.output_size
+            for direction in self.directions:
+                for name, shape in direction_shapes(self.cell, size, self.hidden_size).items():
+                    shapes[self._key(layer, direction) + name] = shape
+        return shapes
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
         """Initial parameters of every layer and direction (see :func:`init_direction`)."""
