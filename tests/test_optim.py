@@ -181,3 +181,26 @@ def test_adam_refuses_a_gradient_of_another_shape():
     with pytest.raises(ValueError, match="gradient of 'w' has shape \\(3,\\)"):
         opt.step({"w": np.zeros(4)}, {"w": np.zeros(3)})
     assert not opt.state  # no moments kept for the refused step
+
+
+@pytest.mark.parametrize("optimizer", [Adam(0.1), SGD(0.1, momentum=0.9)])
+@pytest.mark.parametrize("bad", [np.zeros(10), np.zeros(2), np.zeros((3, 1)),
+                                 np.zeros(3, np.float32)])
+def test_a_state_slot_unlike_its_parameter_is_refused_before_the_kernel(optimizer, bad):
+    """A state from a model file reaches the update kernels only if it matches the parameter
+    exactly: a shorter slot would be written past its end."""
+    params = {"w": np.ones(3)}
+    key = "m.w" if isinstance(optimizer, Adam) else "w"
+    state = {"steps": np.array(1, np.int64), f"slot.{key}": bad}
+    if isinstance(optimizer, Adam):
+        state["slot.v.w"] = np.zeros(3)
+    optimizer.load_state_dict(state)
+    with pytest.raises(ValueError, match=f"optimizer state '{key}' has shape"):
+        optimizer.step(params, {"w": np.ones(3)})
+    np.testing.assert_array_equal(params["w"], np.ones(3))
+
+
+@pytest.mark.parametrize("steps", [np.array(-1), np.array([1, 2]), np.array(1.5)])
+def test_a_bad_step_count_is_refused(steps):
+    with pytest.raises(ValueError, match="step count"):
+        Adam(0.1).load_state_dict({"steps": steps})

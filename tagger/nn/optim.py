@@ -92,6 +92,12 @@ class Optimizer:
         slot = self.state.get(key)
         if slot is None:
             slot = self.state[key] = np.zeros(like.shape, like.dtype)
+        elif slot.shape != like.shape or slot.dtype != like.dtype or \
+                not slot.flags.c_contiguous or not slot.flags.writeable:
+            # The update kernels write into the slot as if it were the parameter: a state from
+            # elsewhere (a model file) must match it exactly.
+            raise ValueError(f"optimizer state {key!r} has shape {slot.shape} and dtype "
+                             f"{slot.dtype}; its parameter {like.shape} and {like.dtype}")
         return slot
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -102,7 +108,11 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.steps = int(state["steps"])
+        steps = np.asarray(state["steps"])
+        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+            raise ValueError(f"the optimizer's step count must be a non-negative integer, got "
+                             f"{steps!r}")
+        self.steps = int(steps)
         self.state = {k[len("slot."):]: np.array(v, order="C") for k, v in state.items()
                       if k != "steps"}
 
