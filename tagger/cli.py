@@ -266,6 +266,13 @@ def train(
                                    help="Also write the model every N epochs (checkpoints)."),
     resume: Path = typer.Option(None, help="Go on from a checkpoint written by --save-every: "
                                            "the same model as an uninterrupted run."),
+    save_optimizer: bool = typer.Option(
+        False, "--save-optimizer",
+        help="Keep the optimizer state in the final model (three times the size), so that "
+             "--resume from it continues exactly; checkpoints always keep it."),
+    trust_tokenizer: bool = typer.Option(
+        False, "--trust-tokenizer",
+        help="Accept a custom tokenizer pattern in the --resume file."),
     seed: int = typer.Option(0, help="Random seed (the same seed gives the same model)."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -301,14 +308,15 @@ def train(
     if train_file is None:
         examples = workflows.DATASETS[dataset]()
         model = workflows.train_examples(task, *examples, output, params, save_every, resume,
-                                         TrainingProgress(quiet))
+                                         TrainingProgress(quiet), save_optimizer,
+                                         trust_tokenizer)
     else:
         model = workflows.train(
             task, train_file, dev_file, output, params, data_format,
             tag_column if tag_column is not None else columns.get("tag_column", -1),
             label_column if label_column is not None else columns.get("label_column", 0),
             text_column if text_column is not None else columns.get("text_column", -1),
-            save_every, resume, TrainingProgress(quiet))
+            save_every, resume, TrainingProgress(quiet), save_optimizer, trust_tokenizer)
     if not quiet:
         best = model.history_[model.best_epoch_ - 1] if model.history_ else {}
         dev = best.get("dev_score")
@@ -317,10 +325,15 @@ def train(
                    f"{workflows.history_path(output)}", err=True)
 
 
-def _load_model(path: Path, device: str = "auto", threads: int | None = None):
+_TRUST_HELP = ("Run a custom tokenizer pattern stored in the model (a regular expression can "
+               "take exponential time: trust the file's author).")
+
+
+def _load_model(path: Path, device: str = "auto", threads: int | None = None,
+                trust_tokenizer: bool = False):
     from .estimators import load
 
-    model = load(path)
+    model = load(path, trust_tokenizer=trust_tokenizer)
     model.set_params(device=device, n_jobs=threads)
     model._validate_params()
     return model
@@ -341,11 +354,12 @@ def evaluate(
                                           "per-type bars and the learning curves."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    trust_tokenizer: bool = typer.Option(False, "--trust-tokenizer", help=_TRUST_HELP),
 ) -> None:
     """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions."""
     from . import workflows
 
-    model = _load_model(model_file, device, threads)
+    model = _load_model(model_file, device, threads, trust_tokenizer)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
     if report_file is not None:
         workflows.write_report(model, report, report_file,
@@ -387,6 +401,7 @@ def predict(
     workers: int = typer.Option(2, min=1, help="With --engine dask --scheduler local: worker "
                                                "processes."),
     output_dir: Path = typer.Option(None, help="With --engine dask: where the outputs go."),
+    trust_tokenizer: bool = typer.Option(False, "--trust-tokenizer", help=_TRUST_HELP),
 ) -> None:
     """Tag or classify text: files or standard input, streamed batch by batch to the output."""
     from . import workflows
@@ -398,9 +413,9 @@ def predict(
         _fail(f"--engine must be local or dask, got {engine!r}", 2)
     if engine == "dask":
         _predict_on_dask(model_file, inputs or [], output_dir, scheduler, workers, data_format,
-                         output_format, batch_size, on_error)
+                         output_format, batch_size, on_error, trust_tokenizer)
         return
-    model = _load_model(model_file, device, threads)
+    model = _load_model(model_file, device, threads, trust_tokenizer)
     paths = inputs or ["-"]
     errors = ReadErrors()
     tmp = None
@@ -437,7 +452,7 @@ app.command("tag", help="Alias of predict.")(predict)
 
 
 def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_format,
-                     output_format, batch_size, on_error) -> None:
+                     output_format, batch_size, on_error, trust_tokenizer=False) -> None:
     import glob
 
     try:
@@ -460,7 +475,7 @@ def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_fo
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
             results = tag_files(str(model_file), paths, output_dir, client, data_format,
-                                output_format, batch_size, on_error)
+                                output_format, batch_size, on_error, trust_tokenizer)
     finally:
         if cluster is not None:
             cluster.close()

@@ -31,10 +31,21 @@ _models: dict[str, object] = {}
 _models_lock = threading.Lock()
 
 
-def _model_bytes(model) -> bytes:
-    """The model file's bytes: read from a path, or written from a fitted estimator."""
+def _model_bytes(model, trust_tokenizer: bool = False) -> bytes:
+    """The model file's bytes: read from a path (and validated here, once, as
+    :func:`tagger.load` does; the workers then trust these very bytes), or written from a fitted
+    estimator."""
     if isinstance(model, (str, os.PathLike)):
-        return Path(model).read_bytes()
+        from .estimators import load
+
+        data = Path(model).read_bytes()
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.tagger"
+            path.write_bytes(data)
+            load(path, trust_tokenizer=trust_tokenizer)
+        return data
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
@@ -76,7 +87,9 @@ def worker_model(data: bytes):
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "model.tagger"
                 path.write_bytes(data)
-                model = load(path)
+                # The bytes were validated by the process that sent them (_model_bytes), with
+                # the caller's choice about a custom tokenizer.
+                model = load(path, trust_tokenizer=True)
             if getattr(model, "input_type_", "text") == "text":
                 _warm(model)
             _models[key] = model
@@ -114,7 +127,7 @@ def _shared(data: bytes):
     return _scatter(client, data)
 
 
-def tag_bag(model, bag, batch_size: int = 256):
+def tag_bag(model, bag, batch_size: int = 256, trust_tokenizer: bool = False):
     """Tag every item of a ``dask.bag`` (texts or token lists).
 
     Parameters
@@ -125,13 +138,15 @@ def tag_bag(model, bag, batch_size: int = 256):
         The items.
     batch_size : int
         Items per batch inside a partition.
+    trust_tokenizer : bool
+        Accept a custom tokenizer pattern in the model file (see :func:`tagger.load`).
 
     Returns
     -------
     dask.bag.Bag
         One result dict per item (see :mod:`tagger.stream`), in the input's order.
     """
-    data = _shared(_model_bytes(model))
+    data = _shared(_model_bytes(model, trust_tokenizer))
     return bag.map_partitions(_tag_partition, data, batch_size)
 
 
@@ -142,10 +157,12 @@ def _tag_frame(frame, column: str, output: str, data: bytes, batch_size: int):
     return frame
 
 
-def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: int = 256):
+def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: int = 256,
+                  trust_tokenizer: bool = False):
     """Add a column of results (one dict per row, see :mod:`tagger.stream`) to a
-    ``dask.dataframe`` whose ``column`` holds texts or token lists."""
-    data = _shared(_model_bytes(model))
+    ``dask.dataframe`` whose ``column`` holds texts or token lists (``trust_tokenizer``: see
+    :func:`tag_bag`)."""
+    data = _shared(_model_bytes(model, trust_tokenizer))
     meta = ddf._meta.copy()
     meta[output] = meta[column].astype(object) if column in meta else None
     return ddf.map_partitions(_tag_frame, column, output, data, batch_size, meta=meta)
@@ -176,9 +193,10 @@ def _tag_file(data: bytes, source: str, target: str, fmt: str | None, output_for
 
 def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = None,
               output_format: str | None = None, batch_size: int = 256,
-              on_error: str = "stop") -> list[dict]:
+              on_error: str = "stop", trust_tokenizer: bool = False) -> list[dict]:
     """Tag every file on the workers of ``client``, one output file per input file in
-    ``output_dir`` (same name, the output format's extension).
+    ``output_dir`` (same name, the output format's extension; ``trust_tokenizer``: see
+    :func:`tag_bag`).
 
     Returns
     -------
@@ -188,14 +206,14 @@ def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = Non
     from .errors import DataError
     from .workflows import expand_inputs, is_classifier
 
-    data = _model_bytes(model)
+    data = _model_bytes(model, trust_tokenizer)
     paths = expand_inputs(paths, fmt)
     if any(path == "-" for path in paths):
         raise DataError("standard input cannot be tagged on a cluster; give files")
     if output_format is None:
         from .estimators import load
 
-        output_format = "jsonl" if is_classifier(load(model) if isinstance(
+        output_format = "jsonl" if is_classifier(load(model, trust_tokenizer=True) if isinstance(
             model, (str, os.PathLike)) else model) else "conll"
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,8 @@ def history_path(model_path: str | os.PathLike) -> Path:
 def train(task: str, train_path, dev_path=None, output=None, params: dict | None = None,
           fmt: str | None = None, tag_column: int = -1, label_column: int = 0,
           text_column: int = -1, save_every: int | None = None, resume=None,
-          callback: Callable[[str, dict], None] | None = None):
+          callback: Callable[[str, dict], None] | None = None, optimizer_state: bool = False,
+          trust_tokenizer: bool = False):
     """Train a tagger or classifier from files and write it (and its history) to ``output``.
 
     Parameters
@@ -154,6 +155,10 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         state and history for the epochs left (the patience count starts afresh).
     callback : callable, optional
         Progress events, see :meth:`SequenceTagger.fit`.
+    optimizer_state : bool
+        Keep the optimizer's state in the final model file (checkpoints always keep it).
+    trust_tokenizer : bool
+        Accept a custom tokenizer pattern in the ``resume`` file (see :func:`tagger.load`).
 
     Returns
     -------
@@ -165,12 +170,13 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         X_dev, y_dev = read_training_data(dev_path, task, fmt, tag_column, label_column,
                                           text_column)
     return train_examples(task, X, y, X_dev, y_dev, output, params, save_every, resume,
-                          callback)
+                          callback, optimizer_state, trust_tokenizer)
 
 
 def train_recipe(name_or_path: str, output=None, data_dir=None, params: dict | None = None,
                  save_every: int | None = None, resume=None,
-                 callback: Callable[[str, dict], None] | None = None):
+                 callback: Callable[[str, dict], None] | None = None,
+                 optimizer_state: bool = False, trust_tokenizer: bool = False):
     """Train what a pipeline recipe describes (see :mod:`tagger.recipes`); ``params`` win over
     the recipe's own.
 
@@ -184,10 +190,11 @@ def train_recipe(name_or_path: str, output=None, data_dir=None, params: dict | N
     merged = {**recipe.params, **(params or {})}
     if recipe.dataset is not None:
         return train_examples(recipe.task, *DATASETS[recipe.dataset](), output, merged,
-                              save_every, resume, callback)
+                              save_every, resume, callback, optimizer_state, trust_tokenizer)
     return train(recipe.task, recipe.train, recipe.dev, output, merged, recipe.format,
                  recipe.columns.get("tag_column", -1), recipe.columns.get("label_column", 0),
-                 recipe.columns.get("text_column", -1), save_every, resume, callback)
+                 recipe.columns.get("text_column", -1), save_every, resume, callback,
+                 optimizer_state, trust_tokenizer)
 
 
 #: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
@@ -208,12 +215,13 @@ DATASETS = {"sklearn-digits": _sklearn_digits}
 
 def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
                    params: dict | None = None, save_every: int | None = None, resume=None,
-                   callback: Callable[[str, dict], None] | None = None):
+                   callback: Callable[[str, dict], None] | None = None,
+                   optimizer_state: bool = False, trust_tokenizer: bool = False):
     """:func:`train` on examples in memory (token lists or numeric sequences)."""
     from .estimators import load
 
     if resume is not None:
-        model = load(resume)
+        model = load(resume, trust_tokenizer=trust_tokenizer)
         if params:
             model.set_params(**params)
     else:
@@ -231,13 +239,13 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
     else:
         model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
     if output is not None:
-        save_with_history(model, output)
+        save_with_history(model, output, optimizer_state)
     return model
 
 
-def save_with_history(model, output) -> None:
+def save_with_history(model, output, optimizer_state: bool = False) -> None:
     """Write the model file and its training history beside it (both atomically)."""
-    model.save(output)
+    model.save(output, optimizer_state=optimizer_state)
     target = history_path(output)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps({"best_epoch": model.best_epoch_, "history": model.history_},
@@ -553,23 +561,44 @@ def format_report(report: dict) -> str:
 # model files and conversion
 # ----------------------------------------------------------------------------------------------
 
+#: What ``tagger info`` says a file holds besides the weights.
+CONTENTS_TEXT = {
+    "weights": "weights only (a final model; training it further starts a fresh optimizer)",
+    "weights+optimizer": "weights and optimizer state (training resumes where it stopped)",
+    "checkpoint": "checkpoint: weights, optimizer and training state (--resume continues the "
+                  "run exactly)",
+}
+
+
 def model_info(path) -> dict:
-    """What a model file holds: format and library versions, kind, hyperparameters, labels,
-    vocabulary sizes, parameter count and checksum status (the weights are not loaded into a
-    network)."""
+    """What a model file holds: format and library versions, kind, what it holds besides the
+    weights (optimizer state, a checkpoint's training state), hyperparameters, labels,
+    vocabulary sizes, parameter count and checksum status.
+
+    The file goes through every check of :func:`tagger.load` (so a file this reports on is a
+    file that loads), except that a custom tokenizer pattern is described, not refused: it is
+    compiled but never run here.
+    """
+    from .estimators import load
+
     path = os.fspath(path)
+    header = persist.read_header(path)
+    model = load(path, trust_tokenizer=True)
+    config = header.config
     status = persist.file_checksum_status(path)
-    config, arrays = persist.load_model(path)
-    weights = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
+    contents = config.get("contents") or (
+        "checkpoint" if "training_state" in config else "weights+optimizer")
     info = {
         "file": path,
         "format": config.get("format"),
         "format_version": config.get("format_version"),
         "library_version": config.get("library_version"),
         "kind": config.get("kind"),
+        "contents": contents,
         "checksums": status,
         "input_type": config.get("input_type", "text"),
-        "parameters": int(sum(v.size for v in weights.values())),
+        "parameters": int(sum(v.size for v in model.params_.values())),
+        "file_bytes": os.path.getsize(path),
         "hyperparameters": config.get("params", {}),
         "labels": config.get("classes", []),
         "best_epoch": config.get("best_epoch"),
@@ -589,11 +618,15 @@ def model_info(path) -> dict:
 def format_info(info: dict) -> str:
     """A plain-text view of :func:`model_info`."""
     lines = [f"{info['file']}"]
-    for key in ("kind", "format_version", "library_version", "checksums", "input_type",
-                "tag_scheme", "parameters", "vocabulary_size", "char_vocabulary_size",
-                "n_features", "best_epoch", "epochs_trained"):
+    for key in ("kind", "contents", "format_version", "library_version", "checksums",
+                "input_type", "tag_scheme", "parameters", "file_bytes", "vocabulary_size",
+                "char_vocabulary_size", "n_features", "best_epoch", "epochs_trained"):
         if key in info and info[key] is not None:
-            value = f"{info[key]:,}" if key == "parameters" else info[key]
+            value = info[key]
+            if key in ("parameters", "file_bytes"):
+                value = f"{value:,}"
+            elif key == "contents":
+                value = CONTENTS_TEXT.get(value, value)
             lines.append(f"  {key.replace('_', ' '):<22} {value}")
     labels = [str(label) for label in info["labels"]]
     lines.append(f"  {'labels':<22} {len(labels)}: {', '.join(labels)}")
