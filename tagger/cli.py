@@ -424,7 +424,9 @@ def predict(
     else:
         tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
         out = open(tmp, "w", encoding="utf-8", newline="\n")
-    stats: dict = {}
+    # The throughput report (with -o) keeps kernel loading out of its time; to standard output,
+    # kernels load as the input needs them (one sentence loads only those of its own path).
+    stats: dict | None = {} if output is not None else None
     try:
         count = workflows.predict_files(model, paths, out, data_format, output_format,
                                         batch_size, on_error, errors, text_column, stats)

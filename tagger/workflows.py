@@ -413,7 +413,9 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     flushing batch by batch (constant memory; output order and count are the input's).
 
     ``stats``, when given, receives ``tokens`` (tokens predicted) and ``seconds`` (wall time
-    from the first read to the last write; the kernels are loaded before).
+    from the first read to the last write; the kernels are loaded before, by :func:`warm_up`).
+    Without it, kernels load as the input first needs them: a short input (one sentence on
+    standard input) loads only those of its own path.
 
     Returns
     -------
@@ -443,7 +445,8 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
     # CoNLL output writes tags only: no marginals or span scores to compute.
     spans = output_format != "conll"
-    warm_up(model, spans)  # one-off costs of the process, before any input is read
+    if stats is not None:
+        warm_up(model, spans)  # one-off costs of the process, out of the measured time
     start = time.perf_counter()
     predictions = predict_records(model, records(), batch_size, spans)
     for batch in _batched(predictions, batch_size):
