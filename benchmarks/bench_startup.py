@@ -1,5 +1,6 @@
 """Start-up cost: wall time of ``tagger predict`` on one sentence in a fresh process, with a warm
-compile cache and with an empty one (the first run after installing), and of ``import tagger``.
+compile cache and with an empty one (the first run after installing), and of ``import tagger``;
+the time of ``tagger.load`` and the size of a model file with and without optimizer state.
 
 A small model is trained once on the sample corpus (``data/sample-ner``), then each measurement
 is a new process (median of several). Usage::
@@ -44,9 +45,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tagger-startup-"))
     env = dict(os.environ, TAGGER_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT))
+    # A newcomer's Python writes bytecode (and pip compiles what it installs).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    full = work / "sample-with-optimizer.tagger"
     model = work / "sample.tagger"
-    subprocess.run([*_tagger_command(), "train", "sample-ner", "-o", str(model), "--max-epochs",
-                    "1", "--quiet"], env=env, check=True, cwd=ROOT, capture_output=True)
+    subprocess.run([*_tagger_command(), "train", "sample-ner", "-o", str(full), "--max-epochs",
+                    "1", "--quiet", "--save-optimizer"], env=env, check=True, cwd=ROOT,
+                   capture_output=True)
+    load_code = (
+        "import statistics, sys, time, tagger\n"
+        f"tagger.load({str(full)!r}).save({str(model)!r})\n"
+        "times = []\n"
+        f"for _ in range({max(5, args.repeats)}):\n"
+        "    start = time.perf_counter()\n"
+        f"    tagger.load({str(model)!r})\n"
+        "    times.append(time.perf_counter() - start)\n"
+        "print(statistics.median(times))\n")
+    loaded = subprocess.run([sys.executable, "-c", load_code], env=env, check=True, cwd=ROOT,
+                            capture_output=True, text=True)
+    load_seconds = float(loaded.stdout.split()[-1])
     sentence = "Maria Lopez flew from Paris to Oslo on Monday .\n"
     predict = [*_tagger_command(), "predict", str(model)]
     cold = []
@@ -56,12 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     _wall(predict, env, sentence)  # the cache is warm from here on
     warm = [_wall(predict, env, sentence) for _ in range(args.repeats)]
     imports = [_wall([sys.executable, "-c", "import tagger"], env) for _ in range(args.repeats)]
+    sizes = [("weights only (the default)", model.stat().st_size),
+             ("with the optimizer state (`--save-optimizer`, checkpoints)", full.stat().st_size)]
     shutil.rmtree(work, ignore_errors=True)
     rows = [
         ("`tagger predict` on one sentence, warm compile cache", statistics.median(warm)),
         ("`tagger predict` on one sentence, empty compile cache (first run)",
          statistics.median(cold)),
         ("`python -c 'import tagger'`", statistics.median(imports)),
+        ("`tagger.load` of the model file (in a process that has imported tagger)",
+         load_seconds),
     ]
     lines = [
         "## Start-up (`benchmarks/bench_startup.py`)",
@@ -76,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| what | seconds |",
         "|---|---:|",
-        *[f"| {name} | {seconds:.2f} |" for name, seconds in rows],
+        *[f"| {name} | {seconds:.3f} |" for name, seconds in rows],
+        "",
+        "| model file | bytes |",
+        "|---|---:|",
+        *[f"| {name} | {size:,} |" for name, size in sizes],
     ]
     body = "\n".join(lines)
     print(body)
