@@ -45,12 +45,15 @@ import os
 import stat
 import sys
 import tempfile
+import threading
+import time
 import types
 import warnings
 from pathlib import Path
 
 import numba
 from numba.core import caching
+from numba.core import event as numba_event
 
 from .. import _config
 from .._version import __version__
@@ -233,6 +236,60 @@ class _KernelCache(caching.FunctionCache):
         message = (f"tagger: kernel cache in {self._cache_path}: {outcome} "
                    f"({base}: {type(exc).__name__}: {exc})")
         _warn_once(message)
+
+
+class _CompileClock(numba_event.Listener):
+    """Wall time this process has spent compiling (not loading) jitted functions, counted once
+    for nested compilations, and callbacks told when a compilation starts and ends."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._started = 0.0
+        self.seconds = 0.0
+        self.callbacks: list = []
+
+    def on_start(self, event) -> None:
+        with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                return
+            self._started = time.perf_counter()
+        for callback in list(self.callbacks):
+            callback(True)
+
+    def on_end(self, event) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth > 0:
+                return
+            self.seconds += time.perf_counter() - self._started
+        for callback in list(self.callbacks):
+            callback(False)
+
+
+_CLOCK = _CompileClock()
+# Numba raises the event around real compilations only: loading a kernel from the on-disk cache
+# is not counted.
+numba_event.register("numba:compile", _CLOCK)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels so far (loading them from the cache is
+    not compiling). Training subtracts them from its throughput figures."""
+    return _CLOCK.seconds
+
+
+def on_compile(callback) -> None:
+    """Call ``callback(started)`` whenever a compilation starts (True) or ends (False), from the
+    thread that compiles; for progress displays ("compiling kernels ...")."""
+    _CLOCK.callbacks.append(callback)
+
+
+def remove_on_compile(callback) -> None:
+    """Undo :func:`on_compile`."""
+    if callback in _CLOCK.callbacks:
+        _CLOCK.callbacks.remove(callback)
 
 
 def kernel(parallel: bool = False, **options):
