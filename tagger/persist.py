@@ -93,7 +93,11 @@ FORMAT = "tagger-model"
 FORMAT_VERSION = 2
 #: Largest header (config and array table) accepted; the config holds the vocabularies, about
 #: 20 bytes a word. Tests may patch it.
-MAX_HEADER_BYTES = 256 * 1024**2
+MAX_HEADER_BYTES = 128 * 1024**2
+#: Largest config.json of a format-1 file, and the most it may have been compressed (JSON
+#: vocabularies deflate about 3 to 5 times; a compression bomb a thousand times).
+MAX_LEGACY_CONFIG_BYTES = 64 * 1024**2
+_MAX_JSON_RATIO = 20.0
 #: Largest number of arrays and of dimensions per array in a file.
 MAX_ARRAYS = 100_000
 MAX_NDIM = 8
@@ -576,6 +580,9 @@ def _read_header(path: str, fh) -> tuple[ModelHeader, dict, int]:
         raise _error(path, "not a tagger model file (its header has no tagger metadata)")
     _check_version(path, metadata.get("format_version"), metadata)
     metadata = _metadata_of(path, table)
+    if metadata["format_version"] != str(FORMAT_VERSION):
+        raise _error(path, f"a safetensors model file must be format {FORMAT_VERSION}, not "
+                           f"{metadata['format_version'][:10]!r}")
     config_text = metadata["config"]
     _verify_digest(path, "the config", config_text.encode("utf-8"), metadata["config_sha256"])
     try:
@@ -753,7 +760,8 @@ def _load_legacy(path: str, fh, kind, expected, read_data: bool, verify_only: bo
             if len(set(names)) != len(names) or sorted(names) != sorted(_V1_MEMBERS):
                 raise _error(path, f"not a complete tagger model file: the archive holds "
                                    f"{_short(names)}, expected {', '.join(_V1_MEMBERS)}")
-            config_bytes = _v1_member(path, archive, _V1_CONFIG, MAX_HEADER_BYTES)
+            config_bytes = _v1_member(path, archive, _V1_CONFIG, MAX_LEGACY_CONFIG_BYTES,
+                                      max_ratio=_MAX_JSON_RATIO)
             try:
                 config = json.loads(config_bytes.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -809,8 +817,13 @@ def _load_legacy(path: str, fh, kind, expected, read_data: bool, verify_only: bo
     return config, arrays
 
 
-def _v1_member(path: str, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+def _v1_member(path: str, archive: zipfile.ZipFile, name: str, limit: int,
+               max_ratio: float | None = None) -> bytes:
     info = archive.getinfo(name)
+    if max_ratio is not None and info.file_size > max_ratio * info.compress_size + 65536:
+        raise _error(path, f"{name} would inflate {info.compress_size} compressed bytes to "
+                           f"{info.file_size}, far more than JSON compresses; refusing a "
+                           "possible compression bomb")
     if info.file_size > limit:
         raise _error(path, f"{name} claims {info.file_size} bytes, more than the limit of "
                            f"{limit}; refusing to read it")

@@ -540,3 +540,17 @@ def test_format1_damage(tmp_path):
         for name, value in members.items():
             archive.writestr(name, value)
     _expect_error(path, "pickled objects are never loaded|not a readable|cannot read")
+
+
+def test_format1_config_inflating_far_beyond_json_is_refused_unread(tmp_path):
+    path = tmp_path / "old.tagger"
+    _write_format1(path, {"pad": "a" * 5_000_000}, {"W": np.ones(2, np.float32)})
+    _expect_error(path, "far more than JSON compresses")
+
+
+def test_a_safetensors_file_must_say_format_2(model):
+    def older(header, body):
+        header["__metadata__"]["format_version"] = "1"
+
+    _edit(model, older)
+    _expect_error(model, "must be format 2")

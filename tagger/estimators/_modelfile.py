@@ -130,9 +130,10 @@ def check_params(cls, params, trust_tokenizer: bool):
         _number(estimator.clip_norm, "clip_norm")
     if estimator.device not in _DEVICES:
         _fail(f"device must be one of {', '.join(_DEVICES)}")
-    for name in ("n_jobs", "random_state"):
-        if getattr(estimator, name) is not None:
-            _int(getattr(estimator, name), name, -(2**31), 2**32)
+    if estimator.n_jobs is not None:
+        _int(estimator.n_jobs, "n_jobs", -(2**31), 2**31)
+    if estimator.random_state is not None:  # what numpy accepts as a seed
+        _int(estimator.random_state, "random_state", 0, 2**32 - 1)
     _int(estimator.verbose, "verbose", 0, 100)
     if estimator.embeddings is not None and not isinstance(estimator.embeddings, str):
         _fail("embeddings must be a path or null")
