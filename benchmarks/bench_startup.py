@@ -1,6 +1,8 @@
 """Start-up cost: wall time of ``tagger predict`` on one sentence in a fresh process, with a warm
 compile cache and with an empty one (the first run after installing), and of ``import tagger``;
-the time of ``tagger.load`` and the size of a model file with and without optimizer state.
+the time of ``tagger.load`` and the size of a model file with and without optimizer state; and the
+quickstart's training (``tagger train sample-ner``) with an empty compile cache, with every kernel
+it compiles (function, signature, seconds).
 
 A small model is trained once on the sample corpus (``data/sample-ner``), then each measurement
 is a new process (median of several). Usage::
@@ -38,6 +40,20 @@ def _wall(command: list[str], env: dict, stdin: str = "") -> float:
     return time.perf_counter() - start
 
 
+def _first_training(work: Path, env: dict) -> tuple[list[dict], float]:
+    """The quickstart's training with an empty compile cache: what it compiles, and its time."""
+    import json
+
+    env = dict(env, TAGGER_CACHE_DIR=str(work / "first-cache"))
+    log = work / "compiles.json"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(HERE / "_compile_log.py"), str(log), "train",
+                    "sample-ner", "-o", str(work / "first.tagger"), "--quiet"], env=env,
+                   check=True, cwd=ROOT, capture_output=True)
+    seconds = time.perf_counter() - start
+    return json.loads(log.read_text()), seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -72,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         cold.append(_wall(predict, env, sentence))
     _wall(predict, env, sentence)  # the cache is warm from here on
     warm = [_wall(predict, env, sentence) for _ in range(args.repeats)]
+    compiles, first_train = _first_training(work, env)
     imports = [_wall([sys.executable, "-c", "import tagger"], env) for _ in range(args.repeats)]
     sizes = [("weights only (the default)", model.stat().st_size),
              ("with the optimizer state (`--save-optimizer`, checkpoints)", full.stat().st_size)]
@@ -83,7 +100,15 @@ def main(argv: list[str] | None = None) -> None:
         ("`python -c 'import tagger'`", statistics.median(imports)),
         ("`tagger.load` of the model file (in a process that has imported tagger)",
          load_seconds),
+        ("`tagger train sample-ner` (the quickstart's training), empty compile cache",
+         first_train),
+        ("... of which compiling kernels", sum(c["seconds"] for c in compiles
+                                                if c["depth"] == 0)),
     ]
+    top = sorted((c for c in compiles if c["depth"] == 0), key=lambda c: -c["seconds"])
+    float64 = sum("float64, " in c["signature"] and "Array(float64" in c["signature"]
+                  for c in top)
+    cuda = sum("cuda" in c["function"] for c in compiles)
     lines = [
         "## Start-up (`benchmarks/bench_startup.py`)",
         "",
@@ -102,6 +127,16 @@ def main(argv: list[str] | None = None) -> None:
         "| model file | bytes |",
         "|---|---:|",
         *[f"| {name} | {size:,} |" for name, size in sizes],
+        "",
+        f"What the quickstart's training compiles on a new machine ({len(top)} kernels called "
+        f"from Python, {len(compiles)} compilations with those inside them; {float64} with "
+        f"float64 arrays, {cuda} CUDA kernels); the seconds of a kernel include those of the "
+        f"functions compiled inside it:",
+        "",
+        "| kernel | signature | seconds |",
+        "|---|---|---:|",
+        *[f"| `{c['function'].removeprefix('tagger.kernels.')}` | "
+          f"`{c['signature'][:90]}` | {c['seconds']:.2f} |" for c in top],
     ]
     body = "\n".join(lines)
     print(body)

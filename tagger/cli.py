@@ -5,21 +5,99 @@ errors), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ._version import __version__
 
+# ----------------------------------------------------------------------------------------------
+# help layout
+# ----------------------------------------------------------------------------------------------
+
+
+#: Click's names of the value types, for Typer's.
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
+
+
+class _Option(TyperOption):
+    """An option shown as ``--name VALUE`` (its metavar, else click's name of its type: TEXT,
+    INTEGER, FLOAT, PATH), and a flag as its name alone, where Typer prints ``<str>`` and
+    ``<bool>``."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        if self.is_flag:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        shown = super().display_type_rich(ctx) or ""
+        # Ranges go by their number type: Typer prints the range itself beside it.
+        kind = shown.strip("<>").split()[0] if shown.strip("<>") else "str"
+        return _TYPE_NAMES.get(kind, kind.upper())
+
+
+class _Argument(TyperArgument):
+    """An argument shown by its name alone, and in the usage line as click writes it
+    (``MODEL [FILES]...``, not ``{MODEL} [[FILES]...]...``)."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        name = self.metavar or self.name.upper()
+        if not self.required:
+            name = f"[{name}]"
+        return [name + ("..." if self.nargs != 1 else "")]
+
+
+def _plain_help(params: list) -> None:
+    """Give Typer's parameters the help display above (their behaviour is unchanged)."""
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _Option
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+
+
+class _Command(TyperCommand):
+    """A command whose help reads ``--cell [lstm|gru|rnn|irnn]`` and ``--crf / --no-crf``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self.params)
+
+    def get_help_option(self, ctx: typer.Context):
+        option = super().get_help_option(ctx)
+        _plain_help([option])
+        return option
+
+
+class _Group(TyperGroup):
+    """The ``tagger`` group, with the same help display as its commands."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self.params)
+
+    def get_help_option(self, ctx: typer.Context):
+        option = super().get_help_option(ctx)
+        _plain_help([option])
+        return option
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Sequence tagging and classification with Numba-compiled recurrent networks.",
@@ -141,32 +219,116 @@ def _convert_param(name: str, value: Any) -> Any:
     return value
 
 
+#: Help panels of the estimator options: the parameters of both estimators, then each one's own.
+_PANELS = ("Network and training options", "Tagger options", "Classifier options")
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The values of the estimator parameters that take one of a few (as typed on the command
+    line: "none" for None)."""
+    from .nn.classifier import POOLINGS
+    from .nn.features import CHAR_ENCODERS
+    from .nn.optim import OPTIMIZERS
+    from .nn.recurrent import CELLS
+    from .text.schemes import SCHEMES
+
+    return {"cell": tuple(CELLS), "optimizer": tuple(OPTIMIZERS), "pooling": tuple(POOLINGS),
+            "char_encoder": tuple("none" if c is None else c for c in CHAR_ENCODERS),
+            "tag_scheme": ("auto", *SCHEMES)}
+
+
+#: What the estimator options whose type alone says too little take.
+_METAVARS = {"clip_norm": "FLOAT|none", "class_weight": "balanced|JSON|none",
+             "labels": "LABEL,...", "embeddings": "PATH"}
+#: Said after the --tag-scheme help: the other names the option takes.
+_SCHEME_ALIASES = " Also BIO for IOB2; IOBES, and BILUO or BILOU (spaCy's name), for BIOES."
+
+
+def _checked_choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
+    """``value`` of a choice option in its canonical spelling, or a usage error (exit 2)."""
+    if not isinstance(value, str):
+        return value
+    if name == "tag_scheme":
+        from .text.schemes import normalize_scheme
+
+        if value.lower() == "auto":
+            return "auto"
+        try:
+            return normalize_scheme(value)
+        except ValueError:
+            pass
+    elif value.lower() in choices:
+        return value.lower()
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}",
+                             param_hint="--" + name.replace("_", "-"))
+
+
+def _check_estimator_params(params: dict[str, Any]) -> None:
+    """Check the values given on the command line with the estimators' own checks, so that a
+    bad value is a usage error (exit 2) before any data is read."""
+    from .estimators import SequenceClassifier, SequenceTagger
+
+    for cls in (SequenceTagger, SequenceClassifier):
+        known = cls().get_params()
+        try:
+            cls(**{k: v for k, v in params.items() if k in known})._validate_params(
+                resolve_device=False)
+        except (ValueError, TypeError) as exc:
+            # The estimators' messages start with the parameter's name.
+            name = next((n for n in params if str(exc).startswith(n)), None)
+            hint = None if name is None else "--" + name.replace("_", "-")
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
+
+
 def _with_estimator_options(command):
-    """Add an option for every estimator parameter to ``command`` (collected into ``params``)."""
+    """Add an option for every estimator parameter to ``command``: the values given on the
+    command line, checked (a bad one exits 2), are collected into ``params``; the defaults shown
+    are the estimators' own."""
+    from .estimators import SequenceClassifier, SequenceTagger
+
     signature = inspect.signature(command)
     own = [p for p in signature.parameters.values() if p.name != "params"]
     docs = _parameter_docs()
+    choices = _choices()
+    tagger_params = set(SequenceTagger().get_params())
+    classifier_params = set(SequenceClassifier().get_params())
     extra = []
     for name, (kind, default) in _estimator_parameters().items():
         flag = "--" + name.replace("_", "-")
-        help_text = docs.get(name, "")
+        help_text = docs.get(name, "") + (_SCHEME_ALIASES if name == "tag_scheme" else "")
         flags = f"{flag}/--no-{name.replace('_', '-')}" if kind is bool else flag
-        option = typer.Option(None, flags, help=help_text, show_default=str(default),
-                              rich_help_panel="Estimator parameters")
-        annotation = bool | None if kind is bool else (kind | None)
+        panel = _PANELS[0 if name in tagger_params and name in classifier_params
+                        else 1 if name in tagger_params else 2]
+        metavar = f"[{'|'.join(choices[name])}]" if name in choices else _METAVARS.get(name)
+        shown = "none" if default is None and name in _NONE_WORDS else default
+        option = typer.Option(shown, flags, help=help_text, metavar=metavar,
+                              show_default=shown is not None, rich_help_panel=panel)
+        annotation = kind if shown is not None else (kind | None)
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                        annotation=annotation))
     names = {p.name for p in extra}
+    # The command's context, to tell the values given from the defaults.
+    context = inspect.Parameter("_estimator_options_context", inspect.Parameter.KEYWORD_ONLY,
+                                annotation=typer.Context)
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        params = {name: _convert_param(name, kwargs.pop(name)) for name in names
-                  if kwargs.get(name) is not None}
+        ctx = kwargs.pop(context.name)
+        # Only the values given on the command line: a recipe's own parameters give way to
+        # those, not to the estimators' defaults.
+        given = {name: kwargs[name] for name in names
+                 if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+        params = {}
+        for name, value in given.items():
+            if name in choices:
+                value = _checked_choice(name, value, choices[name])
+            params[name] = _convert_param(name, value)
+        _check_estimator_params(params)
         for name in names:
             kwargs.pop(name, None)
         return command(params=params, **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra, context])
     return wrapper
 
 
@@ -188,25 +350,56 @@ class TrainingProgress:
         self._batches = 0
         self._started = time.perf_counter()
         self._last_dev = "-"
+        self._compiled_at_start = 0.0
+        self._said_compiling = False
+
+    def _compiling(self, started: bool) -> None:
+        """Told by the kernels' compile clock (from the compiling thread): say once why the
+        first epoch on a new machine stands still."""
+        if started and not self._said_compiling:
+            self._said_compiling = True
+            message = ("compiling kernels (once per machine: later runs load them in under a "
+                       "second)...")
+            progress = self._progress
+            if progress is not None:
+                progress.console.print(message)
+                progress.update(self._task, rate="compiling")
+            else:
+                typer.echo(message, err=True)
+
+    def _training_seconds(self) -> float:
+        """Seconds since the epoch started, less those spent compiling kernels."""
+        from .kernels._jit import compile_seconds
+
+        compiling = compile_seconds() - self._compiled_at_start
+        return max(time.perf_counter() - self._started - compiling, 1e-9)
 
     def __call__(self, event: str, info: dict) -> None:
         if self.quiet:
             return
         if event == "epoch_start":
+            from .kernels._jit import compile_seconds, on_compile
+
             self._loss, self._tokens, self._batches = 0.0, 0, 0
             self._started = time.perf_counter()
+            self._compiled_at_start = compile_seconds()
             if self.live:
                 self._start_bar(info)
+            if info["epoch"] == 1 or not self._said_compiling:
+                on_compile(self._compiling)
         elif event == "batch":
             self._loss += info["loss"]
             self._batches += 1
             self._tokens += info["tokens"]
             if self._progress is not None:
-                elapsed = max(time.perf_counter() - self._started, 1e-9)
+                elapsed = self._training_seconds()
                 self._progress.update(self._task, advance=1,
                                       loss=f"{self._loss / self._batches:.4f}",
                                       rate=f"{self._tokens / elapsed:,.0f}")
         elif event == "epoch_end":
+            from .kernels._jit import remove_on_compile
+
+            remove_on_compile(self._compiling)
             if info.get("dev_score") is not None:
                 self._last_dev = f"{info['dev_score']:.4f}"
             if self._progress is not None:
@@ -214,9 +407,11 @@ class TrainingProgress:
                 self._progress = None
             dev = "" if info.get("dev_score") is None else f"  dev {info['dev_score']:.4f}"
             best = "  *" if info.get("best_epoch") == info["epoch"] and dev else ""
+            compiling = info.get("compile_seconds") or 0.0
+            compiled = f" ({compiling:.1f}s compiling)" if compiling >= 0.5 else ""
             typer.echo(f"epoch {info['epoch']:3d}  loss {info['loss']:.4f}{dev}  "
-                       f"{info['seconds']:.1f}s  {info['tokens_per_s']:,.0f} tokens/s{best}",
-                       err=True)
+                       f"{info['seconds']:.1f}s{compiled}  {info['tokens_per_s']:,.0f} "
+                       f"tokens/s{best}", err=True)
 
     def _start_bar(self, info: dict) -> None:
         from rich.console import Console
@@ -243,13 +438,27 @@ class TrainingProgress:
 # commands
 # ----------------------------------------------------------------------------------------------
 
-@app.command()
+
+def _list_recipes(value: bool) -> None:
+    """``--list-recipes``: the recipes a name finds, with their task and description."""
+    if value:
+        from .recipes import recipe_summaries
+
+        summaries = recipe_summaries()
+        width = max((len(name) for name, _, _ in summaries), default=0)
+        for name, task, description in summaries:
+            typer.echo(f"{name:<{width}}  {task:<8}  {description}".rstrip())
+        raise typer.Exit()
+
+@app.command(cls=_Command)
 @_with_estimator_options
 @_clear_errors
 def train(
-    recipe: str = typer.Argument(None, metavar="[RECIPE]",
-                                 help="A pipeline recipe: a name from pipelines/ (e.g. "
-                                      "sample-ner) or a .toml file."),
+    recipe: str = typer.Argument(None, metavar="RECIPE",
+                                 help="A pipeline recipe: a name (--list-recipes lists them) "
+                                      "or a .toml file."),
+    list_recipes: bool = typer.Option(False, "--list-recipes", callback=_list_recipes,
+                                      is_eager=True, help="List the recipes and exit."),
     train_file: Path = typer.Option(None, "--train", help="Training data file."),
     dev_file: Path = typer.Option(None, "--dev", help="Development data (early stopping)."),
     data_format: str = typer.Option(None, "--format", help="conll, conllu, jsonl or tsv.",
@@ -264,8 +473,11 @@ def train(
                                   help="Where a recipe's data files are."),
     save_every: int = typer.Option(None, min=1,
                                    help="Also write the model every N epochs (checkpoints)."),
-    resume: Path = typer.Option(None, help="Go on from a checkpoint written by --save-every: "
-                                           "the same model as an uninterrupted run."),
+    resume: Path = typer.Option(None, help="Go on from a model file: from a checkpoint "
+                                           "(--save-every), the same model as an "
+                                           "uninterrupted run; from a final model, its "
+                                           "weights stay unless an epoch beats their dev "
+                                           "score."),
     save_optimizer: bool = typer.Option(
         False, "--save-optimizer",
         help="Keep the optimizer state in the final model (three times the size), so that "
@@ -305,18 +517,45 @@ def train(
     if task not in workflows.TASKS:
         _fail(f"--task must be tag or classify, got {task!r}", 2)
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
-    if train_file is None:
-        examples = workflows.DATASETS[dataset]()
-        model = workflows.train_examples(task, *examples, output, params, save_every, resume,
-                                         TrainingProgress(quiet), save_optimizer,
-                                         trust_tokenizer)
-    else:
-        model = workflows.train(
-            task, train_file, dev_file, output, params, data_format,
-            tag_column if tag_column is not None else columns.get("tag_column", -1),
-            label_column if label_column is not None else columns.get("label_column", 0),
-            text_column if text_column is not None else columns.get("text_column", -1),
-            save_every, resume, TrainingProgress(quiet), save_optimizer, trust_tokenizer)
+    progress = TrainingProgress(quiet)
+    outcome: dict = {"written": True, "message": None}
+
+    def on_event(event: str, info: dict) -> None:
+        if event == "output":
+            outcome.update(info)
+        else:
+            progress(event, info)
+
+    def stop_progress() -> None:
+        # A live bar left running would garble the message below and hide the cursor.
+        bar = getattr(progress, "_progress", None)
+        if bar is not None:
+            bar.stop()
+            progress._progress = None
+
+    try:
+        if train_file is None:
+            examples = workflows.DATASETS[dataset]()
+            model = workflows.train_examples(task, *examples, output, params, save_every,
+                                             resume, on_event, save_optimizer, trust_tokenizer)
+        else:
+            model = workflows.train(
+                task, train_file, dev_file, output, params, data_format,
+                tag_column if tag_column is not None else columns.get("tag_column", -1),
+                label_column if label_column is not None else columns.get("label_column", 0),
+                text_column if text_column is not None else columns.get("text_column", -1),
+                save_every, resume, on_event, save_optimizer, trust_tokenizer)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM: what was saved, then the usual 130
+        stop_progress()
+        typer.echo(str(exc) or "interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception:
+        stop_progress()
+        raise
+    if outcome["message"]:  # what became of a resumed model: said even with --quiet
+        typer.echo(outcome["message"], err=True)
+    if not outcome["written"]:
+        return
     if not quiet:
         best = model.history_[model.best_epoch_ - 1] if model.history_ else {}
         dev = best.get("dev_score")
@@ -339,11 +578,23 @@ def _load_model(path: Path, device: str = "auto", threads: int | None = None,
     return model
 
 
-@app.command()
+def _refuse_output_over_input(output: Path, inputs: list[str]) -> None:
+    """Stop before anything is read when the output file is one of the inputs (by any name):
+    writing it would destroy the input."""
+    from ._atomic import same_file_as
+    from .errors import DataError
+
+    source = same_file_as(output, inputs)
+    if source is not None:
+        raise DataError(f"the output is the input file {source}: writing it would destroy "
+                        "the input; choose another output", str(output))
+
+
+@app.command(cls=_Command)
 @_clear_errors
 def evaluate(
     model_file: Path = typer.Argument(..., metavar="MODEL", help="A model file."),
-    data: Path = typer.Argument(..., help="Labeled data to score the model on."),
+    data: Path = typer.Argument(..., metavar="DATA", help="Labeled data to score the model on."),
     data_format: str = typer.Option(None, "--format", help="conll, conllu, jsonl or tsv."),
     tag_column: int = typer.Option(-1, help="CoNLL column of the gold tags."),
     label_column: int = typer.Option(0, help="TSV column of the gold labels."),
@@ -371,11 +622,11 @@ def evaluate(
         typer.echo(workflows.format_report(report))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_clear_errors
 def predict(
     model_file: Path = typer.Argument(..., metavar="MODEL", help="A model file."),
-    inputs: list[str] = typer.Argument(None, metavar="[FILES]...",
+    inputs: list[str] = typer.Argument(None, metavar="FILES",
                                        help="Input files; none or '-' reads standard input."),
     data_format: str = typer.Option(None, "--format",
                                     help="Input: text (a sentence or document per line), conll, "
@@ -385,13 +636,18 @@ def predict(
                                       help="conll, jsonl or html for a tagger; jsonl, tsv or "
                                            "html for a classifier.",
                                       show_default="conll for a tagger, jsonl for a classifier"),
-    output: Path = typer.Option(None, "--output", "-o", help="Output file.",
+    output: Path = typer.Option(None, "--output", "-o",
+                                help="Output file, written whole or not at all (never one of "
+                                     "the inputs).",
                                 show_default="standard output"),
     batch_size: int = typer.Option(256, min=1, help="Records per batch (eight batches are read "
                                                     "at a time and sorted by length)."),
     text_column: int = typer.Option(-1, help="TSV column of the texts."),
     on_error: str = typer.Option("stop", help="stop at a malformed record, or skip it (and "
                                               "report it on stderr)."),
+    max_line_length: int = typer.Option(None, min=1, help="Longest input line, in characters; "
+                                                          "a longer one is a malformed record.",
+                                        show_default="1048576"),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     engine: str = typer.Option("local", help="local (this process) or dask (one output file "
@@ -400,11 +656,13 @@ def predict(
                                                 "local for a cluster on this machine."),
     workers: int = typer.Option(2, min=1, help="With --engine dask --scheduler local: worker "
                                                "processes."),
-    output_dir: Path = typer.Option(None, help="With --engine dask: where the outputs go."),
+    output_dir: Path = typer.Option(None, help="With --engine dask: where the outputs go (not "
+                                               "a folder of input files)."),
     trust_tokenizer: bool = typer.Option(False, "--trust-tokenizer", help=_TRUST_HELP),
 ) -> None:
     """Tag or classify text: files or standard input, streamed batch by batch to the output."""
     from . import workflows
+    from ._atomic import atomic_output
     from .records import ReadErrors
 
     if on_error not in ("stop", "skip"):
@@ -415,29 +673,23 @@ def predict(
         _predict_on_dask(model_file, inputs or [], output_dir, scheduler, workers, data_format,
                          output_format, batch_size, on_error, trust_tokenizer)
         return
-    model = _load_model(model_file, device, threads, trust_tokenizer)
+    if output is None and sys.stdout is None:  # started with file descriptor 1 closed
+        _fail("standard output is closed; give --output FILE")
     paths = inputs or ["-"]
+    if output is not None:
+        _refuse_output_over_input(output, workflows.expand_inputs(paths, data_format))
+    model = _load_model(model_file, device, threads, trust_tokenizer)
     errors = ReadErrors()
-    tmp = None
-    if output is None:
-        out = sys.stdout
-    else:
-        tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-        out = open(tmp, "w", encoding="utf-8", newline="\n")
     # The throughput report (with -o) keeps kernel loading out of its time; to standard output,
     # kernels load as the input needs them (one sentence loads only those of its own path).
     stats: dict | None = {} if output is not None else None
-    try:
+    with contextlib.ExitStack() as stack:
+        # -o: a hidden temporary renamed over the output at the end, removed on any failure
+        # (a malformed record, a full disk, Ctrl-C, SIGTERM): never a partial output file.
+        out = sys.stdout if output is None else stack.enter_context(atomic_output(output))
         count = workflows.predict_files(model, paths, out, data_format, output_format,
-                                        batch_size, on_error, errors, text_column, stats)
-        if tmp is not None:
-            out.close()
-            os.replace(tmp, output)
-            tmp = None
-    finally:
-        if tmp is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
+                                        batch_size, on_error, errors, text_column, stats,
+                                        max_line_length=max_line_length)
     if errors.count:
         typer.echo(f"skipped {errors.count} malformed record(s):", err=True)
         for error in errors.skipped[:20]:
@@ -450,7 +702,7 @@ def predict(
                    f"{stats['seconds']:.2f} s ({rate:,.0f} tokens/s)", err=True)
 
 
-app.command("tag", help="Alias of predict.")(predict)
+app.command("tag", cls=_Command, help="Alias of predict.")(predict)
 
 
 def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_format,
@@ -460,7 +712,7 @@ def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_fo
     try:
         from distributed import Client
 
-        from .distributed import local_cluster, tag_files
+        from .distributed import check_output_dir, local_cluster, tag_files
     except ImportError:
         _fail("--engine dask needs Dask: pip install 'tagger[dask]'")
     if output_dir is None:
@@ -473,6 +725,7 @@ def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_fo
         paths.extend(matches)
     if not paths:
         _fail("--engine dask needs input files", 2)
+    check_output_dir(paths, output_dir, data_format)  # before a cluster is started for nothing
     cluster = local_cluster(workers, dashboard_address=None) if scheduler == "local" else None
     try:
         with Client(cluster if cluster is not None else scheduler) as client:
@@ -489,7 +742,7 @@ def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_fo
                                      if skipped else ""), err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_clear_errors
 def info(
     model_file: Path = typer.Argument(..., metavar="MODEL", help="A model file."),
@@ -502,18 +755,22 @@ def info(
     typer.echo(json.dumps(details, indent=1) if as_json else workflows.format_info(details))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_clear_errors
 def convert(
     source: Path = typer.Argument(..., metavar="IN", help="Input file."),
-    dest: Path = typer.Argument(..., metavar="OUT", help="Output file."),
+    dest: Path = typer.Argument(..., metavar="OUT",
+                                help="Output file, written whole or not at all; IN itself "
+                                     "converts in place."),
     from_format: str = typer.Option(None, "--from", help="conll, conllu or jsonl.",
                                     show_default="from the extension"),
     to_format: str = typer.Option(None, "--to", help="conll, conllu or jsonl.",
                                   show_default="from the extension"),
-    from_scheme: str = typer.Option(None, help="Tag scheme of the input.",
+    from_scheme: str = typer.Option(None, metavar="[IOB1|IOB2|BIOES]",
+                                    help="Tag scheme of the input." + _SCHEME_ALIASES,
                                     show_default="detected"),
-    to_scheme: str = typer.Option(None, help="IOB1, IOB2 or BIOES.",
+    to_scheme: str = typer.Option(None, metavar="[IOB1|IOB2|BIOES]",
+                                  help="Tag scheme of the output." + _SCHEME_ALIASES,
                                   show_default="the input's"),
 ) -> None:
     """Convert between CoNLL, CoNLL-U and JSONL, and between the tag schemes IOB1/IOB2/BIOES."""
@@ -523,10 +780,10 @@ def convert(
     typer.echo(f"wrote {count} sentence(s) to {dest}", err=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     epochs: int = typer.Option(8, min=1, help="Training epochs."),
-    cell: str = typer.Option("lstm", help="Recurrent cell: lstm, gru, rnn or irnn."),
+    cell: str = typer.Option("lstm", metavar="[lstm|gru|rnn|irnn]", help="Recurrent cell."),
     seed: int = typer.Option(0, help="Random seed."),
     threads: int = typer.Option(None, min=1, help="CPU threads (default: all)."),
 ) -> None:
@@ -548,12 +805,39 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def _interrupt_on_sigterm() -> None:
+    """Handle SIGTERM as Ctrl-C: raise KeyboardInterrupt in the main thread, so that the same
+    clean-up runs (temporary files removed, never a partial output) and the exit code is 130.
+
+    Later SIGTERMs are ignored while the first unwinds, so that a supervisor repeating it cannot
+    cut the clean-up short (SIGKILL still ends the process).
+    """
+    import signal
+
+    def interrupt(signum, frame):
+        # A no-op handler rather than SIG_IGN, which processes started later would inherit.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        raise KeyboardInterrupt
+
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
-    """Entry point of the ``tagger`` console script."""
+    """Entry point of the ``tagger`` console script.
+
+    Ctrl-C and SIGTERM both stop a command with exit code 130 (one code for "interrupted", which
+    also lets ``tagger train`` treat them alike), after the clean-up of an interrupted command.
+    """
     import warnings
 
     warnings.formatwarning = _one_line_warning
-    app()
+    _interrupt_on_sigterm()
+    try:
+        app()
+    except KeyboardInterrupt:  # before or after the command itself (Typer handles it within)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 * :func:`tag_bag` maps a ``dask.bag`` of texts or token lists to a bag of results, in the input's
   order; :func:`tag_dataframe` adds a column of results to a ``dask.dataframe``; :func:`tag_files`
   tags files on the workers, one output file per input (``tagger predict --engine dask``).
-* The model travels as its file's bytes: scattered once to every worker when a distributed
-  client is running (else embedded once in the graph), and loaded once per worker process (a
-  per-process cache keyed by the bytes' digest), not once per partition.
+* The model travels as its file's bytes, embedded once in the task graph (one literal task that
+  the others depend on, fetched by each worker once), and is loaded once per worker process (a
+  per-process cache keyed by the bytes' digest), not once per partition. Being a task, not
+  scattered data, it is recomputed if every worker holding it dies: the job goes on.
+* :func:`tag_files` writes each output whole or not at all (a hidden temporary renamed when
+  complete) and refuses an output folder that holds its inputs.
 * Kernels are compiled (or loaded from the compile cache) once per worker, under a file lock on
   the cache directory, so that no two processes compile into it at the same time.
 * :func:`local_cluster` starts worker *processes* with the ``spawn`` method (Numba's OpenMP layer
@@ -102,29 +105,18 @@ def _tag_partition(items, data: bytes, batch_size: int) -> list:
     return list(tag_stream(worker_model(data), items, batch_size))
 
 
-_scattered: dict[tuple[str, str], object] = {}
+def _in_graph(data: bytes):
+    """The bytes as one literal task of the graph, which every task needing the model depends on.
 
+    Not ``client.scatter``: scattered data exists only on the workers holding it, so losing them
+    all loses the job ("lost scattered data, which can't be recovered"). A task's value is
+    recomputed from the graph the scheduler holds, and reaches each worker once, from a peer.
+    The key is unique to this call, so that a job never shares the key with the release of an
+    earlier one.
+    """
+    import dask
 
-def _scatter(client, data: bytes):
-    """The bytes on every worker of ``client``, scattered once per client: the future is kept,
-    because re-scattering the same content under the same key while an earlier future is being
-    released loses the data ("lost dependencies")."""
-    key = (client.id, hashlib.sha256(data).hexdigest())
-    future = _scattered.get(key)
-    if future is None or future.status != "finished":
-        future = _scattered[key] = client.scatter(data, broadcast=True, hash=True)
-    return future
-
-
-def _shared(data: bytes):
-    """The bytes scattered to every worker once when a distributed client runs, else as is."""
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        return data
-    return _scatter(client, data)
+    return dask.delayed(data, pure=False)
 
 
 def tag_bag(model, bag, batch_size: int = 256, trust_tokenizer: bool = False):
@@ -146,7 +138,7 @@ def tag_bag(model, bag, batch_size: int = 256, trust_tokenizer: bool = False):
     dask.bag.Bag
         One result dict per item (see :mod:`tagger.stream`), in the input's order.
     """
-    data = _shared(_model_bytes(model, trust_tokenizer))
+    data = _in_graph(_model_bytes(model, trust_tokenizer))
     return bag.map_partitions(_tag_partition, data, batch_size)
 
 
@@ -162,7 +154,7 @@ def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: i
     """Add a column of results (one dict per row, see :mod:`tagger.stream`) to a
     ``dask.dataframe`` whose ``column`` holds texts or token lists (``trust_tokenizer``: see
     :func:`tag_bag`)."""
-    data = _shared(_model_bytes(model, trust_tokenizer))
+    data = _in_graph(_model_bytes(model, trust_tokenizer))
     meta = ddf._meta.copy()
     meta[output] = meta[column].astype(object) if column in meta else None
     return ddf.map_partitions(_tag_frame, column, output, data, batch_size, meta=meta)
@@ -173,22 +165,59 @@ _EXTENSIONS = {"conll": ".conll", "jsonl": ".jsonl", "tsv": ".tsv", "html": ".ht
 
 def _tag_file(data: bytes, source: str, target: str, fmt: str | None, output_format: str | None,
               batch_size: int, on_error: str) -> dict:
-    """Tag one file on a worker into ``target`` (written to a temporary name, then renamed)."""
+    """Tag one file on a worker into ``target`` (whole or not at all: see
+    :func:`tagger._atomic.atomic_output`)."""
+    from ._atomic import atomic_output
     from .records import ReadErrors
     from .workflows import predict_files
 
     errors = ReadErrors()
-    tmp = f"{target}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-            count = predict_files(worker_model(data), [source], out, fmt, output_format,
-                                  batch_size, on_error, errors)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(target) as out:
+        count = predict_files(worker_model(data), [source], out, fmt, output_format, batch_size,
+                              on_error, errors)
     return {"source": source, "target": target, "records": count,
             "skipped": [str(e) for e in errors.skipped]}
+
+
+def check_output_dir(paths: list[str], output_dir, fmt: str | None = None) -> list[str]:
+    """The input files of ``paths`` (folders expanded), after checking that ``output_dir`` is
+    not a folder of inputs: the outputs would overwrite inputs of the same name, or mix with them
+    (and a later run over the folder would take them for inputs).
+
+    Raises
+    ------
+    DataError
+        ``output_dir`` is a folder given as input, or holds an input file; standard input.
+    """
+    from ._atomic import same_file_as
+    from .errors import DataError
+    from .workflows import expand_inputs
+
+    files = expand_inputs(paths, fmt)
+    if any(path == "-" for path in files):
+        raise DataError("standard input cannot be tagged on a cluster; give files")
+    folders = dict.fromkeys([*(p for p in paths if os.path.isdir(p)),
+                             *(os.path.dirname(os.path.abspath(f)) for f in files)])
+    folder = same_file_as(output_dir, folders)
+    if folder is not None:
+        raise DataError(f"the output folder is the input folder {folder}: the outputs would "
+                        "overwrite or mix with the inputs; choose another folder",
+                        os.fspath(output_dir))
+    return files
+
+
+def _remove_temporaries(targets: list[str]) -> None:
+    """Remove what a worker killed while writing left beside the targets (its own temporary
+    files are removed by every other way of failing)."""
+    import glob
+
+    from ._atomic import remove_quietly
+
+    for target in targets:
+        folder, name = os.path.split(target)
+        for tmp in glob.glob(os.path.join(glob.escape(folder),
+                                          f".{glob.escape(name)}.{'[0-9a-f]' * 8}.tmp")):
+            remove_quietly(tmp)
 
 
 def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = None,
@@ -198,34 +227,49 @@ def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = Non
     ``output_dir`` (same name, the output format's extension; ``trust_tokenizer``: see
     :func:`tag_bag`).
 
+    Each output is written to a hidden temporary file in ``output_dir`` and renamed when complete,
+    so the folder only ever holds whole outputs; the job survives the loss of any worker.
+
     Returns
     -------
     list of dict
         Per file: ``source``, ``target``, ``records`` written and ``skipped`` records.
-    """
-    from .errors import DataError
-    from .workflows import expand_inputs, is_classifier
 
+    Raises
+    ------
+    DataError
+        ``output_dir`` is a folder of inputs (see :func:`check_output_dir`), or two inputs have
+        the same name; checked before the model or any input is read.
+    """
+    import dask
+
+    from .errors import DataError
+    from .workflows import is_classifier
+
+    paths = check_output_dir(paths, output_dir, fmt)
     data = _model_bytes(model, trust_tokenizer)
-    paths = expand_inputs(paths, fmt)
-    if any(path == "-" for path in paths):
-        raise DataError("standard input cannot be tagged on a cluster; give files")
     if output_format is None:
         from .estimators import load
 
         output_format = "jsonl" if is_classifier(load(model, trust_tokenizer=True) if isinstance(
             model, (str, os.PathLike)) else model) else "conll"
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     targets = [str(output_dir / (Path(p).stem + _EXTENSIONS.get(output_format, ".out")))
                for p in paths]
     if len(set(targets)) != len(targets):
         raise DataError("two input files have the same name; their outputs would collide")
-    shared = _scatter(client, data)
-    futures = client.map(_tag_file, [shared] * len(paths), paths, targets,
-                         [fmt] * len(paths), [output_format] * len(paths),
-                         [batch_size] * len(paths), [on_error] * len(paths), pure=False)
-    return client.gather(futures)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    shared = _in_graph(data)
+    tag = dask.delayed(_tag_file, pure=False)
+    futures = client.compute([tag(shared, path, target, fmt, output_format, batch_size, on_error)
+                              for path, target in zip(paths, targets, strict=True)])
+    try:
+        return client.gather(futures)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        _remove_temporaries(targets)
 
 
 def local_cluster(n_workers: int = 2, **kwargs):
@@ -243,4 +287,5 @@ def local_cluster(n_workers: int = 2, **kwargs):
                             **kwargs)
 
 
-__all__ = ["local_cluster", "tag_bag", "tag_dataframe", "tag_files", "worker_model"]
+__all__ = ["check_output_dir", "local_cluster", "tag_bag", "tag_dataframe", "tag_files",
+           "worker_model"]

@@ -7,11 +7,14 @@ the same formulas, so the numbers are identical. Undefined ratios (nothing predi
 find) are 0.0 and no warning is emitted.
 
 The scorers work on list-of-list targets, where scikit-learn's built-in string scorers fail: they
-call ``estimator.predict(X)`` and compare its list of tag lists to ``y``.
+call ``estimator.predict(X)`` and compare its list of tag lists to ``y``. A tagger scored by one of
+scikit-learn's own metrics (``scoring="f1_micro"``) raises :class:`SequenceScoringError`, which
+names these scorers, instead of scikit-learn's NaN score and a traceback per fold.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +24,7 @@ from tagger.text.schemes import detect_scheme, normalize_scheme, spans_from_tags
 
 __all__ = [
     "SCORERS",  # noqa: F822 (made on first use, see __getattr__)
+    "SequenceScoringError",
     "classification_report",
     "entity_f1",
     "entity_f1_scorer",  # noqa: F822
@@ -233,6 +237,62 @@ def classification_report(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequ
 
     rows = [line(name) for name in types] + [""] + [line(name) for name in _AVERAGES] + [""]
     return header + "\n\n" + "\n".join(rows)
+
+
+class SequenceScoringError(BaseException):
+    """One of scikit-learn's own metrics was asked to score tag sequences.
+
+    It derives from BaseException, not Exception, on purpose: scikit-learn's model selection
+    (``cross_val_score``, ``GridSearchCV``) turns any Exception raised while scoring into a NaN
+    score and a warning with a traceback per fold, so a mistake in ``scoring`` would otherwise
+    go by as NaN results; this one stops the search with one message.
+    """
+
+
+def _is_tag_sequences(y) -> bool:
+    """Whether ``y`` is a list of per-sentence sequences (not a flat list of labels)."""
+    if isinstance(y, (str, bytes)) or not isinstance(y, (Sequence, np.ndarray)) or not len(y):
+        return False
+    first = y[0]
+    return isinstance(first, (Sequence, np.ndarray)) and not isinstance(first, (str, bytes))
+
+
+def _refuse_foreign_scorer(depth: int = 12) -> None:
+    """Stop a scikit-learn metric scorer that is about to score a tagger's predictions.
+
+    Called by a tagger's ``predict``/``predict_proba``: when the caller, up to ``depth`` frames
+    above, is a scikit-learn scorer of one of scikit-learn's metrics (``scoring="f1_micro"``,
+    ``make_scorer(f1_score)``) and its targets are tag sequences, the metric cannot score them
+    (scikit-learn rejects sequences of sequences), so fail now with the scorers that can.
+    Scorers of other functions (this module's, the user's own) are left alone.
+
+    Raises
+    ------
+    SequenceScoringError
+        Naming :data:`SCORERS`.
+    """
+    if "sklearn.metrics._scorer" not in sys.modules:  # no scorer can be running
+        return
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back
+        if frame is None:
+            return
+        # The scorer's own _score (with the targets), not its helpers around the call.
+        if frame.f_globals.get("__name__") != "sklearn.metrics._scorer" or \
+                "y_true" not in frame.f_code.co_varnames:
+            continue
+        scorer = frame.f_locals.get("self")
+        metric = getattr(scorer, "_score_func", None)
+        if (getattr(metric, "__module__", "") or "").startswith("sklearn.") and \
+                _is_tag_sequences(frame.f_locals.get("y_true")):
+            name = getattr(metric, "__name__", "a scikit-learn metric")
+            raise SequenceScoringError(
+                f"scikit-learn's scorer of {name} cannot score tag sequences (it would give NaN "
+                "for every fold); use the scorers of tagger.metrics.SCORERS: "
+                "scoring=tagger.metrics.SCORERS['entity_f1'] (or 'token_accuracy'), or "
+                "scoring=tagger.metrics.SCORERS for both")
+        return
 
 
 # The scorers are made on first use (PEP 562): importing scikit-learn costs about 0.8 s, which

@@ -71,6 +71,29 @@ def available_recipes() -> list[str]:
     return sorted(names)
 
 
+def recipe_summaries() -> list[tuple[str, str, str]]:
+    """The recipes of :func:`available_recipes` for a listing.
+
+    Returns
+    -------
+    list of (str, str, str)
+        Name, task and description of each recipe, sorted by name; read without resolving the
+        data files (those of some recipes are not at hand everywhere). A file that is not valid
+        TOML says so as its description.
+    """
+    summaries = []
+    for name in available_recipes():
+        try:
+            with open(find_recipe(name), "rb") as f:
+                config = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            summaries.append((name, "?", "(not a readable recipe)"))
+            continue
+        summaries.append((name, str(config.get("task", "?")),
+                          " ".join(str(config.get("description", "")).split())))
+    return summaries
+
+
 def find_recipe(name_or_path: str) -> Path:
     """The recipe file a name (``sample-ner``) or path (``my.toml``) refers to."""
     candidate = Path(name_or_path)

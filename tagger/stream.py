@@ -9,9 +9,15 @@
 :func:`tag_series` does the same for a pandas column: a column of texts in, a column of spans,
 tags or labels out, on the same index.
 
-Each input item is a raw string (split by the model's tokenizer) or a list of tokens. Each
-result is a dict: ``tokens``, ``tags`` and ``spans`` (``start``, ``end`` exclusive, ``label``,
-``score``) for a tagger; ``tokens``, ``label`` and ``proba`` for a classifier. The input is read
+Each input item is a raw string (split by the model's tokenizer), a list of tokens, or a dict
+as a JSONL line holds it (``{"text": ...}`` or ``{"tokens": [...]}``, with any other keys).
+For a string or a token list the result is a dict: ``tokens``, ``tags`` and ``spans``
+(``start``, ``end`` exclusive, ``label``, ``score``, and for a string ``start_char`` and
+``end_char``, where the entity lies in it) for a tagger; ``tokens``, ``label`` and ``proba``
+for a classifier. For a dict it is what ``tagger predict`` writes for a JSONL line: a copy of
+the dict, every key kept, with the predictions under keys of their own (``pred_tags`` and
+``spans``, or ``pred_label`` and ``proba``; ``tokens`` added for raw text; see
+:func:`tagger.workflows.prediction_record`). The input is read
 a few batches at a time (``workflows.READ_AHEAD``, sorted by length together for little
 padding), so an endless iterator works; results come out in input order, one per item (a blank
 string gives empty tokens and tags).
@@ -19,21 +25,23 @@ string gives empty tokens and tags).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
-from .records import Record
+from .records import Record, object_record, text_record
 
 
 def _records(model, items: Iterable) -> Iterator[Record]:
     tokenizer = model._tokenizer
     for number, item in enumerate(items, 1):
         if isinstance(item, str):
-            text = item.rstrip("\r\n")
-            yield Record(tokenizer(text), number, "<stream>", text=text)
+            # A line read from a file ends in its newline: not part of the text.
+            yield text_record(item.rstrip("\r\n"), number, "<stream>", tokenizer)
         elif isinstance(item, (list, tuple)):
             yield Record(list(item), number, "<stream>")
+        elif isinstance(item, Mapping):
+            yield object_record(dict(item), number, "<stream>", tokenizer)
         else:
-            raise TypeError(f"item {number} must be a string or a list of tokens, got "
+            raise TypeError(f"item {number} must be a string, a list of tokens or a dict, got "
                             f"{type(item).__name__}")
 
 
@@ -45,7 +53,7 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
     ----------
     model : SequenceTagger or SequenceClassifier
         A fitted text model.
-    items : iterable of str or of token lists
+    items : iterable of str, of token lists or of dicts
         The inputs (any iterable: a file, a generator, a list).
     batch_size : int
         Items per batch.
@@ -58,7 +66,7 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
     dict
         One result per item (see the module docstring).
     """
-    from .workflows import predict_records
+    from .workflows import predict_records, prediction_record
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -70,7 +78,10 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
         model.n_jobs = n_jobs
     try:
         for record, prediction in predict_records(model, _records(model, items), batch_size):
-            yield {"tokens": record.tokens, **prediction}
+            if record.fields is not None:
+                yield prediction_record(record, prediction)
+            else:
+                yield {"tokens": record.tokens, **prediction}
     finally:
         model.n_jobs = saved
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -151,10 +152,16 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
     save_every : int, optional
         Also write the model to ``output`` every this many epochs (a checkpoint to resume from).
     resume : path, optional
-        A checkpoint written by an interrupted run: training goes on from its weights, optimizer
-        state and history for the epochs left (the patience count starts afresh).
+        A model file to go on from, for the epochs left to ``max_epochs``: a checkpoint
+        continues exactly as the interrupted run would have; another model file goes on from
+        its weights (and optimizer state, if it has it), which stay the best so far until an
+        epoch beats their development score. If none does, ``output`` gets those weights, and
+        is left untouched when it is the ``resume`` file itself (checkpoints every
+        ``save_every`` epochs wait for a better epoch too).
     callback : callable, optional
-        Progress events, see :meth:`SequenceTagger.fit`.
+        Progress events, see :meth:`SequenceTagger.fit`; at the end also ``"output"``, with
+        ``path``, ``written`` (whether the file was written) and ``message`` (what happened to
+        the resumed model, or None).
     optimizer_state : bool
         Keep the optimizer's state in the final model file (checkpoints always keep it).
     trust_tokenizer : bool
@@ -163,6 +170,17 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
     Returns
     -------
     estimator
+
+    Raises
+    ------
+    TrainingInterrupted
+        On ``KeyboardInterrupt`` (Ctrl-C; the command line turns SIGTERM into one too), after
+        writing the best model so far to ``output`` (the weights of its best epoch; nothing
+        when no epoch had finished); the message says what was saved.
+    FloatingPointError
+        When training diverges (a loss that is not finite, or an epoch's mean loss over 100
+        times that of a uniform guess); the best model so far is written to ``output`` as on
+        an interruption, and the message says so.
     """
     X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)
     X_dev = y_dev = None
@@ -220,37 +238,135 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
     """:func:`train` on examples in memory (token lists or numeric sequences)."""
     from .estimators import load
 
+    resumed = None
     if resume is not None:
         model = load(resume, trust_tokenizer=trust_tokenizer)
         if params:
             model.set_params(**params)
+        resumed = _Resumed(model, resume, output)
     else:
         model = make_estimator(task, params or {})
 
+    checkpointed = 0  # the epoch of the last checkpoint written
+
     def on_event(event: str, info: dict) -> None:
+        nonlocal checkpointed
+        # The checkpoint first: an interruption heard by the callback finds it written.
+        if event == "epoch_end" and save_every and output is not None and \
+                info["epoch"] % save_every == 0 and \
+                not (resumed is not None and resumed.keep_file(info["best_epoch"])):
+            save_with_history(info["estimator"], output)
+            checkpointed = info["epoch"]
         if callback is not None:
             callback(event, info)
-        if event == "epoch_end" and save_every and output is not None and \
-                info["epoch"] % save_every == 0:
-            save_with_history(info["estimator"], output)
 
-    if resume is not None:
-        model.continue_fit(X, y, X_dev, y_dev, callback=on_event)
-    else:
-        model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
+    try:
+        if resume is not None:
+            model.continue_fit(X, y, X_dev, y_dev, callback=on_event)
+        else:
+            model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
+    except KeyboardInterrupt:
+        if output is None:
+            raise
+        if checkpointed and checkpointed == len(model.history_):
+            # That checkpoint holds the best weights too, and resumes exactly.
+            raise TrainingInterrupted(
+                f"interrupted: {output} holds the checkpoint of epoch {checkpointed} (best "
+                f"epoch {model.best_epoch_}); --resume {output} goes on from it") from None
+        raise TrainingInterrupted(
+            f"interrupted: {_save_best_so_far(model, output, optimizer_state, resumed)}"
+        ) from None
+    except FloatingPointError as exc:
+        if output is None:
+            raise
+        raise FloatingPointError(
+            f"{exc}; {_save_best_so_far(model, output, optimizer_state, resumed)}") from None
     if output is not None:
-        save_with_history(model, output, optimizer_state)
+        written = resumed is None or not resumed.keep_file(model.best_epoch_)
+        if written:
+            save_with_history(model, output, optimizer_state)
+        if callback is not None:
+            callback("output", {"path": str(output), "written": written,
+                                "message": resumed.outcome(model) if resumed else None})
     return model
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, or SIGTERM on the command line); the message says
+    what was saved."""
+
+
+class _Resumed:
+    """The model file that training went on from, and what became of it."""
+
+    def __init__(self, model, path, output):
+        self.path = Path(path)
+        self.epochs = len(model.history_)
+        self.best_epoch = model.best_epoch_
+        best = model.history_[model.best_epoch_ - 1] if model.best_epoch_ else {}
+        self.dev_score = best.get("dev_score")
+        # A checkpoint's weights are those of its last epoch, not its best: it is a working
+        # file of the run that wrote it, and the final model replaces it.
+        self.checkpoint = getattr(model, "_resume_state", None) is not None
+        self.same_file = output is not None and _same_file(path, output)
+
+    def beaten(self, best_epoch: int) -> bool:
+        """Whether an epoch of this run is better than the resumed weights."""
+        return best_epoch > self.epochs
+
+    def keep_file(self, best_epoch: int) -> bool:
+        """Whether the output must stay as it is: it is the resumed model, and nothing has
+        beaten it (a reset best score used to let a worse run replace a good model)."""
+        return self.same_file and not self.checkpoint and not self.beaten(best_epoch)
+
+    def describe(self) -> str:
+        score = "" if self.dev_score is None else f", dev score {self.dev_score:.4f}"
+        return f"the resumed model (epoch {self.best_epoch}{score})"
+
+    def outcome(self, model) -> str | None:
+        """One line on what the output holds, or None when the run beat the resumed model
+        without a development score to say by how much."""
+        if self.beaten(model.best_epoch_):
+            new = model.history_[model.best_epoch_ - 1].get("dev_score")
+            if new is None or self.dev_score is None:
+                return None
+            return (f"epoch {model.best_epoch_} beat {self.describe()} with dev score "
+                    f"{new:.4f}")
+        if len(model.history_) == self.epochs:
+            what = f"no epochs left to run (max_epochs={model.max_epochs}) from {self.describe()}"
+        else:
+            what = f"no epoch beat {self.describe()}"
+        if self.keep_file(model.best_epoch_):
+            return f"{what}: left {self.path} unchanged"
+        return f"{what}: the output holds its weights"
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # the output does not exist yet
+        return False
+
+
+def _save_best_so_far(model, output, optimizer_state: bool, resumed: _Resumed | None) -> str:
+    """Write the best model so far (training stopped early) and say what was done. The
+    estimator holds the weights of its best epoch after an interruption or a divergence."""
+    if getattr(model, "best_epoch_", 0) == 0:  # also when stopped before training began
+        return "no epoch had finished; nothing saved"
+    if resumed is not None and resumed.keep_file(model.best_epoch_):
+        return f"no epoch beat {resumed.describe()}; left {output} unchanged"
+    save_with_history(model, output, optimizer_state)
+    return f"saved the best model so far (epoch {model.best_epoch_}) to {output}"
 
 
 def save_with_history(model, output, optimizer_state: bool = False) -> None:
     """Write the model file and its training history beside it (both atomically)."""
+    from ._atomic import atomic_output
+
     model.save(output, optimizer_state=optimizer_state)
-    target = history_path(output)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"best_epoch": model.best_epoch_, "history": model.history_},
-                              indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    with atomic_output(history_path(output)) as out:
+        out.write(json.dumps({"best_epoch": model.best_epoch_, "history": model.history_},
+                             indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +407,8 @@ def predict_records(model, records: Iterable[Record], batch_size: int = 256,
     ------
     (record, prediction)
         For a tagger ``{"tags": [...], "spans": [...]}`` (spans with ``start``, ``end``
-        exclusive, ``label`` and ``score``, for entity tags); for a classifier
+        exclusive, ``label`` and ``score``, for entity tags, and ``start_char``, ``end_char``
+        into the record's text when its tokens come from raw text); for a classifier
         ``{"label": ..., "proba": {class: probability}}``. With ``spans=False`` a tagger's
         predictions have tags only (no marginals are computed: faster).
     """
@@ -322,8 +439,15 @@ def predict_records(model, records: Iterable[Record], batch_size: int = 256,
             tags, found = model.predict(tokens), [[] for _ in tokens]
         for record, record_tags, record_spans in zip(batch, tags, found, strict=True):
             yield record, {"tags": record_tags, "spans": [
-                {"start": s, "end": e, "label": label, "score": round(score, 6)}
+                _span_dict(s, e, label, score, record.offsets)
                 for s, e, label, score in record_spans]}
+
+
+def _span_dict(start: int, end: int, label: str, score: float, offsets) -> dict:
+    span = {"start": start, "end": end, "label": label, "score": round(score, 6)}
+    if offsets is not None:
+        span["start_char"], span["end_char"] = offsets[start][0], offsets[end - 1][1]
+    return span
 
 
 def _plain(value):
@@ -342,33 +466,108 @@ def check_output_format(output_format: str, classifier: bool) -> None:
         raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
 
 
+#: The key of each part of a prediction in a JSONL output record: predictions never take the
+#: name of something the input may carry (gold ``tags``, a gold ``label``).
+PREDICTION_KEYS = {"tags": "pred_tags", "spans": "spans", "label": "pred_label", "proba": "proba"}
+
+
+def prediction_record(record: Record, prediction: dict) -> dict[str, Any]:
+    """The JSON object of one record with its prediction: what JSONL output writes.
+
+    Every key of the input comes back unchanged and in its order: a JSONL object as read
+    (with ``tokens`` added after its keys when it gave raw ``text``); for other inputs ``text``
+    (raw text), ``tokens``, gold ``tags`` (or ``label``) and then the record's ``meta`` (CoNLL-U
+    comments). The prediction follows under the keys of :data:`PREDICTION_KEYS`.
+
+    Raises
+    ------
+    DataError
+        When the input already has one of the prediction's keys (the output of an earlier
+        run, say): it is never overwritten.
+    """
+    if record.fields is not None:
+        obj = dict(record.fields)
+        obj.setdefault("tokens", record.tokens)
+    else:
+        obj = {} if record.text is None else {"text": record.text}
+        obj["tokens"] = record.tokens
+        if record.gold is not None:
+            obj["tags" if isinstance(record.gold, list) else "label"] = record.gold
+        for key, value in record.meta.items():
+            obj.setdefault(key, value)
+    for key, value in prediction.items():
+        name = PREDICTION_KEYS.get(key, key)
+        if name in obj:
+            raise DataError(f'the input already has a "{name}" key, where the prediction goes '
+                            f"(prediction keys: {', '.join(PREDICTION_KEYS.values())}); rename "
+                            f"or remove it", record.source, record.line)
+        obj[name] = value
+    return obj
+
+
 def write_prediction(out: TextIO, record: Record, prediction: dict, output_format: str,
                      classifier: bool) -> None:
-    """One record's prediction in ``output_format`` (see :func:`check_output_format`)."""
+    """One record's prediction in ``output_format`` (see :func:`check_output_format`).
+
+    JSONL writes :func:`prediction_record`; HTML shows raw text as it was given (tokens joined
+    by spaces otherwise), and gold entities beside the predicted ones when the input has tags.
+    """
     check_output_format(output_format, classifier)
     if output_format == "jsonl":
-        obj: dict[str, Any] = {"tokens": record.tokens}
-        if record.text is not None:
-            obj = {"text": record.text, **obj}
-        obj.update(prediction)
-        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.write(json.dumps(prediction_record(record, prediction), ensure_ascii=False) + "\n")
     elif output_format == "tsv":
         text = record.text if record.text is not None else " ".join(record.tokens)
         out.write(f"{prediction['label']}\t{text}\n")
     elif output_format == "html":
         from .html import entity_sentence_html
 
+        raw = {} if record.offsets is None else {"text": record.text, "offsets": record.offsets}
         if classifier:
             out.write(entity_sentence_html(record.tokens, [], prediction["label"],
-                                           prediction["proba"]) + "\n")
+                                           prediction["proba"], **raw) + "\n")
         else:
-            out.write(entity_sentence_html(record.tokens, prediction["spans"]) + "\n")
+            out.write(entity_sentence_html(record.tokens, prediction["spans"],
+                                           gold=_gold_spans(record), **raw) + "\n")
     else:  # conll
         if not record.tokens:
             return
         rows = record.columns or [[t] for t in record.tokens]
-        out.write("".join("\t".join([*row, tag]) + "\n"
-                          for row, tag in zip(rows, prediction["tags"], strict=True)) + "\n")
+        lines = ["\t".join([*row, tag]) for row, tag in zip(rows, prediction["tags"],
+                                                           strict=True)]
+        text = "\n".join(lines)
+        # CoNLL has no escape: a value holding whitespace (a token with a space, from JSONL
+        # input say) or nothing would read back differently. One scan of the record's text
+        # finds that; the checked writer then names the value, before anything is written.
+        if _CONLL_FIELD_BREAK.search(text.replace("\t", "").replace("\n", "")) or \
+                any(not value for row in rows for value in row):
+            from .io import Sentence, write_conll
+
+            write_conll([Sentence(record.tokens, None, record.columns, record.line)], out,
+                        tags=[prediction["tags"]])
+            return
+        out.write(text + "\n\n")
+
+
+# What splits a CoNLL line other than its tabs and its end: any whitespace, and the separators
+# str.splitlines breaks on.
+_CONLL_FIELD_BREAK = re.compile(r"[\s\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _gold_spans(record: Record) -> list[dict] | None:
+    """The entities of a record's gold tags; None without tags or when they are not entity
+    tags (POS tags, say)."""
+    from .text import schemes
+
+    if not isinstance(record.gold, list):
+        return None
+    try:
+        if schemes.detect_scheme([record.gold]) == "none":
+            return None
+        # One lenient reading serves every scheme (see tagger.text.schemes).
+        found = schemes.spans_from_tags(record.gold, "IOB2")
+    except DataError:  # BILOU and other tags that do not read as entities
+        return None
+    return [{"start": s, "end": e, "label": label} for s, e, label in found]
 
 
 def expand_inputs(paths: list[str], fmt: str | None = None) -> list[str]:
@@ -408,9 +607,13 @@ def warm_up(model, spans: bool = True) -> None:
 def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                   output_format: str | None = None, batch_size: int = 256,
                   on_error: str = "stop", errors: ReadErrors | None = None,
-                  text_column: int = -1, stats: dict | None = None) -> int:
+                  text_column: int = -1, stats: dict | None = None,
+                  max_line_length: int | None = None) -> int:
     """Predict every record of ``paths`` (``"-"``: standard input) and write them to ``out``,
     flushing batch by batch (constant memory; output order and count are the input's).
+
+    ``max_line_length`` bounds input lines (default :data:`tagger.io.MAX_LINE_LENGTH`
+    characters); a longer line is a malformed record (see :func:`tagger.records.iter_records`).
 
     ``stats``, when given, receives ``tokens`` (tokens predicted) and ``seconds`` (wall time
     from the first read to the last write; the kernels are loaded before, by :func:`warm_up`).
@@ -436,7 +639,8 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     def records() -> Iterator[Record]:
         for path, path_format in zip(paths, formats, strict=True):
             yield from iter_records(path, path_format, tokenizer, on_error, errors,
-                                    tsv_text_column=text_column, tsv_header=False)
+                                    tsv_text_column=text_column, tsv_header=False,
+                                    max_line_length=max_line_length)
 
     count = tokens = 0
     if output_format == "html":
@@ -524,10 +728,10 @@ def write_report(model, report: dict, path, title: str = "Evaluation report") ->
     from .html import report_page
 
     page = report_page({**report, "best_epoch": model.best_epoch_}, model.history_, title=title)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    from ._atomic import atomic_output
+
+    with atomic_output(path) as out:
+        out.write(page)
 
 
 def format_report(report: dict) -> str:
@@ -644,8 +848,9 @@ def convert(source, dest, from_format: str | None = None, to_format: str | None 
     """Convert tagged sentences between CoNLL, CoNLL-U and JSONL, and between tag schemes.
 
     Tokens, tags and sentence-level data (CoNLL-U comments, extra JSONL keys) are carried over;
-    extra CoNLL columns are not. The output is written to a temporary file and renamed, so a
-    failure leaves no half-written file (and the input may be the output).
+    extra CoNLL columns are not. The output is written to a hidden temporary file beside it and
+    renamed when complete, so a failure (or an interruption) leaves no half-written file and no
+    temporary; and the input may be the output (converted in place, like ``sed -i``).
 
     Parameters
     ----------
@@ -662,6 +867,13 @@ def convert(source, dest, from_format: str | None = None, to_format: str | None 
     -------
     int
         Sentences written.
+
+    Raises
+    ------
+    UnwritableError
+        A token or tag the output format cannot hold (a token with a space in CoNLL, whose
+        columns are split on spaces), naming it and its sentence; nothing is written. Entity tags
+        go to CoNLL-U's MISC column as ``NER=<tag>`` (see :func:`tagger.io.write_conllu`).
     """
     from .io import Sentence, detect_format, read_sentences, write_sentences
     from .text import schemes
@@ -685,11 +897,9 @@ def convert(source, dest, from_format: str | None = None, to_format: str | None 
                 tags = schemes.convert_tags(schemes.repair_tags(tags, scheme), scheme, target)
             yield Sentence(sentence.tokens, tags, None, sentence.line, dict(sentence.meta))
 
-    tmp = f"{dest}.{os.getpid()}.tmp"
-    try:
-        count = write_sentences(converted(), tmp, out_format)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from ._atomic import atomic_output
+
+    # The input is read to its end before the rename, so converting a file in place is safe.
+    with atomic_output(dest) as out:
+        count = write_sentences(converted(), out, out_format)
     return count

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -86,10 +87,11 @@ def test_train_from_a_recipe_with_checkpoints_and_resume(tmp_path):
     assert result.exit_code == 0, result.output
     first = tagger.load(out)
     assert first.hidden_size == 8 and len(first.history_) == 2
-    result = invoke("train", recipe, "--data-dir", SAMPLES, "--output", out, "--resume", out,
+    more = tmp_path / "more.tagger"  # onto itself, a run that beats nothing leaves it as it is
+    result = invoke("train", recipe, "--data-dir", SAMPLES, "--output", more, "--resume", out,
                     "--max-epochs", "4", "--threads", "1", "--quiet")
     assert result.exit_code == 0, result.output
-    resumed = tagger.load(out)
+    resumed = tagger.load(more)
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4]
     assert resumed.history_[:2] == first.history_
 
@@ -109,7 +111,7 @@ def test_train_errors(tmp_path):
     assert "sample-ner" in result.output  # the known ones are listed
     result = invoke("train", "--train", NER / "dev.conll", "--output", tmp_path / "m.tagger",
                     "--cell", "transformer", "--quiet")
-    assert result.exit_code == 1 and "cell must be one of" in result.output
+    assert result.exit_code == 2 and "'transformer' is not one of lstm, gru" in result.output
     result = invoke("train", "--train", NER / "dev.conll", "--output", tmp_path / "m.tagger",
                     "--hidden-size", "many")
     assert result.exit_code == 2
@@ -126,11 +128,16 @@ def test_predict_raw_text_from_stdin_as_jsonl(ner_model):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 2  # the blank line is not a sentence
     first = records[0]
-    assert first["text"].startswith("Maria") and first["tokens"][0] == "Maria"
-    assert len(first["tags"]) == len(first["tokens"])
+    assert list(first) == ["text", "tokens", "pred_tags", "spans"]
+    assert first["text"] == "Maria Lopez flew to Paris on Monday ."
+    assert first["tokens"][0] == "Maria"
+    assert len(first["pred_tags"]) == len(first["tokens"])
     for span in first["spans"]:
-        assert set(span) == {"start", "end", "label", "score"} and 0 < span["score"] <= 1
-        assert first["tags"][span["start"]] == "B-" + span["label"]
+        assert set(span) == {"start", "end", "label", "score", "start_char", "end_char"}
+        assert 0 < span["score"] <= 1
+        assert first["pred_tags"][span["start"]] == "B-" + span["label"]
+        assert first["text"][span["start_char"]:span["end_char"]] == " ".join(
+            first["tokens"][span["start"]:span["end"]])
 
 
 def test_tagging_from_a_model_file_does_not_import_scikit_learn(ner_model, tmp_path):
@@ -166,7 +173,7 @@ def test_predict_classifier_outputs(review_model, tmp_path):
     result = invoke("predict", review_model, input=texts)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["label"] in ("negative", "positive") for r in records] == [True, True]
+    assert [r["pred_label"] in ("negative", "positive") for r in records] == [True, True]
     assert abs(sum(records[0]["proba"].values()) - 1) < 1e-5
     result = invoke("predict", review_model, "--output-format", "tsv", input=texts)
     assert result.stdout.splitlines()[1].endswith("\tthe battery is awful .")
@@ -216,15 +223,40 @@ def test_evaluate_table_and_json(ner_model, review_model):
     result = invoke("evaluate", ner_model, NER / "dev.conll", "--json")
     report = json.loads(result.stdout)
     model = tagger.load(ner_model)
-    from tagger.io import read_conll
+    from sklearn.metrics import classification_report
+
+    from tagger import metrics
+    from tagger.io import read_conll, read_tsv
+    from tagger.text import spans_from_tags
 
     sentences = list(read_conll(NER / "dev.conll"))
-    expected = model.score([s.tokens for s in sentences], [s.tags for s in sentences])
-    assert report["entities"]["micro avg"]["f1-score"] == pytest.approx(expected)
+    gold = [s.tags for s in sentences]
+    predicted = model.predict([s.tokens for s in sentences])
+    # Every per-type figure, exactly: gold and predicted swapped would exchange precision and
+    # recall and count the predicted entities as the support.
+    expected = metrics.entity_scores(gold, predicted, scheme=model.tag_scheme_)
+    assert report["entities"] == expected
+    assert metrics.entity_scores(predicted, gold, scheme=model.tag_scheme_) != expected
+    assert report["token_accuracy"] == metrics.token_accuracy(gold, predicted)
     assert report["n_examples"] == 300 and set(report["entities"]) >= {"PER", "LOC", "ORG"}
+    assert sum(row["support"] for name, row in report["entities"].items()
+               if not name.endswith(" avg")) == sum(
+        len(spans_from_tags(tags, model.tag_scheme_)) for tags in gold)
     result = invoke("evaluate", review_model, REVIEWS / "dev.tsv", "--json")
     report = json.loads(result.stdout)
-    assert 0.5 <= report["accuracy"] <= 1 and set(report["classes"]) >= {"negative", "positive"}
+    model = tagger.load(review_model)
+    texts = list(read_tsv(REVIEWS / "dev.tsv"))
+    gold = [t.label for t in texts]
+    predicted = [str(p) for p in model.predict([t.tokens for t in texts])]
+    assert report["accuracy"] == np.mean([g == p for g, p in zip(gold, predicted, strict=True)])
+    labels = [str(c) for c in model.classes_]
+    table = classification_report(gold, predicted, labels=labels, output_dict=True,
+                                  zero_division=0)
+    assert report["classes"] == {name: row for name, row in table.items()
+                                 if isinstance(row, dict)}
+    swapped = classification_report(predicted, gold, labels=labels, output_dict=True,
+                                     zero_division=0)
+    assert swapped != table  # the comparison above can tell the two sides apart
 
 
 def test_info(ner_model):
@@ -259,8 +291,7 @@ def test_convert_round_trips_formats_and_schemes(tmp_path):
 # -- the installed command ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("tagger") is None, reason="package not installed as a command")
-def test_installed_command_end_to_end(tmp_path):
+def test_installed_command_end_to_end(tmp_path, tagger_command):
     env = dict(os.environ, COLUMNS="100")
     model = tmp_path / "sample.tagger"
     train = subprocess.run(["tagger", "train", "sample-ner", "--data-dir", str(SAMPLES),

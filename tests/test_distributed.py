@@ -1,11 +1,14 @@
 """Batch tagging on Dask: a LocalCluster of two spawned worker processes gives the single-process
-results in order, loads the model once per worker, and survives a worker killed mid-job."""
+results in order, loads the model once per worker, survives the loss of a worker or of all of
+them mid-job, and writes output folders that only ever hold whole outputs."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +66,7 @@ def test_bag_results_equal_one_process_in_order(client, model_file):
     results = tag_bag(model_file, dask_bag.from_sequence(X, npartitions=12)).compute()
     assert same(results, expected)
     again = tag_bag(model_file, dask_bag.from_sequence(X[:500], npartitions=6)).compute()
-    assert same(again, expected[:500])  # the model's bytes are scattered once, then reused
+    assert same(again, expected[:500])  # a second job: the workers reuse their loaded model
     # Partitions cut at multiples of a stream's read (batch size x READ_AHEAD) batch exactly
     # as one stream does: then the results are the single-process ones bit for bit, scores
     # included.
@@ -108,6 +111,64 @@ def test_a_worker_killed_mid_job_loses_nothing(client, model_file):
     assert victim not in set(client.run(os.getpid).values())
     assert len(results) == len(X)
     assert same(results, list(tag_stream(load(model_file), X)))  # each record once, in order
+
+
+def test_the_job_survives_the_loss_of_every_worker(client, model_file):
+    """The model's bytes are a task of the graph, not data scattered to the workers: when every
+    worker that held them dies, the scheduler recomputes them for the restarted workers."""
+    from tagger import load
+
+    X = corpus(6000)
+    expected = list(tag_stream(load(model_file), X))
+    client.wait_for_workers(2)
+    future = client.compute(tag_bag(model_file, dask_bag.from_sequence(X, npartitions=60),
+                                    batch_size=16))
+    while not client.processing() or not any(client.processing().values()):
+        time.sleep(0.05)  # wait until the workers are busy with it
+    time.sleep(0.3)
+    victims = set(client.run(os.getpid).values())
+    assert len(victims) == 2 and not future.done()  # the kill lands in the middle of the job
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    results = future.result(timeout=120)
+    assert len(results) == len(X)
+    assert same(results, expected)  # every record once, in order
+    client.wait_for_workers(2)
+    assert victims.isdisjoint(client.run(os.getpid).values())
+
+
+def test_an_output_folder_only_ever_holds_whole_outputs(client, model_file, tmp_path):
+    from tagger.distributed import tag_files
+
+    corpus_dir, out = tmp_path / "corpus", tmp_path / "out"
+    corpus_dir.mkdir()
+    for k in range(4):
+        (corpus_dir / f"part{k}.txt").write_text(
+            "".join(" ".join(s) + "\n" for s in corpus(1500)) * 2)
+    out.mkdir()
+    stale = out / ".part0.conll.0123abcd.tmp"  # as a worker killed while writing leaves it
+    stale.write_text("partial")
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(os.listdir(out))
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = tag_files(str(model_file), [str(corpus_dir)], out, client)
+    finally:
+        done.set()
+        watcher.join()
+    targets = {f"part{k}.conll" for k in range(4)}
+    assert {Path(r["target"]).name for r in results} == targets
+    assert {r["records"] for r in results} == {3000}
+    # `cat out/*` never sees a temporary: those are hidden, and gone when the job ends
+    assert {name for name in seen if not name.startswith(".")} <= targets
+    assert sorted(os.listdir(out)) == sorted(targets)
 
 
 def test_predict_command_on_a_local_dask_cluster(model_file, tmp_path):

@@ -100,6 +100,10 @@ def _curves(page: str) -> list[str]:
     return re.findall(r'<svg class="curve".*?</svg>', page, re.S)
 
 
+def _yticks(chart: str) -> list[str]:
+    return re.findall(r'<text class="ytick"[^>]*>([^<]*)</text>', chart)
+
+
 # ---------------------------------------------------------------------------- entity pages
 
 
@@ -185,6 +189,51 @@ def test_classifier_badge():
     assert re.search(r'<span class="badge"[^>]*>&lt;neg&gt;</span>', plain)
 
 
+def _visible(html: str) -> str:
+    """The text a sentence shows, without its entity labels and line names."""
+    import html as html_module
+
+    html = re.sub(r' ?<span class="(label|side)">[^<]*</span>', "", html)
+    return html_module.unescape(re.sub(r"<[^>]+>", "", html)).strip("\n")
+
+
+def test_raw_text_is_shown_as_given():
+    text = " «Zoë»  met\tJohn  Smith  in <New York>. "
+    tokens = ["«", "Zoë", "»", "met", "John", "Smith", "in", "<", "New", "York", ">", "."]
+    offsets, position = [], 0
+    for token in tokens:
+        position = text.index(token, position)
+        offsets.append((position, position + len(token)))
+        position += len(token)
+    html = entity_sentence_html(tokens, [_span(4, 6, "PER"), _span(8, 10, "LOC")], text=text,
+                                offsets=offsets)
+    check_balanced(html)
+    assert _visible(html) == text  # once, spaces and tabs as they are, never tokens joined
+    marks = re.findall(r"<mark [^>]*>(.*?) <span class=\"label\">", html)
+    assert marks == ["John  Smith", "New York"]
+    assert "&lt;" in html and "<New" not in html
+    with pytest.raises(ValueError, match="offsets"):
+        entity_sentence_html(tokens, [], text=text)
+
+
+def test_gold_is_shown_beside_predicted():
+    tokens = ["Anna", "met", "Bo", "in", "Oslo"]
+    html = entity_sentence_html(tokens, [_span(0, 1, "PER"), _span(4, 5, "ORG")],
+                                gold=[{"start": 0, "end": 1, "label": "PER"},
+                                      {"start": 2, "end": 3, "label": "PER"},
+                                      {"start": 4, "end": 5, "label": "LOC"}])
+    check_balanced(html)
+    predicted, gold = re.findall(r'<p class="sentence( gold)?">(.*?)</p>', html)
+    assert (predicted[0], gold[0]) == ("", " gold")
+    assert _visible(predicted[1]) == _visible(gold[1]) == "Anna met Bo in Oslo"
+    assert re.findall(r'class="entity gold"[^>]*>(\w+) <span class="label">(\w+)', gold[1]) == [
+        ("Anna", "PER"), ("Bo", "PER"), ("Oslo", "LOC")]
+    assert "entity gold" not in predicted[1] and predicted[1].count("<mark") == 2
+    assert '<span class="side">predicted</span>' in predicted[1]
+    with pytest.raises(ValueError, match="outside"):
+        entity_sentence_html(tokens, [], gold=[{"start": 4, "end": 6, "label": "LOC"}])
+
+
 # ---------------------------------------------------------------------------- report pages
 
 
@@ -204,7 +253,8 @@ def test_tagger_report_page():
     bars = _bars(page)
     widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', bars)]
     assert bars.count("<rect") == 3
-    assert widths[2] == 0.0 and widths[0] / widths[1] == pytest.approx(0.8471 / 0.6667, rel=1e-2)
+    assert widths[0] / widths[1] == pytest.approx(0.8471 / 0.6667, rel=1e-2)
+    assert 0 < widths[2] <= 2 and "0.00%" in bars  # F1 0 is a visible sliver, not nothing
     assert "84.71%" in bars and "avg" not in bars
     assert "<td>&lt;O&gt;</td><td>I-LOC</td>" in page and "<td>B-PER</td><td>O</td>" in page
     assert _curves(page) == []
@@ -232,8 +282,9 @@ def test_learning_curves():
     check_balanced(page)
     check_self_contained(page)
     loss, score = _curves(page)
-    assert "Loss per epoch" in loss and "Dev score per epoch" in score
-    assert "12.5" in loss and ">5<" in loss  # min and max ticks
+    assert "Training and dev loss per epoch" in loss and "Dev entity F1 per epoch" in score
+    assert _yticks(loss) == ["0", "2.5", "5", "7.5", "10", "12.5"]
+    assert _yticks(score) == ["0", "0.2", "0.4", "0.6", "0.8"]
     assert "0.74" in score and "0.61" in score
     for epoch in ("1", "2", "3"):
         assert f">{epoch}</text>" in loss and f">{epoch}</text>" in score
@@ -241,6 +292,39 @@ def test_learning_curves():
     assert "best epoch 2" in score  # highest dev score
     marked = report_page({**TAG_REPORT, "best_epoch": 3}, HISTORY)
     assert "best epoch 3" in _curves(marked)[1] and "best epoch 2" not in marked
+
+
+def test_curves_name_the_dev_metric_and_say_when_there_is_no_dev_loss():
+    tagger_history = [{k: v for k, v in row.items() if k != "dev_loss"} for row in HISTORY]
+    page = report_page(TAG_REPORT, tagger_history)
+    loss, score = _curves(page)
+    assert "Training loss per epoch" in loss and "dev loss" not in loss
+    assert "No dev loss is recorded" in page and "entity F1" in page
+    assert ">dev entity F1</text>" in score  # the legend names the measure too
+    classifier = _curves(report_page(CLASSIFY_REPORT, HISTORY))
+    assert "Dev accuracy per epoch" in classifier[1] and classifier[0].count("<polyline") == 2
+    untyped = {"task": "tag", "file": "x", "n_examples": 1, "token_accuracy": 0.5,
+               "confusions": []}
+    assert "Dev token accuracy per epoch" in _curves(report_page(untyped, HISTORY))[1]
+
+
+def _y(element: str) -> float:
+    return float(re.search(r' y="([0-9.]+)"', element).group(1))
+
+
+@pytest.mark.parametrize("best", [1, 2, 3])
+def test_best_epoch_label_is_clear_of_the_legend_and_the_plot(best):
+    for chart in _curves(report_page({**TAG_REPORT, "best_epoch": best}, HISTORY)):
+        label = re.search(r'<text class="best"[^>]*>best epoch \d+</text>', chart).group(0)
+        plot_top = min(_y(t) for t in re.findall(r'<text class="ytick"[^>]*>', chart)) - 4
+        legends = re.findall(r'<g class="legend">.*?</g>', chart)
+        assert legends and _y(label) < plot_top  # above the plot, the legend below it
+        assert all(_y(re.search(r"<text[^>]*>", g).group(0)) > plot_top + 180 for g in legends)
+        x = float(re.search(r' x="([0-9.]+)"', label).group(1))
+        width = float(re.search(r'width="([0-9.]+)"', chart).group(1))
+        anchor = re.search(r'text-anchor="(\w+)"', label).group(1)
+        assert (x - 7 * len("best epoch 3") if anchor == "end" else x) >= 0
+        assert (x if anchor == "end" else x + 7 * len("best epoch 3")) <= width
 
 
 def test_history_with_nones_single_epoch_and_zeros():
@@ -275,7 +359,8 @@ def test_nan_and_missing_scores_render_as_na():
     check_balanced(page)
     assert "entity micro F1 n/a" in page and "token accuracy n/a" in page
     assert "<td>PER</td><td class=\"num\">n/a</td>" in page
-    assert _bars(page).count("<rect") == 1 and "nan" not in page.lower()
+    assert _bars(page).count("<rect") == 0 and "n/a" in _bars(page)  # no score, no bar
+    assert "nan" not in page.lower()
     assert _curves(page) == [] and "No loss or dev score" in page
 
 

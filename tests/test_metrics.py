@@ -13,11 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import BaseEstimator
+from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
 
 from tagger.errors import DataError
 from tagger.metrics import (
     SCORERS,
+    SequenceScoringError,
+    _refuse_foreign_scorer,
     classification_report,
     entity_f1,
     entity_f1_scorer,
@@ -141,8 +144,9 @@ def test_scheme_argument_and_errors():
         entity_scores([["NOUN", "VERB"]], [["NOUN", "NOUN"]])
     with pytest.raises(DataError, match="y_pred sentence 1, tag 0"):
         entity_scores([["B-X"], ["O"]], [["B-X"], ["<pad>"]])
+    assert entity_scores(y_true, y_pred, "BILOU") == entity_scores(y_true, y_pred)  # spaCy's name
     with pytest.raises(ValueError, match="unknown tag scheme"):
-        entity_scores([["B-X"]], [["B-X"]], scheme="BILOU")
+        entity_scores([["B-X"]], [["B-X"]], scheme="BILOUX")
     with pytest.raises(DataError, match="sentence 0: y_true has 2 tags but y_pred has 1"):
         entity_f1([["B-X", "O"]], [["B-X"]])
 
@@ -399,3 +403,34 @@ def test_scorers_pickle():
     # joblib ships scorers to worker processes (n_jobs > 1).
     for scorer in SCORERS.values():
         assert pickle.loads(pickle.dumps(scorer))._score_func is scorer._score_func
+
+
+class GuardedLexiconTagger(LexiconTagger):
+    """A tagger that, as SequenceTagger does, refuses scikit-learn's own metric scorers."""
+
+    def predict(self, X):
+        _refuse_foreign_scorer()
+        return super().predict(X)
+
+
+@pytest.mark.parametrize("scoring", ["f1_micro", "accuracy", make_scorer(
+    __import__("sklearn.metrics", fromlist=["f1_score"]).f1_score, average="macro")])
+def test_scikit_learn_metrics_on_tag_sequences_raise_one_error(scoring):
+    X, y = toy_corpus()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not one "Scoring failed" warning per fold
+        with pytest.raises(SequenceScoringError, match=r"tagger\.metrics\.SCORERS"):
+            cross_val_score(GuardedLexiconTagger(), X, y, scoring=scoring, cv=3)
+    # Unguarded, scikit-learn gives NaN scores.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(cross_val_score(LexiconTagger(), X, y, scoring=scoring, cv=3)).all()
+
+
+def test_the_projects_and_the_users_scorers_pass_the_guard():
+    X, y = toy_corpus()
+    got = cross_val_score(GuardedLexiconTagger(), X, y, scoring=SCORERS["entity_f1"], cv=3)
+    np.testing.assert_array_equal(got, manual_cv(LexiconTagger(), X, y, entity_f1))
+    flat = make_scorer(lambda t, p: token_accuracy(t, p))  # the user's own function
+    assert np.isfinite(cross_val_score(GuardedLexiconTagger(), X, y, scoring=flat, cv=3)).all()
+    assert GuardedLexiconTagger().fit(X, y).predict(X[:2])  # outside any scorer

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,29 +27,38 @@ def test_a_process_killed_while_saving_leaves_the_previous_model_intact(tmp_path
     path = tmp_path / "model.tagger"
     SequenceTagger(**dict(SMALL, max_epochs=1)).fit(X, y).save(path)
     before = path.read_bytes()
-    # A child saves a much larger model to the same path over and over; it is killed mid-way.
+    # A child saves another model to the same path and stops inside the save, once the new
+    # model's bytes are written and synced but before the rename: there it says so and waits
+    # on its standard input, so that the kill lands in the save on every run.
     script = textwrap.dedent(f"""
-        import sys
+        import os, sys
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
         from tagger import SequenceTagger
-        from test_tagger import ner_data
+        from test_tagger import SMALL, ner_data
         X, y = ner_data(40)
-        big = SequenceTagger(hidden_size=400, word_dim=300, max_epochs=1).fit(X, y)
-        print("ready", flush=True)
-        while True:
-            big.save({str(path)!r})
+        other = SequenceTagger(**dict(SMALL, hidden_size=24, max_epochs=1)).fit(X, y)
+        real_fsync = os.fsync
+        def fsync_then_wait(fd):
+            real_fsync(fd)
+            print("in save", flush=True)
+            sys.stdin.readline()
+        os.fsync = fsync_then_wait
+        other.save({str(path)!r})
+        print("saved", flush=True)  # only if the save never synced its file
     """)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.7)  # several saves under way: the kill lands in one of them
+        assert child.stdout.readline().strip() == "in save"
+        partial = [p for p in tmp_path.iterdir() if p.name.startswith(".model.tagger.")]
+        assert len(partial) == 1 and partial[0].stat().st_size > 0  # the new bytes, unrenamed
         os.kill(child.pid, signal.SIGKILL)
     finally:
+        child.kill()
         child.wait(timeout=30)
-    loaded = tagger.load(path)  # the old model or a complete new one, never a torn file
-    assert loaded.hidden_size in (SMALL["hidden_size"], 400)
-    if loaded.hidden_size == SMALL["hidden_size"]:
-        assert path.read_bytes() == before
+    assert child.returncode == -signal.SIGKILL
+    assert path.read_bytes() == before  # the old model, never a torn or half-renamed file
+    assert tagger.load(path).hidden_size == SMALL["hidden_size"]
 
 
 def test_no_code_path_unpickles_a_model_file():

@@ -65,6 +65,35 @@ def test_matches_reference(cell, reverse, dtype, sizes):
         np.testing.assert_allclose(dc0, ref["dc0"], **tol)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("lengths", [[5, 2], [2, 5], [5, 0], [0, 3], [3], [1]],
+                         ids=lambda lengths: "-".join(map(str, lengths)))
+def test_unpacked_backward_matches_reference_on_ragged_lengths(cell, reverse, lengths):
+    # Fewer rows than rnn_cpu._PACK_T_MIN_ROWS: the backward's d @ U.T runs row by row without
+    # the packed U.T, and rows drop out of it as their sentences end (or are padding only).
+    assert len(lengths) < rnn_cpu._PACK_T_MIN_ROWS
+    sizes = dict(B=len(lengths), T=5, D=3, H=6)
+    params, x, lengths, h0, c0 = make_case(cell, np.float64, seed=4, lengths=lengths, **sizes)
+    rng = np.random.default_rng(2)
+    d_out = rng.normal(size=x.shape[:2] + (h0.shape[1],))
+    d_h, d_c = rng.normal(size=h0.shape), rng.normal(size=h0.shape)
+    out, h_last, c_last, cache = R.direction_forward(cell, params, x, lengths, reverse, h0, c0)
+    dx, grads, dh0, dc0 = R.direction_backward(params, cache, d_out, d_h, d_c)
+    ref_out, ref_h, ref_c, ref = naive.direction_reference(cell, params, x, lengths, h0, c0,
+                                                           reverse, d_out, d_h, d_c)
+    tol = TOL[np.float64]
+    np.testing.assert_allclose(out, ref_out, **tol)
+    np.testing.assert_allclose(h_last, ref_h, **tol)
+    np.testing.assert_allclose(dx, ref["dx"], **tol)
+    np.testing.assert_allclose(dh0, ref["dh0"], **tol)
+    for name in params:
+        np.testing.assert_allclose(grads[name], ref["d" + name], **tol, err_msg=name)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_last, ref_c, **tol)
+        np.testing.assert_allclose(dc0, ref["dc0"], **tol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("sizes", [dict(B=6, T=9, D=5, H=4),

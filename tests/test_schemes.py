@@ -176,8 +176,10 @@ def test_normalize_scheme():
     assert [normalize_scheme(s) for s in ("iob2", "BIO", "IOBES", "bioes", "IOB1", "None")] == [
         "IOB2", "IOB2", "BIOES", "BIOES", "IOB1", "none"]
     assert set(SCHEMES) == {"IOB1", "IOB2", "BIOES", "none"}
+    # spaCy's name for BIOES, in both of its spellings.
+    assert [normalize_scheme(s) for s in ("BILOU", "BILUO", "bilou")] == ["BIOES"] * 3
     with pytest.raises(ValueError, match="unknown tag scheme"):
-        normalize_scheme("BILOU")
+        normalize_scheme("BILOUX")
 
 
 # --------------------------------------------------------------------------------------------------

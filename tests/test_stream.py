@@ -65,7 +65,7 @@ def test_classifier_stream_and_thread_count_restored():
 
 
 def test_bad_items_and_arguments(tagger_model):
-    with pytest.raises(TypeError, match="item 2 must be a string or a list of tokens"):
+    with pytest.raises(TypeError, match="item 2 must be a string, a list of tokens or a dict"):
         list(tag_stream(tagger_model, [["a"], 3]))
     with pytest.raises(ValueError, match="batch_size must be positive"):
         list(tag_stream(tagger_model, [["a"]], batch_size=0))

@@ -18,7 +18,7 @@ from sklearn.utils import estimator_checks
 import tagger
 from tagger import SequenceTagger
 from tagger.errors import ModelFileError
-from tagger.metrics import SCORERS, entity_f1_scorer
+from tagger.metrics import SCORERS, SequenceScoringError, entity_f1_scorer
 from tagger.text import schemes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -256,6 +256,19 @@ def test_model_selection_with_the_project_scorers():
                           {"hidden_size": [8, 16]}, scoring=SCORERS["entity_f1"], cv=2)
     search.fit(X, y)
     assert search.best_params_["hidden_size"] in (8, 16)
+
+
+@pytest.mark.parametrize("scoring", ["f1_micro", "accuracy"])
+def test_scikit_learn_metric_names_raise_one_clear_error(scoring):
+    # scikit-learn's metrics reject sequence targets; model selection would turn that into NaN
+    # scores and a traceback per fold.
+    X, y = ner_data(20)
+    with pytest.raises(SequenceScoringError, match=r"tagger\.metrics\.SCORERS\['entity_f1'\]"):
+        cross_val_score(SequenceTagger(**dict(SMALL, max_epochs=1)), X, y, scoring=scoring,
+                        cv=KFold(2))
+    with pytest.raises(SequenceScoringError, match="tagger.metrics.SCORERS"):
+        GridSearchCV(SequenceTagger(**dict(SMALL, max_epochs=1)), {"hidden_size": [8]},
+                     scoring=scoring, cv=2).fit(X, y)
 
 
 def test_inside_a_pipeline():

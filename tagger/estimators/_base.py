@@ -27,6 +27,12 @@ from ._inputs import NUMERIC, TEXT, NumericEncoder, check_sequences, n_features_
 from ._modelfile import load_estimator, save_estimator
 from ._protocol import EstimatorBase, check_is_fitted
 
+#: Training stops as diverged when an epoch's mean loss is over this many times the loss of a
+#: uniform guess. A fixed reference, not the first epoch's loss: at a learning rate far too
+#: high the loss explodes from the second batch on, so the first epoch's mean is already huge;
+#: and no model that learns anything does a hundred times worse than guessing.
+_DIVERGENCE_FACTOR = 100.0
+
 #: Fitted attributes that describe the inputs (written to and read from model files).
 _INPUT_ATTRIBUTES = ("input_type_", "vocabulary_", "char_vocabulary_", "n_features_",
                      "feature_mean_", "feature_scale_")
@@ -256,7 +262,8 @@ class RecurrentEstimator(EstimatorBase):
     # ------------------------------------------------------------------------------------------
 
     def _train(self, X, targets, X_dev, y_dev, epochs: int, rng: np.random.Generator,
-               early_stop: bool, callback=None, resume: dict | None = None) -> None:
+               early_stop: bool, callback=None, resume: dict | None = None,
+               score_start: bool = False) -> None:
         """Epochs of mini-batch training, a history entry per epoch, early stopping on the
         development score (the best epoch's weights are kept).
 
@@ -265,7 +272,18 @@ class RecurrentEstimator(EstimatorBase):
         and ``"epoch_end"`` (the epoch's history entry plus ``best_epoch`` and ``estimator``, in
         a state that :meth:`save` can write as a checkpoint: it then also holds the random
         generator and the early-stopping state, so that :meth:`continue_fit` from it gives the
-        same model as an uninterrupted run). ``resume`` is that state, read back.
+        same model as an uninterrupted run). ``resume`` is that state, read back. With
+        ``score_start`` (going on from a model file without that state), the starting weights
+        are scored on the development data first and stay the best ones (``best_epoch_``
+        unchanged) unless an epoch beats them.
+
+        Training diverges when a loss or gradient is not finite, or when an epoch's mean loss
+        is over ``_DIVERGENCE_FACTOR`` times the loss of a uniform guess on the same examples
+        (see :meth:`_chance_loss`): the error is a ``FloatingPointError`` whose message starts
+        with "training diverged". On that error and on ``KeyboardInterrupt``, the weights are
+        those of ``best_epoch_`` (the best epoch so far, with early stopping; else the last
+        finished one), or those training started from when it had finished none (for a new
+        model, ``best_epoch_`` is then 0: there is nothing worth keeping).
 
         On the GPU, the parameters and the optimizer state live on the device during training
         and ``params_`` is brought up to date at the end of every epoch (and when training ends
@@ -275,6 +293,7 @@ class RecurrentEstimator(EstimatorBase):
         encoded = [encoder.encode(s) for s in X]
         lengths = [len(s) for s in X]
         first_epoch = len(self.history_)
+        last_epoch = first_epoch + epochs
         best_score, best_params, waited = (-math.inf,), None, 0
         best_progress: tuple = ()
         if resume is not None:
@@ -283,88 +302,138 @@ class RecurrentEstimator(EstimatorBase):
             best_progress = tuple(resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
+        # What an interruption or a divergence falls back on: the weights of best_epoch_. A new
+        # model's starting weights are random, so they are not copied; a trained model's are.
+        kept = best_params
+        if kept is None and (first_epoch > 0 or score_start):
+            kept = {k: v.copy() for k, v in params.items()}
+        has_dev = X_dev is not None and len(X_dev) > 0
         trainer = self._resident_trainer()
-        with thread_limit(self.n_jobs), self._workspaces_released(), \
-                self._resident_training(trainer):
-            for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
-                lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
-                self._optimizer.learning_rate = lr
-                start, total_loss, n_tokens = time.perf_counter(), 0.0, 0
-                compiled_before = compile_seconds()
-                batches = [idx for idx in length_batches(lengths, self.batch_size, rng)
-                           if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
-                if callback is not None:
-                    callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
-                for number, idx in enumerate(batches, 1):
-                    batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
-                                          self.word_dropout)
-                    try:
-                        if trainer is None:
-                            loss, grads = self._batch_loss(batch, idx, targets, rng)
-                            apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
-                        else:
-                            loss = trainer.step(batch, self._batch_targets(batch, idx, targets),
-                                                rng, self.clip_norm)
-                    except FloatingPointError as exc:
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch}: {exc}; the weights are those "
-                            f"before this step (try a lower learning_rate or a clip_norm)"
-                        ) from None
-                    total_loss += loss * len(idx)
-                    n_tokens += batch.n_tokens
+        try:
+            with thread_limit(self.n_jobs), self._workspaces_released(), \
+                    self._resident_training(trainer):
+                if score_start and early_stop and has_dev:
+                    # The weights trained so far are the ones to beat (a reset best score let
+                    # a worse first epoch replace them).
+                    _, best_score, best_progress, _ = self._dev_score(X_dev, y_dev)
+                    best_params = kept
+                for epoch in range(first_epoch + 1, last_epoch + 1):
+                    lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
+                    self._optimizer.learning_rate = lr
+                    start, total_loss, n_tokens, chance = time.perf_counter(), 0.0, 0, 0.0
+                    compiled_before = compile_seconds()
+                    batches = [idx for idx in length_batches(lengths, self.batch_size, rng)
+                               if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
                     if callback is not None:
-                        callback("batch", {"epoch": epoch, "batch": number,
-                                           "n_batches": len(batches), "loss": loss,
-                                           "tokens": batch.n_tokens})
-                if trainer is not None:
-                    trainer.download()  # the host copies serve the dev score and checkpoints
-                seconds = time.perf_counter() - start
-                # The first epoch on a new machine compiles the kernels: that is not training
-                # speed, so throughput leaves it out (it is in the history on its own).
-                compiling = min(compile_seconds() - compiled_before, seconds)
-                speed = n_tokens / max(seconds - compiling, 1e-9)
-                dev_score = dev_key = None
-                dev_extra: dict = {}
-                progress: tuple = ()
-                if X_dev is not None and len(X_dev):
-                    # dev_key picks the weights kept; a new best of dev_key or of any measure
-                    # in progress resets the patience; dev_extra joins the history.
-                    dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev, y_dev)
-                self.history_.append({
-                    "epoch": epoch, "loss": total_loss / max(len(X), 1), "dev_score": dev_score,
-                    **dev_extra, "seconds": seconds, "compile_seconds": compiling,
-                    "tokens_per_s": speed, "learning_rate": lr})
-                if self.verbose:
-                    dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
-                    print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "
-                          f"{seconds:.1f}s  {speed:,.0f} "
-                          f"{'tokens' if self.input_type_ == TEXT else 'steps'}/s",
-                          file=sys.stderr)
-                stop = False
-                if dev_score is None or not early_stop:
-                    self.best_epoch_ = epoch
-                else:
-                    best_score, best_progress, waited, stop = self._early_stopping_step(
-                        epoch, dev_key, progress, best_score, best_progress, waited)
-                    if self.best_epoch_ == epoch:
-                        best_params = {k: v.copy() for k, v in params.items()}
-                if callback is not None:
-                    self.optimizer_state_ = self._optimizer.state_dict()
-                    self._checkpoint_state = {
-                        "rng": rng.bit_generator.state, "best_key": list(best_score),
-                        "best_progress": list(best_progress), "waited": waited,
-                        "best_params": best_params, "stopped": stop}
-                    try:
-                        callback("epoch_end", {**self.history_[-1],
-                                               "best_epoch": self.best_epoch_, "estimator": self})
-                    finally:
-                        self.__dict__.pop("_checkpoint_state", None)
-                if stop:
-                    break
+                        callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
+                    for number, idx in enumerate(batches, 1):
+                        batch = encoder.batch([X[i] for i in idx], [encoded[i] for i in idx],
+                                              rng, self.word_dropout)
+                        try:
+                            if trainer is None:
+                                loss, grads = self._batch_loss(batch, idx, targets, rng)
+                                apply_gradients(params, grads, loss, self._optimizer,
+                                                self.clip_norm)
+                            else:
+                                loss = trainer.step(batch,
+                                                    self._batch_targets(batch, idx, targets),
+                                                    rng, self.clip_norm)
+                        except FloatingPointError as exc:
+                            raise FloatingPointError(
+                                f"training diverged in epoch {epoch}: {exc}") from None
+                        total_loss += loss * len(idx)
+                        chance += self._chance_loss(batch, idx, targets)
+                        n_tokens += batch.n_tokens
+                        if callback is not None:
+                            callback("batch", {"epoch": epoch, "batch": number,
+                                               "n_batches": len(batches), "loss": loss,
+                                               "tokens": batch.n_tokens})
+                    if total_loss > _DIVERGENCE_FACTOR * chance:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: the mean loss "
+                            f"{total_loss / len(X):.4g} is over {_DIVERGENCE_FACTOR:g} times "
+                            f"that of a uniform guess ({chance / len(X):.4g})")
+                    if trainer is not None:
+                        trainer.download()  # the host copies serve the dev score and checkpoints
+                    # Each loss is checked before its step, so the epoch's last step could
+                    # overflow the weights unseen.
+                    overflowed = next((k for k, v in params.items() if not np.isfinite(v).all()),
+                                      None)
+                    if overflowed is not None:
+                        raise FloatingPointError(f"training diverged in epoch {epoch}: the "
+                                                 f"weights {overflowed} overflowed")
+                    seconds = time.perf_counter() - start
+                    # The first epoch on a new machine compiles the kernels: that is not training
+                    # speed, so throughput leaves it out (it is in the history on its own).
+                    compiling = min(compile_seconds() - compiled_before, seconds)
+                    speed = n_tokens / max(seconds - compiling, 1e-9)
+                    dev_score = dev_key = None
+                    dev_extra: dict = {}
+                    progress: tuple = ()
+                    if has_dev:
+                        # dev_key picks the weights kept; a new best of dev_key or of any measure
+                        # in progress resets the patience; dev_extra joins the history.
+                        dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev, y_dev)
+                    self.history_.append({
+                        "epoch": epoch, "loss": total_loss / max(len(X), 1),
+                        "dev_score": dev_score, **dev_extra, "seconds": seconds,
+                        "compile_seconds": compiling, "tokens_per_s": speed,
+                        "learning_rate": lr})
+                    if self.verbose:
+                        dev = "" if dev_score is None else f"  dev {dev_score:.4f}"
+                        print(f"epoch {epoch:3d}  loss {self.history_[-1]['loss']:.4f}{dev}  "
+                              f"{seconds:.1f}s  {speed:,.0f} "
+                              f"{'tokens' if self.input_type_ == TEXT else 'steps'}/s",
+                              file=sys.stderr)
+                    stop = False
+                    if dev_score is None or not early_stop:
+                        self.best_epoch_ = epoch
+                        # The last epoch's weights stay in params: no copy needed.
+                        kept = ({k: v.copy() for k, v in params.items()}
+                                if epoch < last_epoch else None)
+                    else:
+                        best_score, best_progress, waited, stop = self._early_stopping_step(
+                            epoch, dev_key, progress, best_score, best_progress, waited)
+                        if self.best_epoch_ == epoch:
+                            best_params = kept = {k: v.copy() for k, v in params.items()}
+                    if callback is not None:
+                        self.optimizer_state_ = self._optimizer.state_dict()
+                        self._checkpoint_state = {
+                            "rng": rng.bit_generator.state, "best_key": list(best_score),
+                            "best_progress": list(best_progress), "waited": waited,
+                            "best_params": best_params, "stopped": stop}
+                        try:
+                            callback("epoch_end", {**self.history_[-1],
+                                                   "best_epoch": self.best_epoch_,
+                                                   "estimator": self})
+                        finally:
+                            self.__dict__.pop("_checkpoint_state", None)
+                    if stop:
+                        break
+        except (KeyboardInterrupt, FloatingPointError) as exc:
+            if kept is not None:
+                for k, v in kept.items():
+                    params[k][...] = v
+            self.__dict__.pop("_device_params_cache", None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if self.best_epoch_ > 0:
+                kept_note = f"the weights are those of epoch {self.best_epoch_}, the best so far"
+            else:
+                kept_note = "no epoch had finished, so no weights are worth keeping"
+            raise FloatingPointError(f"{exc}; {kept_note} (try a lower learning_rate or a "
+                                     f"clip_norm)") from None
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
         self.__dict__.pop("_device_params_cache", None)
+
+    def _chance_loss(self, batch, idx, targets) -> float:
+        """The loss of a uniform guess over the outputs on a batch, summed over its examples:
+        the scale that :meth:`_train` tells divergence by. A tagger's loss adds up over the
+        tokens, so it is ``log(n_tags)`` per token (a CRF's transition constraints make the
+        true figure lower, which only makes the test more lenient)."""
+        return batch.n_tokens * math.log(max(self.params_["out.b"].shape[0], 2))
 
     def _resident_trainer(self):
         """On the GPU (with resident execution on), the trainer that keeps the parameters and the
@@ -437,9 +506,10 @@ class RecurrentEstimator(EstimatorBase):
 
     def _train_more(self, X, targets, rng: np.random.Generator, X_dev=None, y_dev=None,
                     epochs: int = 1, early_stop: bool = False, callback=None,
-                    resume: dict | None = None) -> None:
+                    resume: dict | None = None, score_start: bool = False) -> None:
         """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``); a
-        fresh optimizer, with a warning, when there is none (a model file saved without it)."""
+        fresh optimizer, with a warning, when there is none (a model file saved without it).
+        ``resume`` and ``score_start``: see :meth:`_train`."""
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         state = getattr(self, "optimizer_state_", None)
         if state:
@@ -449,7 +519,8 @@ class RecurrentEstimator(EstimatorBase):
                           f"continues with a fresh {self.optimizer} optimizer", UserWarning,
                           stacklevel=3)
         try:
-            self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback, resume)
+            self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback, resume,
+                        score_start)
             self.optimizer_state_ = self._optimizer.state_dict()
         finally:
             del self._optimizer
@@ -466,7 +537,9 @@ class RecurrentEstimator(EstimatorBase):
 
     def _continue(self, X, targets, X_dev, y_dev, callback) -> None:
         """The epochs left to ``max_epochs``, from a checkpoint's exact training state when the
-        estimator was loaded from one (the same model as an uninterrupted run), else afresh."""
+        estimator was loaded from one (the same model as an uninterrupted run), else afresh,
+        with the weights it has as the best so far: an epoch replaces them only by beating
+        their development score."""
         resume = self.__dict__.pop("_resume_state", None)
         epochs = self.max_epochs - len(self.history_)
         if resume is not None and (resume.get("stopped") or epochs <= 0):
@@ -479,7 +552,7 @@ class RecurrentEstimator(EstimatorBase):
             return
         rng = np.random.default_rng(self._seed() + len(self.history_))
         self._train_more(X, targets, rng, X_dev, y_dev, epochs, self.early_stopping, callback,
-                         resume)
+                         resume, score_start=resume is None)
 
     def _first_partial_fit(self, fit, *args, **kwargs):
         """``partial_fit`` on an unfitted estimator: one epoch of ``fit`` without early stopping."""

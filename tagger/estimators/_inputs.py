@@ -175,20 +175,53 @@ class NumericEncoder:
     dtype: type = np.float32
 
     @classmethod
-    def fit(cls, examples: Sequence[np.ndarray], dtype=np.float32) -> NumericEncoder:
-        """Learn the statistics of the training sequences."""
+    def fit(cls, examples: Sequence[np.ndarray], dtype=np.float32,
+            name: str = "X") -> NumericEncoder:
+        """Learn the statistics of the training sequences.
+
+        Raises
+        ------
+        ValueError
+            When a feature's mean or standard deviation overflows float64 (values near 1e155
+            and beyond square to infinity), or a standardised training value is beyond the
+            range of ``dtype``: such a feature would silently become a constant.
+        """
         steps = np.concatenate([x for x in examples if len(x)], axis=0)
-        mean = steps.mean(axis=0)
-        scale = steps.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = steps.mean(axis=0)
+            scale = steps.std(axis=0)
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+        if len(bad):
+            f = int(bad[0])
+            raise ValueError(f"feature {f} of {name} cannot be standardised: its values reach "
+                             f"{np.abs(steps[:, f]).max():.3g} in magnitude, and its mean or "
+                             f"standard deviation overflows float64; rescale that feature")
         scale[scale < 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0
-        return cls(mean, scale, dtype)
+        encoder = cls(mean, scale, dtype)
+        encoder.check_features(examples, name)
+        return encoder
 
     def check_features(self, examples: Sequence[np.ndarray], name: str = "X") -> None:
-        """A clear error when the examples have another number of features than in training."""
+        """A clear error when the examples have another number of features than in training,
+        or a value whose standardised form is beyond the range of the network's dtype (it would
+        become infinity, and the predictions NaN)."""
         n = n_features_of(examples)
         if n and n != len(self.mean):
             raise ValueError(f"{name} has {n} features per step, but the estimator was fitted "
                              f"with {len(self.mean)}")
+        limit = float(np.finfo(self.dtype).max)
+        for i, example in enumerate(examples):
+            if not len(example):
+                continue
+            with np.errstate(over="ignore", invalid="ignore"):
+                z = np.abs((example - self.mean) / self.scale)
+            if z.max() <= limit:  # also False for NaN
+                continue
+            t, f = np.argwhere(~(z <= limit))[0]
+            raise ValueError(f"{name}[{i}] has the value {example[t, f]:.3g} at step {t}, "
+                             f"feature {f}: standardised with the training statistics (mean "
+                             f"{self.mean[f]:.3g}, scale {self.scale[f]:.3g}) it is beyond "
+                             f"{np.dtype(self.dtype).name} range")
 
     def encode(self, example: np.ndarray) -> np.ndarray:
         """One standardised sequence."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -371,6 +372,11 @@ class SequenceClassifier(RecurrentEstimator):
     def _batch_loss(self, batch, idx, targets, rng):
         labels, weights = self._batch_targets(batch, idx, targets)
         return self._model.loss_and_grads(self.params_, batch, labels, rng, weights)
+
+    def _chance_loss(self, batch, idx, targets) -> float:
+        # One cross-entropy per sequence, whatever its length, weighted as in the loss.
+        _, weights = self._batch_targets(batch, idx, targets)
+        return float(weights.sum()) * math.log(len(self.classes_))
 
     def _dev_score(self, X_dev, dev_ids) -> tuple[float, tuple, tuple, dict]:
         log_proba = self._log_proba(X_dev)

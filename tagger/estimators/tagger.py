@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -12,10 +13,46 @@ from ..nn.model import TaggerModel
 from ..nn.network import TaggingNetwork
 from ..nn.training import run_batches, thread_limit
 from ..text import schemes
+from ..text.tokenize import make_offset_tokenizer
 from ._base import RecurrentEstimator
+from ._inputs import TEXT
 from ._protocol import check_is_fitted
 
 _KIND = "SequenceTagger"
+
+
+class _SpanTuple(NamedTuple):
+    start: int
+    end: int
+    label: str
+    score: float
+
+
+class EntitySpan(_SpanTuple):
+    """An entity found by :meth:`SequenceTagger.predict_spans`.
+
+    A 4-tuple ``(start, end, label, score)``: tokens ``start`` to ``end`` (exclusive), its type
+    and its score; it unpacks, indexes and compares as the plain tuple. When the sentence was
+    given as a raw string, the attributes ``start_char`` and ``end_char`` say where the entity
+    lies in that string (``text[start_char:end_char]``, from its first token's first character
+    to its last token's end); otherwise they are None.
+    """
+
+    start_char: int | None = None  # also for copies made by _make and _replace
+    end_char: int | None = None
+
+    def __new__(cls, start: int, end: int, label: str, score: float,
+                start_char: int | None = None, end_char: int | None = None) -> EntitySpan:
+        span = super().__new__(cls, start, end, label, score)
+        # Attributes, not tuple items: code that unpacks four values keeps working.
+        span.start_char, span.end_char = start_char, end_char
+        return span
+
+    def __repr__(self) -> str:
+        chars = "" if self.start_char is None else (
+            f", start_char={self.start_char}, end_char={self.end_char}")
+        return (f"EntitySpan(start={self.start}, end={self.end}, label={self.label!r}, "
+                f"score={self.score!r}{chars})")
 
 
 def check_tags(X: list, y, name: str = "y") -> list[list[str]]:
@@ -424,6 +461,7 @@ class SequenceTagger(RecurrentEstimator):
     def predict(self, X) -> list[list[str]]:
         """Tags for every token of every sentence (an empty sentence gets an empty list)."""
         check_is_fitted(self, "params_")
+        metrics._refuse_foreign_scorer()  # scoring="f1_micro": one clear error, not NaN
         return self._predict_tags(self._check_X(X))
 
     def _class_matrix(self, dtype) -> np.ndarray:
@@ -438,38 +476,78 @@ class SequenceTagger(RecurrentEstimator):
         """Per-token tag probabilities: one (length, n_classes) array per sentence, columns in
         ``classes_`` order (CRF marginals by forward-backward, or the softmax)."""
         check_is_fitted(self, "params_")
+        metrics._refuse_foreign_scorer()
         _, probs = self._run(self._check_X(X), marginals=True)
         matrix = self._class_matrix(self.params_["out.b"].dtype)
         return [p @ matrix for p in probs]
 
-    def predict_spans(self, X) -> list[list[tuple[int, int, str, float]]]:
-        """Entities per sentence as ``(start, end, label, score)`` with ``end`` exclusive; the
-        score is the mean probability of the predicted tags over the entity's tokens."""
+    def predict_spans(self, X) -> list[list[EntitySpan]]:
+        """Entities per sentence.
+
+        Parameters
+        ----------
+        X : list of token lists, or list of str
+            Sentences; raw strings are split by the ``tokenizer``.
+
+        Returns
+        -------
+        list of list of EntitySpan
+            Per sentence, ``(start, end, label, score)`` tuples with ``end`` exclusive, the
+            score being the mean probability of the predicted tags over the entity's tokens.
+            For raw strings each also has ``start_char`` and ``end_char``: the entity is
+            ``text[start_char:end_char]`` of its string (None for token lists).
+        """
         return self.predict_with_spans(X)[1]
 
-    def predict_with_spans(self, X) -> tuple[list[list[str]], list[list[tuple]]]:
+    def predict_with_spans(self, X) -> tuple[list[list[str]], list[list[EntitySpan]]]:
         """:meth:`predict` and :meth:`predict_spans` in one pass over the network."""
         check_is_fitted(self, "params_")
         if self.tag_scheme_ == "none":
             raise ValueError("predict_spans needs entity tags (IOB1, IOB2 or BIOES); these tags "
                              "have no scheme")
+        X, offsets = self._split_texts(X)
         X = self._check_X(X)
         paths, probs = self._run(X, marginals=True)
         column = {c: i for i, c in enumerate(self.classes_)}
         matrix = self._class_matrix(self.params_["out.b"].dtype)
         all_tags, out = [], []
-        for path, internal in zip(paths, probs, strict=True):
+        for i, (path, internal) in enumerate(zip(paths, probs, strict=True)):
             tags, found = self._user_tags_and_spans(path)
             spans = []
             if found:
                 # The probability of each token's predicted tag, averaged over each entity.
                 chosen = (internal @ matrix)[np.arange(len(tags)),
                                              [column[t] for t in tags]].tolist()
+                where = offsets[i] if offsets is not None else None
                 for start, end, label in found:
-                    spans.append((start, end, label, sum(chosen[start:end]) / (end - start)))
+                    chars = (where[start][0], where[end - 1][1]) if where is not None else ()
+                    spans.append(EntitySpan(start, end, label,
+                                            sum(chosen[start:end]) / (end - start), *chars))
             all_tags.append(tags)
             out.append(spans)
         return all_tags, out
+
+    def _split_texts(self, X):
+        """Raw strings of X split into tokens, with each token's character offsets.
+
+        Returns ``(X, None)`` unless X holds only strings (and the model reads text): then the
+        token lists and, per string, the offsets (None for a tokenizer function that changes
+        its tokens). The tokens are those ``_check_X`` would make.
+        """
+        if self.input_type_ != TEXT or isinstance(X, (str, bytes)):
+            return X, None
+        items = X
+        if not isinstance(X, (list, tuple)) and hasattr(X, "__array__"):  # pandas, NumPy
+            array = np.asarray(X)
+            if array.ndim != 1 or array.dtype.kind not in "UO":
+                return X, None
+            items = array.tolist()
+        if not isinstance(items, (list, tuple)) or not items or not all(
+                isinstance(item, str) for item in items):
+            return X, None
+        split = make_offset_tokenizer(getattr(self, "tokenizer", "regex"))
+        pairs = [split(item) for item in items]
+        return [tokens for tokens, _ in pairs], [offsets for _, offsets in pairs]
 
     def _user_tags_and_spans(self, path: np.ndarray) -> tuple[list[str], list]:
         """:meth:`_to_user` of a path and the entities of the result, read once."""

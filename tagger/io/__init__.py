@@ -1,8 +1,13 @@
 """Readers and writers for tagged text: CoNLL, CoNLL-U, JSON Lines and labeled TSV.
 
 Readers are lazy generators over a path or an open file (constant memory, for streaming large
-files); every malformed input raises :class:`tagger.errors.DataError` with file name and line.
-Writers stream to a path or an open file as UTF-8 with ``\\n`` newlines.
+files; a line longer than ``max_line_length``, by default :data:`MAX_LINE_LENGTH` characters, is
+an error and is never held whole); every malformed input raises :class:`tagger.errors.DataError`
+with file name and line. Writers stream to a path or an open file as UTF-8 with ``\\n`` newlines,
+and never write what their reader would read back differently: a value the format cannot hold
+(a token with a space in CoNLL, a tab or line break in CoNLL-U...) raises
+:class:`UnwritableError`, naming the sentence and the value, before anything of its sentence is
+written. None of the formats is given an escape syntax of its own: other tools would not read it.
 """
 
 from __future__ import annotations
@@ -12,11 +17,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..errors import DataError
-from ._common import Destination, LabeledText, Sentence, Source, source_name
+from ._common import (
+    MAX_LINE_LENGTH,
+    Destination,
+    LabeledText,
+    Sentence,
+    Source,
+    UnwritableError,
+    source_name,
+)
 from .conll import read_conll, write_conll
-from .conllu import UPOS_TAGS, read_conllu, write_conllu
+from .conllu import UPOS_TAGS, is_entity_tagging, read_conllu, write_conllu
 from .jsonl import read_jsonl, write_jsonl
-from .tsv import read_tsv
+from .tsv import read_tsv, write_tsv
 
 #: File extension of each format, as ``detect_format`` reads them.
 EXTENSIONS = {".conll": "conll", ".conllu": "conllu", ".jsonl": "jsonl", ".tsv": "tsv"}
@@ -36,12 +49,15 @@ WRITERS: dict[str, Callable[..., int]] = {
 
 __all__ = [
     "EXTENSIONS",
+    "MAX_LINE_LENGTH",
     "READERS",
     "UPOS_TAGS",
     "WRITERS",
     "LabeledText",
     "Sentence",
+    "UnwritableError",
     "detect_format",
+    "is_entity_tagging",
     "read_conll",
     "read_conllu",
     "read_jsonl",
@@ -51,6 +67,7 @@ __all__ = [
     "write_conllu",
     "write_jsonl",
     "write_sentences",
+    "write_tsv",
 ]
 
 

@@ -11,9 +11,12 @@ from ._common import (
     Destination,
     Sentence,
     Source,
+    UnwritableError,
     check_field,
+    line_limit,
     numbered_lines,
     open_destination,
+    sentence_label,
     source_name,
     tag_lists_for,
 )
@@ -46,6 +49,7 @@ def read_conll(
     token_column: int = 0,
     has_tags: bool = True,
     separator: str | None = None,
+    max_line_length: int | None = None,
 ) -> Iterator[Sentence]:
     """Read sentences from a CoNLL column file, lazily.
 
@@ -67,6 +71,9 @@ def read_conll(
     separator : str or None, default None
         None splits on runs of spaces and tabs; ``"\\t"`` splits on each tab only, so that tokens
         may contain spaces.
+    max_line_length : int, optional
+        The longest line accepted, in characters; default
+        :data:`tagger.io.MAX_LINE_LENGTH`. Longer lines are not held whole.
 
     Yields
     ------
@@ -77,17 +84,24 @@ def read_conll(
     ------
     DataError
         With file name and line: a different number of columns than the first token line, an
-        empty token or tag, a column index out of range, or bytes that are not UTF-8.
+        empty token or tag, a column index out of range, a line over the length limit, or bytes
+        that are not UTF-8.
     """
     if separator is not None and (not separator or "\n" in separator or "\r" in separator):
         raise ValueError(
             f"separator must be None or a non-empty string without line breaks, got {separator!r}"
         )
-    return _read_conll(source, tag_column, token_column, has_tags, separator)
+    limit = line_limit(max_line_length)
+    return _read_conll(source, tag_column, token_column, has_tags, separator, limit)
 
 
 def _read_conll(
-    source: Source, tag_column: int, token_column: int, has_tags: bool, separator: str | None
+    source: Source,
+    tag_column: int,
+    token_column: int,
+    has_tags: bool,
+    separator: str | None,
+    limit: int,
 ) -> Iterator[Sentence]:
     name = source_name(source)
     n_columns = 0  # set by the first token line; every other one must match it
@@ -97,7 +111,7 @@ def _read_conll(
     tags: list[str] = []
     columns: list[list[str]] = []
     start = 0
-    for number, line in numbered_lines(source):
+    for number, line in numbered_lines(source, limit):
         if not line.strip(" \t"):
             if tokens:
                 yield Sentence(tokens, tags if has_tags else None, columns, start)
@@ -178,12 +192,18 @@ def write_conll(
 
     Raises
     ------
+    UnwritableError
+        A value :func:`read_conll` would read back differently, naming the sentence and the value:
+        empty, or holding a space, a tab or a line break (CoNLL has no escape; CoNLL-U keeps
+        spaces in tokens, JSONL keeps anything), ``-DOCSTART-`` as a first column (a document
+        boundary), a byte-order mark starting the file, or a line with another number of columns
+        than the first. The sentence is checked whole before any of it is written, so the output
+        holds exactly the sentences before it.
     ValueError
-        Different numbers of sentences and tag lists, or of tokens and tags, or a value that is
-        empty or contains a tab or line break, or an empty sentence (they could not be read back).
-        A first column ``-DOCSTART-`` is written as is, and read back as a document boundary.
+        Different numbers of sentences and tag lists, or of tokens and tags, or an empty sentence.
     """
     count = 0
+    n_columns = 0  # of the first line written; read_conll requires it of every line
     with open_destination(dest) as out:
         for count, (sentence, sentence_tags) in enumerate(tag_lists_for(sentences, tags), 1):
             if not sentence.tokens:
@@ -191,14 +211,52 @@ def write_conll(
             rows = sentence.columns if keep_columns and sentence.columns is not None else None
             lines = []
             for position, token in enumerate(sentence.tokens):
-                fields = (
-                    [check_field(value, "column", count) for value in rows[position]]
-                    if rows is not None
-                    else [check_field(token, "token", count)]
-                )
+                values = rows[position] if rows is not None else [token]
+                what = "column" if rows is not None else "token"
+                fields = [_conll_field(value, what, count, sentence.line) for value in values]
                 if sentence_tags is not None:
-                    fields.append(check_field(sentence_tags[position], "tag", count))
+                    fields.append(
+                        _conll_field(sentence_tags[position], "tag", count, sentence.line)
+                    )
+                _check_line(fields, count, sentence.line, first=count == 1 and position == 0)
+                n_columns = n_columns or len(fields)
+                if len(fields) != n_columns:
+                    raise UnwritableError(
+                        f"{sentence_label(count, sentence.line)}: a line of {len(fields)} "
+                        f"columns after lines of {n_columns}; read_conll needs the same number "
+                        "on every line (are some sentences tagged and others not?)"
+                    )
                 lines.append("\t".join(fields))
             lines.append("\n")
             out.write("\n".join(lines))
     return count
+
+
+_NO_ESCAPE = "CoNLL has no escape for it (CoNLL-U keeps spaces in tokens, JSONL keeps anything)"
+
+
+def _conll_field(value: str, what: str, sentence_index: int, line: int) -> str:
+    # The reader splits columns on runs of spaces and tabs, so a space would split a value.
+    return check_field(
+        value,
+        what,
+        sentence_index,
+        forbidden=" \t\n\r",
+        format_name="CoNLL",
+        hint=_NO_ESCAPE,
+        line=line,
+    )
+
+
+def _check_line(fields: list[str], sentence_index: int, line: int, first: bool) -> None:
+    where = sentence_label(sentence_index, line)
+    if fields[0] == DOCSTART:
+        raise UnwritableError(
+            f"{where}: first column {DOCSTART!r} cannot be written to CoNLL: a line "
+            "starting with it reads back as a document boundary, not as a token"
+        )
+    if first and fields[0].startswith("\ufeff"):
+        raise UnwritableError(
+            f"{where}: first column {fields[0]!r} cannot be written to CoNLL: at the start "
+            "of a file U+FEFF reads back as a byte-order mark, not as text"
+        )

@@ -11,6 +11,9 @@ from ._common import (
     Destination,
     Sentence,
     Source,
+    UnwritableError,
+    check_field,
+    line_limit,
     numbered_lines,
     open_destination,
     source_name,
@@ -38,6 +41,7 @@ def read_jsonl(
     tokens_key: str = "tokens",
     tags_key: str = "tags",
     require_tags: bool = False,
+    max_line_length: int | None = None,
 ) -> Iterator[Sentence]:
     """Read sentences from a JSON Lines file, lazily: one object per line, blank lines skipped.
 
@@ -51,6 +55,8 @@ def read_jsonl(
         Key of the list of tags, one per token. Missing or null means untagged.
     require_tags : bool, default False
         True makes a line without tags an error (training data).
+    max_line_length : int, optional
+        The longest line accepted, in characters; default :data:`tagger.io.MAX_LINE_LENGTH`.
 
     Yields
     ------
@@ -61,17 +67,18 @@ def read_jsonl(
     ------
     DataError
         With file name and line: invalid JSON, not an object, missing or malformed tokens or
-        tags, tags of another length than the tokens, missing tags with ``require_tags``, or bytes
-        that are not UTF-8.
+        tags, tags of another length than the tokens, missing tags with ``require_tags``, a line
+        over the length limit, or bytes that are not UTF-8.
     """
-    return _read_jsonl(source, tokens_key, tags_key, require_tags)
+    limit = line_limit(max_line_length)
+    return _read_jsonl(source, tokens_key, tags_key, require_tags, limit)
 
 
 def _read_jsonl(
-    source: Source, tokens_key: str, tags_key: str, require_tags: bool
+    source: Source, tokens_key: str, tags_key: str, require_tags: bool, limit: int
 ) -> Iterator[Sentence]:
     name = source_name(source)
-    for number, line in numbered_lines(source):
+    for number, line in numbered_lines(source, limit):
         if not line.strip():
             continue
         try:
@@ -101,11 +108,13 @@ def _read_jsonl(
         yield Sentence(tokens, tags, None, number, meta)
 
 
-def _checked(values: Sequence[str], what: str, sentence_index: int) -> list[str]:
-    # Refuse what read_jsonl would refuse, so that every file written can be read back.
+def _checked(values: Sequence[str], what: str, sentence_index: int, line: int) -> list[str]:
+    # Refuse what read_jsonl would refuse (and lone surrogates, which UTF-8 cannot encode), so
+    # that every file written reads back as written.
     for value in values:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"sentence {sentence_index}: {what} {value!r} is not a non-empty str")
+        if not isinstance(value, str):
+            raise UnwritableError(f"sentence {sentence_index}: {what} {value!r} is not a str")
+        check_field(value, what, sentence_index, forbidden="", format_name="JSONL", line=line)
     return list(values)
 
 
@@ -137,18 +146,21 @@ def write_jsonl(
 
     Raises
     ------
+    UnwritableError
+        A token or tag that is not a non-empty string, or holds a lone surrogate; the sentence is
+        checked whole before any of it is written.
     ValueError
-        Different numbers of sentences and tag lists, of tokens and tags, an empty sentence, or a
-        token or tag that is not a non-empty string.
+        Different numbers of sentences and tag lists, of tokens and tags, or an empty sentence.
     """
     count = 0
     with open_destination(dest) as out:
         for count, (sentence, sentence_tags) in enumerate(tag_lists_for(sentences, tags), 1):
             if not sentence.tokens:
                 raise ValueError(f"sentence {count} has no tokens; read_jsonl would refuse it")
-            record: dict[str, Any] = {"tokens": _checked(sentence.tokens, "token", count)}
+            line = sentence.line
+            record: dict[str, Any] = {"tokens": _checked(sentence.tokens, "token", count, line)}
             if sentence_tags is not None:
-                record["tags"] = _checked(sentence_tags, "tag", count)
+                record["tags"] = _checked(sentence_tags, "tag", count, line)
             if include_meta:
                 for key, value in sentence.meta.items():
                     record.setdefault(key, value)

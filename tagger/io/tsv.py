@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import DataError
-from ._common import LabeledText, Source, numbered_lines, source_name
+from ._common import (
+    Destination,
+    LabeledText,
+    Source,
+    UnwritableError,
+    check_field,
+    line_limit,
+    numbered_lines,
+    open_destination,
+    source_name,
+)
 
 
 def _column_index(column: int | str, header: list[str] | None, what: str, name: str) -> int:
@@ -25,6 +35,7 @@ def read_tsv(
     text_column: int | str = -1,
     label_column: int | str = 0,
     header: bool = True,
+    max_line_length: int | None = None,
 ) -> Iterator[LabeledText]:
     """Read labeled texts from a tab-separated file, lazily, one text per line.
 
@@ -41,6 +52,8 @@ def read_tsv(
         Column of the label, likewise.
     header : bool, default True
         Whether the first line names the columns (it is not a text).
+    max_line_length : int, optional
+        The longest line accepted, in characters; default :data:`tagger.io.MAX_LINE_LENGTH`.
 
     Yields
     ------
@@ -50,24 +63,25 @@ def read_tsv(
     ------
     DataError
         With file name and line: a line with another number of columns than the header (or the
-        first line), a column name or index that does not exist, an empty label or text, or bytes
-        that are not UTF-8.
+        first line), a column name or index that does not exist, an empty label or text, a line
+        over the length limit, or bytes that are not UTF-8.
     """
     for column in (text_column, label_column):
         if not isinstance(column, (int, str)) or isinstance(column, bool):
             raise TypeError(f"a column is given by index or name, got {column!r}")
         if isinstance(column, str) and not header:
             raise ValueError(f"column {column!r} is a name, which needs header=True")
-    return _read_tsv(source, text_column, label_column, header)
+    limit = line_limit(max_line_length)
+    return _read_tsv(source, text_column, label_column, header, limit)
 
 
 def _read_tsv(
-    source: Source, text_column: int | str, label_column: int | str, header: bool
+    source: Source, text_column: int | str, label_column: int | str, header: bool, limit: int
 ) -> Iterator[LabeledText]:
     name = source_name(source)
     n_columns = 0  # from the header or the first line; every line must match it
     text_index = label_index = 0
-    for number, line in numbered_lines(source):
+    for number, line in numbered_lines(source, limit):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -96,3 +110,81 @@ def _read_tsv(
         if not tokens:
             raise DataError("empty text", name, number)
         yield LabeledText(tokens, label, number)
+
+
+def write_tsv(
+    texts: Iterable[LabeledText],
+    dest: Destination,
+    labels: Iterable[str] | None = None,
+    header: bool = True,
+) -> int:
+    """Write labeled texts as ``label<TAB>text`` lines, as :func:`read_tsv` reads them by default.
+
+    The text is the tokens joined by single spaces.
+
+    Parameters
+    ----------
+    texts : iterable of LabeledText
+        What to write; streamed, one text at a time.
+    dest : path or file object
+        Written as UTF-8 with ``\\n`` newlines.
+    labels : iterable of str, optional
+        One label per text (e.g. predictions), instead of the texts' own.
+    header : bool, default True
+        Whether to start with the header line ``label<TAB>text``.
+
+    Returns
+    -------
+    int
+        Number of texts written.
+
+    Raises
+    ------
+    UnwritableError
+        A value :func:`read_tsv` would read back differently, naming the text and the value: an
+        empty text or token, a token holding whitespace (the text is split on it), a label that
+        is empty, holds a tab or a line break, or starts or ends with whitespace (labels are
+        stripped). Checked before anything of the text is written.
+    ValueError
+        Different numbers of texts and labels.
+    """
+    label_iterator = iter(labels) if labels is not None else None
+    count = 0
+    with open_destination(dest) as out:
+        if header:
+            out.write("label\ttext\n")
+        for count, text in enumerate(texts, 1):
+            label = text.label if label_iterator is None else next(label_iterator, None)
+            if label is None:
+                raise ValueError(f"labels has fewer labels than texts ({count - 1})")
+            out.write(_tsv_line(text, label, count, first=count == 1 and not header))
+        if label_iterator is not None and next(label_iterator, None) is not None:
+            raise ValueError(f"labels has more labels than texts ({count})")
+    return count
+
+
+def _tsv_line(text: LabeledText, label: str, index: int, first: bool) -> str:
+    where = f"text {index}" + (f" (line {text.line})" if text.line else "")
+    label = check_field(label, "label", index, format_name="TSV", line=text.line)
+    if label != label.strip() or (first and label.startswith("\ufeff")):
+        raise UnwritableError(
+            f"{where}: label {label!r} cannot be written to TSV: labels are read stripped of "
+            "whitespace (and a byte-order mark at the start of a file)"
+        )
+    if not text.tokens:
+        raise UnwritableError(f"{where}: an empty text cannot be written to TSV")
+    for token in _tokens(text.tokens, where):
+        if not token or any(character.isspace() for character in token):
+            raise UnwritableError(
+                f"{where}: token {token!r} cannot be written to TSV: the text is split on "
+                "whitespace into tokens, and TSV has no escape for it (JSONL keeps anything)"
+            )
+        check_field(token, "token", index, format_name="TSV", line=text.line)
+    return f"{label}\t{' '.join(text.tokens)}\n"
+
+
+def _tokens(tokens: Sequence[str], where: str) -> Sequence[str]:
+    if isinstance(tokens, str):
+        # " ".join("word") would silently write one character per token.
+        raise TypeError(f"{where}: tokens is a str; a text is a list of tokens")
+    return tokens

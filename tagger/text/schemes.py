@@ -44,6 +44,9 @@ _ALIASES = {
     "bio": "IOB2",
     "bioes": "BIOES",
     "iobes": "BIOES",
+    # spaCy's name for the same scheme (it writes the E- and S- prefixes as L- and U-).
+    "bilou": "BIOES",
+    "biluo": "BIOES",
     "none": "none",
 }
 
@@ -64,8 +67,9 @@ def normalize_scheme(scheme: str) -> str:
     Parameters
     ----------
     scheme : str
-        ``"IOB1"``, ``"IOB2"`` (alias ``"BIO"``), ``"BIOES"`` (alias ``"IOBES"``) or ``"none"``,
-        in any letter case.
+        ``"IOB1"``, ``"IOB2"`` (alias ``"BIO"``), ``"BIOES"`` (aliases ``"IOBES"``, and
+        ``"BILOU"``/``"BILUO"`` as spaCy calls it) or ``"none"``, in any letter case. Under every
+        name the tags are written with ``E-`` and ``S-``, where spaCy writes ``L-`` and ``U-``.
 
     Returns
     -------
