@@ -400,7 +400,7 @@ class SequenceClassifier(RecurrentEstimator):
         def run(idx):
             out[idx] = model.logits(params, encoder.batch([X[i] for i in idx]))
 
-        with thread_limit(self.n_jobs):
+        with thread_limit(self.n_jobs, kernel_blas=False):
             run_batches(run, list(self._batches(X, model.device)), parallel=model.device == "cpu")
         return out
 

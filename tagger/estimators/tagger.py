@@ -424,7 +424,7 @@ class SequenceTagger(RecurrentEstimator):
                 if marginals:
                     probs[i] = marg[row, :n]
 
-        with thread_limit(self.n_jobs):
+        with thread_limit(self.n_jobs, kernel_blas=False):
             run_batches(run, list(self._batches(X, model.device)), parallel=model.device == "cpu")
         return paths, probs
 

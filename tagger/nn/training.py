@@ -66,7 +66,7 @@ def pad_sequences(sequences: Sequence[np.ndarray], dtype=None, value=0):
 
 
 @contextlib.contextmanager
-def thread_limit(n_threads: int | None = None):
+def thread_limit(n_threads: int | None = None, kernel_blas: bool = True):
     """Run the block with ``n_threads`` Numba threads and one BLAS thread, restoring both after.
 
     BLAS stays single-threaded inside the engine: its matrix products are small, parallelism
@@ -77,12 +77,17 @@ def thread_limit(n_threads: int | None = None):
     ----------
     n_threads : int or None
         Numba threads (capped at Numba's maximum); None keeps the current number.
+    kernel_blas : bool
+        Whether kernels in the block may call ``np.dot`` (SciPy's BLAS, loaded here so that the
+        limit applies to it). Only the GRU and RNN backward passes do; prediction passes False
+        and saves loading SciPy's linear algebra (0.15-0.2 s of a one-sentence ``tagger
+        predict``). NumPy's own BLAS is limited either way.
     """
     previous = numba.get_num_threads()
     if n_threads is not None:
         numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with _blas_controller(kernel_blas).limit(limits=1, user_api="blas"):
             yield
     finally:
         numba.set_num_threads(previous)
@@ -159,17 +164,22 @@ def run_batches(fn: Callable, batches: Sequence, parallel: bool = True) -> None:
 
 
 _controller = None
+_with_kernel_blas = False
 
 
-def _blas_controller():
+def _blas_controller(kernel_blas: bool = True):
     """threadpoolctl's view of the BLAS libraries, made once, after loading the one the kernels
     call. Numba's ``np.dot`` calls SciPy's BLAS, which loads with the first kernel: a limit set
     before it loads does not apply to it, and two directions' products, each with all cores'
     threads, then ran one at a time instead of side by side (measured: 1.0x instead of 1.9x
     for two threads)."""
-    global _controller
-    if _controller is None:
+    global _controller, _with_kernel_blas
+    if kernel_blas and not _with_kernel_blas:
         import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+
+        _with_kernel_blas = True
+        _controller = None  # made again, to see the library just loaded
+    if _controller is None:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()
