@@ -93,7 +93,7 @@ FORMAT = "tagger-model"
 FORMAT_VERSION = 2
 #: Largest header (config and array table) accepted; the config holds the vocabularies, about
 #: 20 bytes a word. Tests may patch it.
-MAX_HEADER_BYTES = 128 * 1024**2
+MAX_HEADER_BYTES = 64 * 1024**2
 #: Largest config.json of a format-1 file, and the most it may have been compressed (JSON
 #: vocabularies deflate about 3 to 5 times; a compression bomb a thousand times).
 MAX_LEGACY_CONFIG_BYTES = 64 * 1024**2
@@ -524,18 +524,23 @@ def _error(path: str, message: str) -> ModelFileError:
 
 
 def _open(path: str):
+    # Opened first, without blocking (a FIFO swapped in would hang a blocking open), and then
+    # checked on the descriptor: what is read is what was checked.
     try:
-        info = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise _error(path, "no such model file") from None
     except OSError as exc:
         raise _error(path, f"cannot read it: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise _error(path, "not a regular file, so not a model file")
     try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise _error(path, f"cannot read it: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _error(path, "not a regular file, so not a model file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _is_zip(fh) -> bool:
@@ -569,10 +574,11 @@ def _read_header(path: str, fh) -> tuple[ModelHeader, dict, int]:
                            f"bytes in a file of {size}")
     raw = _read_exactly(path, fh, n, "the header")
     try:
-        table = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _error(path, f"not a tagger model file: the header is not valid JSON ({exc})") \
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _error(path, f"not a tagger model file: the header is not UTF-8 ({exc})") \
             from None
+    table = _json_loads(path, text)
     if not isinstance(table, dict):
         raise _error(path, "not a tagger model file: the header is not a JSON object")
     metadata = table.get(_METADATA)
@@ -585,16 +591,55 @@ def _read_header(path: str, fh) -> tuple[ModelHeader, dict, int]:
                            f"{metadata['format_version'][:10]!r}")
     config_text = metadata["config"]
     _verify_digest(path, "the config", config_text.encode("utf-8"), metadata["config_sha256"])
-    try:
-        config = json.loads(config_text)
-    except (ValueError, RecursionError) as exc:
-        raise _error(path, f"the config is not valid JSON: {exc}") from None
+    config = _json_loads(path, config_text)
     if not isinstance(config, dict):
         raise _error(path, f"the config must be a JSON object, not {type(config).__name__}")
     if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
         raise _error(path, "the config's format entries disagree with the header")
     arrays = _check_table(path, table, size - 8 - n)
     return ModelHeader(config, arrays, FORMAT_VERSION, size - 8 - n), table, 8 + n
+
+
+#: How many JSON containers and values a header may hold. Parsing makes a Python object of each
+#: (a list of 28 bytes for the 3 bytes of "[],"): without a count, a header within the size
+#: limit could take gigabytes. A vocabulary of a million words is about 2 million values.
+MAX_JSON_CONTAINERS = 500_000
+MAX_JSON_VALUES = 6_000_000
+
+
+def _not_json(value: str):
+    raise ValueError(f"{value} is not JSON (nor a finite number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_json(text[:20])
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    # 128 bits: a random generator's state (in a checkpoint) is that wide.
+    if len(text.lstrip("-")) > 39 or abs(value := int(text)) >= 2**128:
+        raise ValueError(f"the integer {text[:20]}... is too large")
+    return value
+
+
+def _json_loads(path: str, text: str):
+    """Standard JSON only (no NaN or Infinity, floats within float64, integers within 128
+    bits), with the
+    number of containers and values bounded before it is parsed."""
+    containers = text.count("[") + text.count("{")
+    values = text.count(",") + text.count(":")
+    if containers > MAX_JSON_CONTAINERS or values > MAX_JSON_VALUES:
+        raise _error(path, f"a header of {containers:,} JSON lists and objects and {values:,} "
+                           f"values, more than a model holds ({MAX_JSON_CONTAINERS:,} and "
+                           f"{MAX_JSON_VALUES:,}); refusing to parse it")
+    try:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite_float,
+                          parse_int=_bounded_int)
+    except (ValueError, RecursionError) as exc:
+        raise _error(path, f"not valid JSON: {str(exc)[:200]}") from None
 
 
 def _check_version(path: str, version, holder: Mapping) -> None:
@@ -742,7 +787,7 @@ _V1_MEMBERS = (_V1_CONFIG, _V1_WEIGHTS, _V1_CHECKSUMS)
 # Everything the zip and npy readers raise on a damaged archive.
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error,
                RuntimeError, NotImplementedError, ValueError, KeyError, OverflowError,
-               UnicodeDecodeError, SyntaxError, TypeError)
+               UnicodeDecodeError, SyntaxError, TypeError, MemoryError)
 
 
 def _load_legacy(path: str, fh, kind, expected, read_data: bool, verify_only: bool = False):
@@ -763,16 +808,18 @@ def _load_legacy(path: str, fh, kind, expected, read_data: bool, verify_only: bo
             config_bytes = _v1_member(path, archive, _V1_CONFIG, MAX_LEGACY_CONFIG_BYTES,
                                       max_ratio=_MAX_JSON_RATIO)
             try:
-                config = json.loads(config_bytes.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-                raise _error(path, f"{_V1_CONFIG} is not valid JSON: {exc}") from None
+                text = config_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _error(path, f"{_V1_CONFIG} is not UTF-8: {exc}") from None
+            config = _json_loads(path, text)
             if not isinstance(config, dict) or config.get("format") != FORMAT:
                 raise _error(path, f"not a tagger model file ({_V1_CONFIG} has no format "
                                    f"{FORMAT!r})")
             _check_version(path, config.get("format_version"), config)
             if config["format_version"] != 1:
                 raise _error(path, "a zip model file must be format 1")
-            checksums = json.loads(_v1_member(path, archive, _V1_CHECKSUMS, 4096))
+            checksums = _json_loads(path, _v1_member(path, archive, _V1_CHECKSUMS, 4096)
+                                    .decode("utf-8"))
             if not isinstance(checksums, dict) or not all(
                     isinstance(checksums.get(m), str) for m in (_V1_CONFIG, _V1_WEIGHTS)):
                 raise _error(path, f"{_V1_CHECKSUMS} must map {_V1_CONFIG} and {_V1_WEIGHTS} to "
@@ -783,8 +830,12 @@ def _load_legacy(path: str, fh, kind, expected, read_data: bool, verify_only: bo
             if weights.compress_type != zipfile.ZIP_STORED:
                 raise _error(path, f"{_V1_WEIGHTS} is compressed; tagger never wrote it so, "
                                    "refusing a possible compression bomb")
+            if weights.compress_size != weights.file_size or \
+                    weights.file_size > _file_size(fh):
+                raise _error(path, f"{_V1_WEIGHTS} claims {weights.file_size} bytes, more "
+                                   "than the file holds")
             with archive.open(weights) as member:
-                headers = _v1_array_headers(path, member)
+                headers = _v1_array_headers(path, member, weights.file_size)
             arrays_table = {name: (shape, dtype) for name, (shape, dtype, _) in headers.items()}
             header = ModelHeader(config, arrays_table, 1, weights.file_size)
             if not read_data:
@@ -831,8 +882,10 @@ def _v1_member(path: str, archive: zipfile.ZipFile, name: str, limit: int,
     return archive.read(info)
 
 
-def _v1_array_headers(path: str, member) -> dict:
-    """Name to (shape, dtype, zip entry) of each array in weights.npz, from the headers alone."""
+def _v1_array_headers(path: str, member, size: int) -> dict:
+    """Name to (shape, dtype, zip entry) of each array in weights.npz, from the headers alone.
+    Every member must lie within the ``size`` bytes of weights.npz, stored as it is: no array
+    can then claim more bytes than the file holds."""
     headers = {}
     with zipfile.ZipFile(member) as npz:
         infos = npz.infolist()
@@ -846,6 +899,10 @@ def _v1_array_headers(path: str, member) -> dict:
             if info.compress_type != zipfile.ZIP_STORED:
                 raise _error(path, f"array {stem!r} is compressed; tagger never wrote it so, "
                                    "refusing a possible compression bomb")
+            if info.compress_size != info.file_size or \
+                    info.header_offset + info.compress_size > size:
+                raise _error(path, f"array {stem!r} claims {info.file_size} bytes, more than "
+                                   f"{_V1_WEIGHTS} holds")
             with npz.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
                 if version not in ((1, 0), (2, 0)):

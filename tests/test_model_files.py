@@ -182,3 +182,76 @@ def test_a_classifier_file_round_trips(tmp_path):
     assert persist.read_config(path)["contents"] == "weights"
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     assert loaded.classes_.tolist() == [0, 1]
+
+
+# -- hostile values that pass a naive check ------------------------------------------------------
+
+
+def _rewrite_config(path, edit_text) -> None:
+    """Replace the config text of a model file by ``edit_text(text)``, digests recomputed as a
+    forger would (so that only the loader's own checks stand in the way)."""
+    import hashlib
+    import json
+
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    meta = header["__metadata__"]
+    meta["config"] = edit_text(meta["config"])
+    meta["config_sha256"] = hashlib.sha256(meta["config"].encode()).hexdigest()
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + body)
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda t: t.replace('"loss":', '"loss":NaN,"x":', 1), "not valid JSON.*NaN"),
+    (lambda t: t.replace('"loss":', '"loss":1e400,"x":', 1), "not valid JSON.*1e400"),
+    (lambda t: t.replace('"epoch":1,', '"epoch":"x",', 1), "history entry 1 must have epoch"),
+    (lambda t: t.replace('"counts":[', '"counts":[' + "9" * 60 + ",", 1), "too large"),
+    (lambda t: t.replace('"items":[', '"items":[' + "[]," * 600_000, 1), "JSON lists and objects"),
+])
+def test_config_values_that_would_break_later_are_refused_at_load(fitted, tmp_path, edit, match):
+    model, _, _ = fitted
+    path = tmp_path / "m.tagger"
+    model.save(path)
+    _rewrite_config(path, edit)
+    with pytest.raises(ModelFileError, match=match):
+        tagger.load(path)
+
+
+def test_classifier_labels_and_weights_from_a_file_are_checked(tmp_path):
+    X = [["good", "film"], ["bad", "film"]] * 5
+    model = SequenceClassifier(**dict(SMALL, max_epochs=1), class_weight={0: 1.0, 1: 2.0})
+    model.fit(X, [1, 0] * 5)
+    path = tmp_path / "c.tagger"
+    model.save(path)
+    assert tagger.load(path).class_weight == {0: 1.0, 1: 2.0}
+    for old, new, match in (('"class_weight_pairs":[[0,1.0]', '"class_weight_pairs":[[true,1.0]',
+                             "class_weight_pairs"),
+                            ('[1,2.0]]', '[1,-1e30]]', "positive"),
+                            ('"classes":[0,1]', '"classes":[0,' + str(2**70) + "]", "64 bits"),
+                            ('"class_weight":null', '"class_weight":{"0":"heavy"}',
+                             "class_weight must be")):
+        model.save(path)
+        _rewrite_config(path, lambda t, old=old, new=new: t.replace(old, new, 1))
+        with pytest.raises(ModelFileError, match=match):
+            tagger.load(path)
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path):
+    import os
+
+    path = tmp_path / "fifo.tagger"
+    os.mkfifo(path)
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        tagger.load(path)
+
+
+def test_info_escapes_control_characters_from_the_file(fitted, tmp_path):
+    model, _, _ = fitted
+    path = tmp_path / "m.tagger"
+    model.save(path)
+    _rewrite_config(path, lambda t: t.replace('-LOC"', '-LOC\\u001b]0;pwned\\u0007"'))
+    text = workflows.format_info(workflows.model_info(path))
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;pwned\\x07" in text

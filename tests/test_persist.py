@@ -554,3 +554,26 @@ def test_a_safetensors_file_must_say_format_2(model):
 
     _edit(model, older)
     _expect_error(model, "must be format 2")
+
+
+def test_format1_array_claiming_more_bytes_than_the_archive_holds_is_refused(tmp_path):
+    """A stored .npy whose zip entry claims 4 GB in a file of a few kB: refused from the sizes,
+    before NumPy would allocate the declared shape."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (1_000_000_000,)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as npz:
+        npz.writestr("W.npy", header.getvalue() + b"\0" * 16)
+        info = npz.getinfo("W.npy")
+        info.file_size = info.compress_size = len(header.getvalue()) + 4_000_000_000
+    weights = buffer.getvalue()
+    config = json.dumps({"format": "tagger-model", "format_version": 1, "kind": "K"}).encode()
+    path = tmp_path / "lying.tagger"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", config)
+        archive.writestr("weights.npz", weights)
+        archive.writestr("checksums.json", json.dumps(
+            {"config.json": hashlib.sha256(config).hexdigest(),
+             "weights.npz": hashlib.sha256(weights).hexdigest()}))
+    _expect_error(path, "claims .* bytes, more than weights.npz holds|not a readable|cannot read")

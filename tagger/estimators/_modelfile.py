@@ -31,9 +31,9 @@ LIMITS = {
     "layers": 32,           # num_layers
     "tags": 1024,           # a tagger's labels (its CRF keeps K x K masks)
     "classes": 1_000_000,   # a classifier's classes
-    "vocabulary": 20_000_000,
+    "vocabulary": 2_000_000,
     "features": 1_000_000,  # numeric inputs per step
-    "history": 1_000_000,   # epochs recorded
+    "history": 100_000,     # epochs recorded
 }
 
 #: Parameter dtype of every estimator.
@@ -89,8 +89,9 @@ def _vocabulary(data, name: str) -> Vocabulary:
     counts = data["counts"]
     if not isinstance(counts, list) or len(counts) != len(items):
         _fail(f"{name} counts must be a list as long as its items")
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        _fail(f"{name} counts must be non-negative integers")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**53
+               for c in counts):
+        _fail(f"{name} counts must be non-negative integers below 2**53")
     if PAD in items or UNK in items:
         _fail(f"{name} lists a reserved entry ({PAD} or {UNK})")
     return Vocabulary(items, counts)
@@ -137,6 +138,13 @@ def check_params(cls, params, trust_tokenizer: bool):
     _int(estimator.verbose, "verbose", 0, 100)
     if estimator.embeddings is not None and not isinstance(estimator.embeddings, str):
         _fail("embeddings must be a path or null")
+    labels = getattr(estimator, "labels", None)
+    if labels is not None:
+        _strings(labels, "labels", LIMITS["tags"])
+    if getattr(estimator, "class_weight", None) not in (None, "balanced"):
+        # Files keep a classifier's class weights as class_weight_pairs (labels keep their type).
+        _fail("class_weight must be null or 'balanced' (weights per class are "
+              "class_weight_pairs)")
     tokenizer = estimator.tokenizer
     if not isinstance(tokenizer, str):
         _fail("tokenizer must be a string")
@@ -202,14 +210,29 @@ def restore_from_config(cls, config: dict, trust_tokenizer: bool = False):
         word_dim = _int(config.get("word_dim"), "word_dim", 1, LIMITS["width"])
     else:
         _fail(f"unknown input type {str(kind)[:20]!r}")
-    history = config.get("history")
-    if not isinstance(history, list) or len(history) > LIMITS["history"] or not all(
-            isinstance(h, dict) for h in history):
-        _fail("history must be a list of objects")
-    estimator.history_ = list(history)
-    estimator.best_epoch_ = _int(config.get("best_epoch"), "best_epoch", 0, len(history))
+    estimator.history_ = _history(config.get("history"))
+    estimator.best_epoch_ = _int(config.get("best_epoch"), "best_epoch", 0,
+                                 len(estimator.history_))
     estimator._restore_task(config)
     return estimator, word_dim
+
+
+def _history(history) -> list[dict]:
+    """A file's training history, checked: what reports and resumed training read from it."""
+    if not isinstance(history, list) or len(history) > LIMITS["history"]:
+        _fail(f"history must be a list of at most {LIMITS['history']:,} epochs")
+    for number, entry in enumerate(history, 1):
+        if not isinstance(entry, dict) or len(entry) > 64:
+            _fail(f"history entry {number} must be an object of a few measures")
+        if entry.get("epoch") != number or isinstance(entry.get("epoch"), bool):
+            _fail(f"history entry {number} must have epoch {number}")
+        for key, value in entry.items():
+            # Numbers are finite (the reader refuses NaN and infinities); strings are short.
+            if not (value is None or isinstance(value, (bool, int, float))
+                    or (isinstance(value, str) and len(value) <= 200)):
+                _fail(f"history entry {number}: {key[:40]!r} must be a number, a short text "
+                      f"or null")
+    return list(history)
 
 
 def contents_of(config: dict) -> str:

@@ -464,12 +464,20 @@ class SequenceClassifier(RecurrentEstimator):
         if not isinstance(classes, list) or not 2 <= len(classes) <= LIMITS["classes"]:
             _fail("classes must be a list of at least two labels")
         kinds = {type(c) for c in classes}
-        if not (kinds <= {str} or kinds <= {int}) or len(set(classes)) != len(classes):
+        if not (kinds == {str} or kinds == {int}) or len(set(classes)) != len(classes):
             _fail("classes must be distinct strings or distinct integers")
+        if kinds == {int} and not all(-(2**63) <= c < 2**63 for c in classes):
+            _fail("integer classes must fit in 64 bits")
         self.classes_ = np.array(classes)
         pairs = config.get("class_weight_pairs")
         if pairs is not None:
-            if not isinstance(pairs, list) or not all(
-                    isinstance(p, list) and len(p) == 2 and p[0] in classes for p in pairs):
-                _fail("class_weight_pairs must be [label, weight] pairs of known labels")
-            self.class_weight = {k: _number(v, "class weight") for k, v in pairs}
+            known = set(classes)
+            kind = type(classes[0])
+            if not isinstance(pairs, list) or len(pairs) > len(classes) or not all(
+                    isinstance(p, list) and len(p) == 2 and type(p[0]) is kind and p[0] in known
+                    for p in pairs) or len({p[0] for p in pairs}) != len(pairs):
+                _fail("class_weight_pairs must be [label, weight] pairs of distinct known labels")
+            weights = {k: _number(v, "class weight") for k, v in pairs}
+            if not all(w > 0 for w in weights.values()):
+                _fail("class weights must be positive")
+            self.class_weight = weights
