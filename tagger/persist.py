@@ -192,7 +192,18 @@ def save_model(
     """
     path = os.fspath(path)
     data = model_bytes(kind, config, arrays)
-    directory = os.path.dirname(os.path.abspath(path))
+    # A link is followed: the file it points to is replaced, the link kept. Anything but a
+    # regular file (a device such as /dev/null, a FIFO, a directory) is refused: renaming the
+    # new file over it would replace the device node itself.
+    path = os.path.realpath(path)
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise ValueError(f"{path} is not a regular file; a model file is written to a regular "
+                         "file (or a new path)")
+    directory = os.path.dirname(path)
     fd, tmp_path = tempfile.mkstemp(
         dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
     )

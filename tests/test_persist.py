@@ -577,3 +577,17 @@ def test_format1_array_claiming_more_bytes_than_the_archive_holds_is_refused(tmp
             {"config.json": hashlib.sha256(config).hexdigest(),
              "weights.npz": hashlib.sha256(weights).hexdigest()}))
     _expect_error(path, "claims .* bytes, more than weights.npz holds|not a readable|cannot read")
+
+
+def test_save_follows_a_link_and_refuses_a_device(tmp_path):
+    target = tmp_path / "real.tagger"
+    link = tmp_path / "link.tagger"
+    save_model(target, "K", {"v": 1}, {})
+    link.symlink_to(target)
+    save_model(link, "K", {"v": 2}, {})
+    assert link.is_symlink() and read_config(target)["v"] == 2
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        save_model(fifo, "K", {}, {})
+    assert fifo.exists() and not fifo.is_file()
