@@ -6,6 +6,13 @@ or a folder reader never takes it for an output) and renames it over the target 
 writing succeeded. On any failure (an exception, a full disk, Ctrl-C, or SIGTERM, which the
 command line turns into Ctrl-C) the temporary is removed, even when closing it fails too.
 
+A target that is a symbolic link stays one: the file it points to is replaced. A target that
+exists and is not a regular file is never replaced by one: a character device (``/dev/null``,
+``/dev/stdout`` on a terminal) or a FIFO (a named pipe, ``/dev/stdout`` into a pipe) is written
+through directly, as the user means it, without a temporary (it cannot be whole or nothing); a
+folder, a socket or a block device is refused before anything is written
+(:func:`check_output`).
+
 :func:`same_file_as` says whether an output would overwrite an input, through links as well.
 """
 
@@ -45,6 +52,55 @@ def _create(target: str) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {target}")
 
 
+def check_output(target: str | os.PathLike) -> str:
+    """Where writing ``target`` goes, or an error when it cannot be an output file.
+
+    Parameters
+    ----------
+    target : path
+        An output file named by the user.
+
+    Returns
+    -------
+    str
+        The path to write: ``target`` itself, or for a symbolic link the file it points to
+        (which need not exist yet, as for a shell's ``>``), so that the link stays a link.
+
+    Raises
+    ------
+    DataError
+        ``target`` exists and is a folder, a socket or a block device (a character device or a
+        FIFO is written through: see :func:`atomic_output`).
+    OSError
+        A loop of symbolic links, or a target that cannot be looked at.
+    """
+    from .errors import DataError
+
+    target = os.fspath(target)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None  # a new file, or a link to where one will be
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISBLK, "a block device")):
+        if mode is not None and test(mode):
+            raise DataError(f"the output is {what}, not a file; choose a file", target)
+    if os.path.islink(target) and (mode is None or stat.S_ISREG(mode)):
+        # Not for a device or a FIFO, which are opened through the link: /dev/stdout leads to
+        # /proc/self/fd/1, whose target (pipe:[...]) is no path.
+        return os.path.realpath(target)
+    return target
+
+
+def _writes_through(target: str) -> bool:
+    """Whether ``target`` is a character device or a FIFO, written to directly."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 @contextmanager
 def atomic_output(target: str | os.PathLike, encoding: str = "utf-8",
                   newline: str = "\n") -> Iterator[TextIO]:
@@ -54,6 +110,8 @@ def atomic_output(target: str | os.PathLike, encoding: str = "utf-8",
     ----------
     target : path
         The file to write; replaced (keeping its permissions) only when the block succeeds.
+        For a symbolic link, the file it points to is replaced and the link kept; a character
+        device or a FIFO is written through directly (no temporary, so not whole or nothing).
     encoding, newline : str
         As for :func:`open`.
 
@@ -62,8 +120,17 @@ def atomic_output(target: str | os.PathLike, encoding: str = "utf-8",
     TextIO
         The temporary file to write to; it is flushed to disk, closed and renamed over
         ``target`` when the block ends without an exception.
+
+    Raises
+    ------
+    DataError
+        ``target`` is a folder, a socket or a block device; before anything is written.
     """
-    target = os.fspath(target)
+    target = check_output(target)
+    if _writes_through(target):
+        with open(target, "w", encoding=encoding, newline=newline) as out:
+            yield out
+        return
     fd, tmp = _create(target)
     try:
         out = open(fd, "w", encoding=encoding, newline=newline)  # noqa: SIM115

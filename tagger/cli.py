@@ -513,6 +513,13 @@ def train(
             typer.echo(f"recipe {loaded.name}: {loaded.description}", err=True)
     if train_file is None and dataset is None:
         _fail("give a recipe or --train", 2)
+    # Before any data is read: the model and its history must not land on a file read here.
+    # The model may be the --resume file (a model continued in place), its history may not.
+    read = {"training data": [train_file], "development data": [dev_file],
+            "recipe": [loaded.path if recipe is not None else None]}
+    _refuse_overwriting(output, read)
+    _refuse_overwriting(workflows.history_path(output), {**read, "resumed model": [resume]},
+                        "history file", "output")
     task = task or "tag"
     if task not in workflows.TASKS:
         _fail(f"--task must be tag or classify, got {task!r}", 2)
@@ -578,16 +585,35 @@ def _load_model(path: Path, device: str = "auto", threads: int | None = None,
     return model
 
 
-def _refuse_output_over_input(output: Path, inputs: list[str]) -> None:
-    """Stop before anything is read when the output file is one of the inputs (by any name):
-    writing it would destroy the input."""
-    from ._atomic import same_file_as
+def _refuse_overwriting(output: str | os.PathLike, protected: dict[str, list],
+                        what: str = "output", instead: str = "output") -> None:
+    """Stop before anything is read when an output is a file the command reads, by any name.
+
+    Parameters
+    ----------
+    output : path
+        A file the command writes.
+    protected : dict
+        What each kind of file read is called ("input", "model", "training data"), to its
+        paths (None for an option not given).
+    what, instead : str
+        What ``output`` is, and what to choose instead, for the message.
+
+    Raises
+    ------
+    DataError
+        Naming the output and the file it would destroy; also an output that cannot be a file
+        (a folder, a socket: see :func:`tagger._atomic.check_output`).
+    """
+    from ._atomic import check_output, same_file_as
     from .errors import DataError
 
-    source = same_file_as(output, inputs)
-    if source is not None:
-        raise DataError(f"the output is the input file {source}: writing it would destroy "
-                        "the input; choose another output", str(output))
+    check_output(output)
+    for kind, paths in protected.items():
+        source = same_file_as(output, [path for path in paths if path is not None])
+        if source is not None:
+            raise DataError(f"the {what} is the {kind} file {source}: writing it would destroy "
+                            f"the {kind}; choose another {instead}", os.fspath(output))
 
 
 @app.command(cls=_Command)
@@ -610,6 +636,9 @@ def evaluate(
     """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions."""
     from . import workflows
 
+    if report_file is not None:
+        _refuse_overwriting(report_file, {"model": [model_file], "data": [data]}, "report",
+                            "report file")
     model = _load_model(model_file, device, threads, trust_tokenizer)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
     if report_file is not None:
@@ -633,9 +662,10 @@ def predict(
                                          "conllu, jsonl or tsv.",
                                     show_default="from the extension; text for standard input"),
     output_format: str = typer.Option(None, "--output-format",
-                                      help="conll, jsonl or html for a tagger; jsonl, tsv or "
-                                           "html for a classifier.",
-                                      show_default="conll for a tagger, jsonl for a classifier"),
+                                      help="conll, conllu, jsonl or html for a tagger; jsonl, "
+                                           "tsv or html for a classifier.",
+                                      show_default="conllu for a tagger on CoNLL-U input, else "
+                                                   "conll; jsonl for a classifier"),
     output: Path = typer.Option(None, "--output", "-o",
                                 help="Output file, written whole or not at all (never one of "
                                      "the inputs).",
@@ -677,7 +707,8 @@ def predict(
         _fail("standard output is closed; give --output FILE")
     paths = inputs or ["-"]
     if output is not None:
-        _refuse_output_over_input(output, workflows.expand_inputs(paths, data_format))
+        _refuse_overwriting(output, {"model": [model_file],
+                                     "input": workflows.expand_inputs(paths, data_format)})
     model = _load_model(model_file, device, threads, trust_tokenizer)
     errors = ReadErrors()
     # The throughput report (with -o) keeps kernel loading out of its time; to standard output,

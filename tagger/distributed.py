@@ -160,7 +160,8 @@ def tag_dataframe(model, ddf, column: str, output: str = "tagged", batch_size: i
     return ddf.map_partitions(_tag_frame, column, output, data, batch_size, meta=meta)
 
 
-_EXTENSIONS = {"conll": ".conll", "jsonl": ".jsonl", "tsv": ".tsv", "html": ".html"}
+_EXTENSIONS = {"conll": ".conll", "conllu": ".conllu", "jsonl": ".jsonl", "tsv": ".tsv",
+               "html": ".html"}
 
 
 def _tag_file(data: bytes, source: str, target: str, fmt: str | None, output_format: str | None,
@@ -214,7 +215,8 @@ def _remove_temporaries(targets: list[str]) -> None:
     from ._atomic import remove_quietly
 
     for target in targets:
-        folder, name = os.path.split(target)
+        # Beside the file a link points to: that is the one atomic_output replaces.
+        folder, name = os.path.split(os.path.realpath(target))
         for tmp in glob.glob(os.path.join(glob.escape(folder),
                                           f".{glob.escape(name)}.{'[0-9a-f]' * 8}.tmp")):
             remove_quietly(tmp)
@@ -244,15 +246,18 @@ def tag_files(model, paths: list[str], output_dir, client, fmt: str | None = Non
     import dask
 
     from .errors import DataError
-    from .workflows import is_classifier
+    from .records import input_format
+    from .workflows import default_output_format, is_classifier
 
     paths = check_output_dir(paths, output_dir, fmt)
     data = _model_bytes(model, trust_tokenizer)
     if output_format is None:
         from .estimators import load
 
-        output_format = "jsonl" if is_classifier(load(model, trust_tokenizer=True) if isinstance(
-            model, (str, os.PathLike)) else model) else "conll"
+        classifier = is_classifier(load(model, trust_tokenizer=True) if isinstance(
+            model, (str, os.PathLike)) else model)
+        output_format = default_output_format(classifier,
+                                              [input_format(p, fmt) for p in paths])
     output_dir = Path(output_dir)
     targets = [str(output_dir / (Path(p).stem + _EXTENSIONS.get(output_format, ".out")))
                for p in paths]

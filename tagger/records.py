@@ -55,6 +55,13 @@ class Record:
     fields : dict or None
         The input object of a JSONL record, every key in its order: JSONL output gives it back
         with the predictions added.
+    raw : str or None
+        The input as read, without line endings. For a JSONL record its line: JSONL output
+        writes it back as it is, with the predictions added before its closing brace, so that
+        nothing of the input is re-encoded (numbers such as ``1.0e5`` or ``1e400``, escapes,
+        repeated keys). For a CoNLL-U sentence its lines joined by ``\n``, comments, multiword
+        tokens and empty nodes included: CoNLL-U output writes them back with the predicted
+        tags. None otherwise, and for objects given in memory (:func:`tagger.stream.tag_stream`).
     tokenizer : callable or None
         The function that split ``text`` into the tokens, which :attr:`offsets` asks again.
     """
@@ -67,6 +74,7 @@ class Record:
     gold: list[str] | str | None = None
     meta: dict = field(default_factory=dict)
     fields: dict | None = None
+    raw: str | None = field(default=None, repr=False)
     tokenizer: Callable[[str], list[str]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -155,9 +163,20 @@ def object_record(obj: dict, line: int, source: str,
     return Record(tokens, line, source, gold=tags, meta=meta, fields=obj)
 
 
+class _NotJSON(ValueError):
+    """A constant Python's JSON parser accepts but JSON has not: ``NaN``, ``Infinity``."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJSON(name)
+
+
 def _jsonl_record(line: str, number: int, name: str, tokenizer) -> Record:
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_refuse_constant)
+    except _NotJSON as exc:
+        raise DataError(f"{exc} is not JSON (JSON has no NaN or infinity: write null or a "
+                        f"string)", name, number) from None
     except (ValueError, RecursionError):
         obj = None
     if not isinstance(obj, dict):
@@ -166,7 +185,9 @@ def _jsonl_record(line: str, number: int, name: str, tokenizer) -> Record:
         except DataError as exc:
             raise _relocated(exc, name, number) from None
         raise DataError("expected a JSON object", name, number)
-    return object_record(obj, number, name, tokenizer)
+    record = object_record(obj, number, name, tokenizer)
+    record.raw = line
+    return record
 
 
 def _lines(path: str, max_line_length: int | None = None):
@@ -306,9 +327,11 @@ def _block_records(lines, name: str, fmt: str, fail,
             except DataError as exc:
                 fail(_relocated(exc, name, first))
                 sentences = []
+            # A CoNLL-U block is one sentence: its lines are kept for CoNLL-U output.
+            raw = "\n".join(block) if fmt == "conllu" and len(sentences) == 1 else None
             for sentence in sentences:
                 yield Record(sentence.tokens, first, name, columns=sentence.columns,
-                             gold=sentence.tags, meta=sentence.meta)
+                             gold=sentence.tags, meta=sentence.meta, raw=raw)
         block, bad = [], None
 
 

@@ -21,7 +21,7 @@ from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
 TASKS = ("tag", "classify")
-OUTPUT_FORMATS = ("conll", "jsonl", "tsv", "html")
+OUTPUT_FORMATS = ("conll", "conllu", "jsonl", "tsv", "html")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +157,10 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         its weights (and optimizer state, if it has it), which stay the best so far until an
         epoch beats their development score. If none does, ``output`` gets those weights, and
         is left untouched when it is the ``resume`` file itself (checkpoints every
-        ``save_every`` epochs wait for a better epoch too).
+        ``save_every`` epochs wait for a better epoch too). Without early stopping the run
+        keeps its last epoch's weights, and they beat the resumed ones only by a strictly
+        higher development score: otherwise the ``resume`` file is left untouched just the
+        same (another ``output`` gets the last epoch's weights, as the outcome message says).
     callback : callable, optional
         Progress events, see :meth:`SequenceTagger.fit`; at the end also ``"output"``, with
         ``path``, ``written`` (whether the file was written) and ``message`` (what happened to
@@ -254,9 +257,11 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
         # The checkpoint first: an interruption heard by the callback finds it written.
         if event == "epoch_end" and save_every and output is not None and \
                 info["epoch"] % save_every == 0 and \
-                not (resumed is not None and resumed.keep_file(info["best_epoch"])):
+                not (resumed is not None and resumed.keep_file(info["estimator"])):
             save_with_history(info["estimator"], output)
             checkpointed = info["epoch"]
+            if resumed is not None:
+                resumed.replaced = resumed.same_file
         if callback is not None:
             callback(event, info)
 
@@ -282,7 +287,7 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
         raise FloatingPointError(
             f"{exc}; {_save_best_so_far(model, output, optimizer_state, resumed)}") from None
     if output is not None:
-        written = resumed is None or not resumed.keep_file(model.best_epoch_)
+        written = resumed is None or not resumed.keep_file(model)
         if written:
             save_with_history(model, output, optimizer_state)
         if callback is not None:
@@ -297,7 +302,13 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _Resumed:
-    """The model file that training went on from, and what became of it."""
+    """The model file that training went on from, and what became of it.
+
+    Whether the run beat it is decided by development scores when both have one: the run's best
+    epoch must score strictly higher (without early stopping, that is its last epoch, which
+    keeps its weights whatever its score). Only where a score is missing does a new best epoch
+    count as beating it.
+    """
 
     def __init__(self, model, path, output):
         self.path = Path(path)
@@ -309,36 +320,62 @@ class _Resumed:
         # file of the run that wrote it, and the final model replaces it.
         self.checkpoint = getattr(model, "_resume_state", None) is not None
         self.same_file = output is not None and _same_file(path, output)
+        # Set once a checkpoint of this run has been written over the resumed file: the file
+        # is then this run's own, and its final model replaces it.
+        self.replaced = False
 
-    def beaten(self, best_epoch: int) -> bool:
-        """Whether an epoch of this run is better than the resumed weights."""
-        return best_epoch > self.epochs
+    def _new_score(self, model) -> float | None:
+        """The development score of the run's best epoch, or None (no new best epoch, or no
+        score)."""
+        if model.best_epoch_ <= self.epochs:
+            return None
+        return model.history_[model.best_epoch_ - 1].get("dev_score")
 
-    def keep_file(self, best_epoch: int) -> bool:
+    def beaten(self, model) -> bool:
+        """Whether the weights ``model`` holds now (those of its ``best_epoch_``) are better
+        than the resumed ones."""
+        if model.best_epoch_ <= self.epochs:
+            return False  # the resumed weights themselves
+        new = self._new_score(model)
+        if new is None or self.dev_score is None:
+            return True  # nothing to compare: a newer best epoch wins
+        return new > self.dev_score
+
+    def keep_file(self, model) -> bool:
         """Whether the output must stay as it is: it is the resumed model, and nothing has
         beaten it (a reset best score used to let a worse run replace a good model)."""
-        return self.same_file and not self.checkpoint and not self.beaten(best_epoch)
+        return (self.same_file and not self.checkpoint and not self.replaced
+                and not self.beaten(model))
 
     def describe(self) -> str:
         score = "" if self.dev_score is None else f", dev score {self.dev_score:.4f}"
         return f"the resumed model (epoch {self.best_epoch}{score})"
 
+    def not_beaten(self, model) -> str:
+        """What the run came to when it did not beat the resumed model."""
+        if model.best_epoch_ <= self.epochs:
+            if len(model.history_) == self.epochs:
+                return (f"no epochs left to run (max_epochs={model.max_epochs}) from "
+                        f"{self.describe()}")
+            return f"no epoch beat {self.describe()}"
+        return (f"epoch {model.best_epoch_} (dev score {self._new_score(model):.4f}) did not "
+                f"beat {self.describe()}")
+
     def outcome(self, model) -> str | None:
         """One line on what the output holds, or None when the run beat the resumed model
         without a development score to say by how much."""
-        if self.beaten(model.best_epoch_):
-            new = model.history_[model.best_epoch_ - 1].get("dev_score")
+        if self.beaten(model):
+            new = self._new_score(model)
             if new is None or self.dev_score is None:
                 return None
             return (f"epoch {model.best_epoch_} beat {self.describe()} with dev score "
                     f"{new:.4f}")
-        if len(model.history_) == self.epochs:
-            what = f"no epochs left to run (max_epochs={model.max_epochs}) from {self.describe()}"
-        else:
-            what = f"no epoch beat {self.describe()}"
-        if self.keep_file(model.best_epoch_):
+        what = self.not_beaten(model)
+        if self.keep_file(model):
             return f"{what}: left {self.path} unchanged"
-        return f"{what}: the output holds its weights"
+        if model.best_epoch_ <= self.epochs:
+            return f"{what}: the output holds its weights"
+        return f"{what}: the output holds the weights of epoch {model.best_epoch_}"
 
 
 def _same_file(a, b) -> bool:
@@ -353,8 +390,8 @@ def _save_best_so_far(model, output, optimizer_state: bool, resumed: _Resumed | 
     estimator holds the weights of its best epoch after an interruption or a divergence."""
     if getattr(model, "best_epoch_", 0) == 0:  # also when stopped before training began
         return "no epoch had finished; nothing saved"
-    if resumed is not None and resumed.keep_file(model.best_epoch_):
-        return f"no epoch beat {resumed.describe()}; left {output} unchanged"
+    if resumed is not None and resumed.keep_file(model):
+        return f"{resumed.not_beaten(model)}; left {output} unchanged"
     save_with_history(model, output, optimizer_state)
     return f"saved the best model so far (epoch {model.best_epoch_}) to {output}"
 
@@ -460,10 +497,22 @@ def check_output_format(output_format: str, classifier: bool) -> None:
     if output_format not in OUTPUT_FORMATS:
         raise TaggerError(f"unknown output format {output_format!r}; known: "
                           f"{', '.join(OUTPUT_FORMATS)}")
-    if classifier and output_format == "conll":
-        raise TaggerError("CoNLL output is for taggers; use jsonl or tsv for a classifier")
+    if classifier and output_format in ("conll", "conllu"):
+        raise TaggerError(f"{'CoNLL' if output_format == 'conll' else 'CoNLL-U'} output is for "
+                          f"taggers; use jsonl or tsv for a classifier")
     if not classifier and output_format == "tsv":
-        raise TaggerError("TSV output is for classifiers; use conll or jsonl for a tagger")
+        raise TaggerError("TSV output is for classifiers; use conll, conllu or jsonl for a "
+                          "tagger")
+
+
+def default_output_format(classifier: bool, input_formats: Iterable[str]) -> str:
+    """The output format of ``tagger predict`` when none is given: JSONL for a classifier;
+    for a tagger CoNLL-U when every input is CoNLL-U (everything of it kept, see
+    :func:`write_prediction`), else CoNLL."""
+    if classifier:
+        return "jsonl"
+    formats = list(input_formats)
+    return "conllu" if formats and all(f == "conllu" for f in formats) else "conll"
 
 
 #: The key of each part of a prediction in a JSONL output record: predictions never take the
@@ -472,7 +521,9 @@ PREDICTION_KEYS = {"tags": "pred_tags", "spans": "spans", "label": "pred_label",
 
 
 def prediction_record(record: Record, prediction: dict) -> dict[str, Any]:
-    """The JSON object of one record with its prediction: what JSONL output writes.
+    """The JSON object of one record with its prediction: what JSONL output writes (for a
+    JSONL input line, what its output line reads back as: the line itself is written as it
+    was, with the added keys before its closing brace; see :func:`write_prediction`).
 
     Every key of the input comes back unchanged and in its order: a JSONL object as read
     (with ``tokens`` added after its keys when it gave raw ``text``); for other inputs ``text``
@@ -487,7 +538,6 @@ def prediction_record(record: Record, prediction: dict) -> dict[str, Any]:
     """
     if record.fields is not None:
         obj = dict(record.fields)
-        obj.setdefault("tokens", record.tokens)
     else:
         obj = {} if record.text is None else {"text": record.text}
         obj["tokens"] = record.tokens
@@ -495,28 +545,60 @@ def prediction_record(record: Record, prediction: dict) -> dict[str, Any]:
             obj["tags" if isinstance(record.gold, list) else "label"] = record.gold
         for key, value in record.meta.items():
             obj.setdefault(key, value)
+    obj.update(_added_keys(record, prediction, obj))
+    return obj
+
+
+def _added_keys(record: Record, prediction: dict, given) -> dict[str, Any]:
+    """What JSONL output adds to an input object whose keys are ``given``: ``tokens`` when it
+    has none (raw ``text``), then the prediction under the keys of :data:`PREDICTION_KEYS`."""
+    added: dict[str, Any] = {}
+    if "tokens" not in given:
+        added["tokens"] = record.tokens
     for key, value in prediction.items():
         name = PREDICTION_KEYS.get(key, key)
-        if name in obj:
+        if name in given or name in added:
             raise DataError(f'the input already has a "{name}" key, where the prediction goes '
                             f"(prediction keys: {', '.join(PREDICTION_KEYS.values())}); rename "
                             f"or remove it", record.source, record.line)
-        obj[name] = value
-    return obj
+        added[name] = value
+    return added
+
+
+def _jsonl_line(record: Record, prediction: dict) -> str:
+    """One JSONL output line: for a JSONL input line, its own text with the added keys (see
+    :func:`_added_keys`) written before its closing brace, so that every byte of the input
+    comes back as it was (numbers, escapes, spacing, repeated keys); else the JSON text of
+    :func:`prediction_record`."""
+    if record.raw is None or record.fields is None:
+        return json.dumps(prediction_record(record, prediction), ensure_ascii=False)
+    added = json.dumps(_added_keys(record, prediction, record.fields), ensure_ascii=False)
+    # The line parsed as one object, so its last character but JSON whitespace is its "}".
+    end = len(record.raw.rstrip(" \t\n\r")) - 1
+    separator = ", " if record.fields else ""  # nothing to separate from in "{}"
+    return f"{record.raw[:end]}{separator}{added[1:-1]}{record.raw[end:]}"
 
 
 def write_prediction(out: TextIO, record: Record, prediction: dict, output_format: str,
                      classifier: bool) -> None:
     """One record's prediction in ``output_format`` (see :func:`check_output_format`).
 
-    JSONL writes :func:`prediction_record`; HTML shows raw text as it was given (tokens joined
-    by spaces otherwise), and gold entities beside the predicted ones when the input has tags.
+    JSONL writes :func:`prediction_record` (a JSONL input line: its own text, the predictions
+    added before its closing brace); HTML shows raw text as it was given (tokens joined by
+    spaces otherwise), and gold entities beside the predicted ones when the input has tags.
+    CoNLL-U writes a CoNLL-U sentence back line for line (comments, multiword tokens, empty
+    nodes and every column kept) with the predicted tag of each word in MISC as ``NER=<tag>``
+    for entity tags, else in UPOS (see :func:`tagger.io.conllu.retag_conllu_lines`); other
+    input as :func:`tagger.io.write_conllu` writes tokens (with ``# text = ...`` for raw text).
+    CoNLL writes the input's columns (or the token) and the tag: of CoNLL-U input, the word
+    lines only.
     """
     check_output_format(output_format, classifier)
     if output_format == "jsonl":
-        out.write(json.dumps(prediction_record(record, prediction), ensure_ascii=False) + "\n")
+        out.write(_jsonl_line(record, prediction) + "\n")
     elif output_format == "tsv":
         text = record.text if record.text is not None else " ".join(record.tokens)
+        _check_tsv_prediction(record, text, prediction["label"])
         out.write(f"{prediction['label']}\t{text}\n")
     elif output_format == "html":
         from .html import entity_sentence_html
@@ -528,6 +610,22 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
         else:
             out.write(entity_sentence_html(record.tokens, prediction["spans"],
                                            gold=_gold_spans(record), **raw) + "\n")
+    elif output_format == "conllu":
+        if not record.tokens:
+            return
+        if record.raw is not None and record.fields is None:  # read from CoNLL-U
+            from .io.conllu import retag_conllu_lines
+
+            lines = retag_conllu_lines(record.raw.split("\n"), prediction["tags"],
+                                       line=record.line)
+            out.write("\n".join(lines) + "\n\n")
+            return
+        from .io import Sentence, write_conllu
+
+        text = record.text
+        meta = {"text": text} if text is not None and not _LINE_BREAK.search(text) else {}
+        write_conllu([Sentence(record.tokens, None, None, record.line, meta)], out,
+                     tags=[prediction["tags"]])
     else:  # conll
         if not record.tokens:
             return
@@ -548,9 +646,40 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
         out.write(text + "\n\n")
 
 
+def _check_tsv_prediction(record: Record, text: str, label: str) -> None:
+    """Refuse a TSV line that :func:`tagger.io.read_tsv` would not read back, by the rules of
+    the checked writer (:func:`tagger.io.write_tsv`): a text holding a tab or a line break, or
+    no token; a label that is empty, holds a tab or a line break, or has spaces around it.
+
+    The raw text is written as it was given (runs of spaces kept), so it is checked whole
+    before its tokens (its whitespace-split words) and the label are.
+
+    Raises
+    ------
+    UnwritableError
+        Naming the record by file and line, before anything of it is written.
+    """
+    from .io import LabeledText, UnwritableError
+    from .io._common import check_field
+    from .io.tsv import _tsv_line
+
+    try:
+        check_field(text, "text", 1, format_name="TSV", line=record.line,
+                    hint="JSONL output keeps any text")
+        # first=True: a label starting with a byte-order mark is refused wherever it comes.
+        _tsv_line(LabeledText(text.split(), label, record.line), label, 1, first=True)
+    except UnwritableError as exc:
+        # The writer names "text 1 (line N)" of what it writes; here the record is named by
+        # its file and line, as a malformed input record is.
+        reason = str(exc).split(": ", 1)[-1]
+        raise UnwritableError(f"{record.source}:{record.line}: {reason}") from None
+
+
 # What splits a CoNLL line other than its tabs and its end: any whitespace, and the separators
 # str.splitlines breaks on.
 _CONLL_FIELD_BREAK = re.compile(r"[\s\x1c-\x1e\x85\u2028\u2029]")
+# What str.splitlines breaks a line on: a raw text holding one is no "# text = ..." comment.
+_LINE_BREAK = re.compile(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _gold_spans(record: Record) -> list[dict] | None:
@@ -620,14 +749,16 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     Without it, kernels load as the input first needs them: a short input (one sentence on
     standard input) loads only those of its own path.
 
+    The output format defaults to :func:`default_output_format` (CoNLL-U for a tagger on
+    CoNLL-U input). CoNLL output keeps the word lines of CoNLL-U input only: when it leaves
+    out comments, multiword tokens or empty nodes, a ``UserWarning`` says how many lines, once.
+
     Returns
     -------
     int
         Records written.
     """
     classifier = is_classifier(model)
-    output_format = output_format or ("jsonl" if classifier else "conll")
-    check_output_format(output_format, classifier)
     if getattr(model, "input_type_", "text") != "text":
         raise TaggerError("this model was trained on numeric sequences; predict on them from "
                           "Python (the command line reads text)")
@@ -635,6 +766,8 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     tokenizer = model._tokenizer
     paths = expand_inputs(paths, fmt)
     formats = [input_format(path, fmt) for path in paths]  # every name checked before reading
+    output_format = output_format or default_output_format(classifier, formats)
+    check_output_format(output_format, classifier)
 
     def records() -> Iterator[Record]:
         for path, path_format in zip(paths, formats, strict=True):
@@ -642,13 +775,13 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                                     tsv_text_column=text_column, tsv_header=False,
                                     max_line_length=max_line_length)
 
-    count = tokens = 0
+    count = tokens = left_out = 0
     if output_format == "html":
         from .html import entity_page_start
 
         out.write(entity_page_start("tagger: " + ", ".join(paths)))
-    # CoNLL output writes tags only: no marginals or span scores to compute.
-    spans = output_format != "conll"
+    # CoNLL and CoNLL-U output write tags only: no marginals or span scores to compute.
+    spans = output_format not in ("conll", "conllu")
     if stats is not None:
         warm_up(model, spans)  # one-off costs of the process, out of the measured time
     start = time.perf_counter()
@@ -658,6 +791,8 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
             write_prediction(out, record, prediction, output_format, classifier)
             count += 1
             tokens += len(record.tokens)
+            if output_format == "conll" and record.raw is not None and record.fields is None:
+                left_out += len(record.raw.split("\n")) - len(record.tokens)
         out.flush()
     if output_format == "html":
         from .html import entity_page_end
@@ -666,6 +801,12 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
         out.flush()
     if stats is not None:
         stats.update(tokens=tokens, seconds=time.perf_counter() - start)
+    if left_out:
+        import warnings
+
+        warnings.warn(f"CoNLL output keeps word lines only: {left_out} comment/multiword/"
+                      f"empty-node line(s) of CoNLL-U input were not written (use "
+                      f"--output-format conllu)", UserWarning, stacklevel=2)
     return count
 
 
@@ -822,8 +963,18 @@ def model_info(path) -> dict:
     return info
 
 
+def _printable(value) -> str:
+    """``value`` as text whose control characters are escaped: a label or a hyperparameter from
+    someone else's model file must not send escape sequences to the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
 def format_info(info: dict) -> str:
-    """A plain-text view of :func:`model_info`."""
+    """A plain-text view of :func:`model_info` (control characters escaped)."""
+    return "\n".join(_printable(line) for line in _info_lines(info))
+
+
+def _info_lines(info: dict) -> list[str]:
     lines = [f"{info['file']}"]
     for key in ("kind", "contents", "format_version", "library_version", "checksums",
                 "input_type", "tag_scheme", "parameters", "file_bytes", "vocabulary_size",
@@ -840,7 +991,7 @@ def format_info(info: dict) -> str:
     lines.append("  hyperparameters")
     for key, value in sorted(info["hyperparameters"].items()):
         lines.append(f"    {key:<24} {value}")
-    return "\n".join(lines)
+    return lines
 
 
 def convert(source, dest, from_format: str | None = None, to_format: str | None = None,

@@ -255,3 +255,25 @@ def test_info_escapes_control_characters_from_the_file(fitted, tmp_path):
     _rewrite_config(path, lambda t: t.replace('-LOC"', '-LOC\\u001b]0;pwned\\u0007"'))
     text = workflows.format_info(workflows.model_info(path))
     assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;pwned\\x07" in text
+
+
+def test_a_checkpoint_before_any_dev_score_saves_and_resumes(tmp_path):
+    """Early stopping off and no dev set: the best score is "none yet" (-inf in memory, null in
+    the file, which holds standard JSON only)."""
+    X, y = ner_data(30)
+    path = tmp_path / "ckpt.tagger"
+
+    def stop_after_two(event, info):
+        if event == "epoch_end" and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    params = dict(SMALL, max_epochs=3, early_stopping=False)
+    with pytest.raises(KeyboardInterrupt):
+        workflows.train_examples("tag", X, y, None, None, path, params, save_every=1,
+                                 callback=stop_after_two)
+    config = persist.read_config(path)
+    assert config["contents"] == "checkpoint"
+    assert config["training_state"]["best_key"] == [None]
+    model = tagger.load(path)
+    model.continue_fit(X, y)
+    assert len(model.history_) == 3

@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -232,3 +233,225 @@ def test_a_failed_history_write_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         workflows.save_with_history(model, tmp_path / "m.tagger")
     assert listing(tmp_path) == ["m.tagger"]
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs that are not regular files: devices and FIFOs are written to, links are kept
+# ----------------------------------------------------------------------------------------------
+
+
+def test_atomic_output_keeps_a_symbolic_link_and_replaces_what_it_points_to(tmp_path):
+    real_folder, link_folder = tmp_path / "real", tmp_path / "links"
+    real_folder.mkdir()
+    link_folder.mkdir()
+    real = real_folder / "out.conll"
+    real.write_text("previous\n")
+    real.chmod(0o640)
+    link = link_folder / "out.conll"
+    link.symlink_to(Path("..") / "real" / "out.conll")
+    with atomic_output(link) as out:
+        out.write("new\n")
+    assert link.is_symlink() and os.readlink(link) == os.path.join("..", "real", "out.conll")
+    assert real.read_text() == "new\n" and (real.stat().st_mode & 0o777) == 0o640
+    assert listing(real_folder) == ["out.conll"] and listing(link_folder) == ["out.conll"]
+    # A link to a file yet to be written: the file is created where it points, as `>` does.
+    dangling = link_folder / "new.conll"
+    dangling.symlink_to(real_folder / "new.conll")
+    with atomic_output(dangling) as out:
+        out.write("made\n")
+    assert dangling.is_symlink() and (real_folder / "new.conll").read_text() == "made\n"
+
+
+def test_atomic_output_writes_through_a_character_device(tmp_path):
+    # Through a link to the real /dev/null: were the node replaced, only the link would go.
+    link = tmp_path / "null"
+    link.symlink_to("/dev/null")
+    with atomic_output(link) as out:
+        out.write("discarded\n")
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    assert listing(tmp_path) == ["null"]
+    try:
+        os.mknod(tmp_path / "devnull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        return  # creating a device node takes root; the link above checked the same path
+    with atomic_output(tmp_path / "devnull") as out:
+        out.write("discarded\n")
+    assert stat.S_ISCHR(os.stat(tmp_path / "devnull").st_mode)
+    assert listing(tmp_path) == ["devnull", "null"]
+
+
+def test_atomic_output_writes_through_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that opening to write never waits
+    try:
+        with atomic_output(fifo) as out:
+            out.write("Anna\tB-PER\n")
+        assert os.read(reader, 1 << 16) == b"Anna\tB-PER\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and listing(tmp_path) == ["pipe"]
+
+
+def test_atomic_output_refuses_a_folder_and_a_socket_before_writing(tmp_path):
+    import socket
+
+    from tagger.errors import DataError
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is a folder"), atomic_output(folder):
+        pytest.fail("the block must not run")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "sock"))
+        with pytest.raises(DataError, match="is a socket"), atomic_output(tmp_path / "sock"):
+            pytest.fail("the block must not run")
+    assert listing(tmp_path) == ["folder", "sock"] and listing(folder) == []
+
+
+def test_predict_and_convert_write_to_a_device_and_through_links(model_file, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("Anna lives in Paris .\n")
+    null = tmp_path / "null"
+    null.symlink_to("/dev/null")
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(source), "-o", str(null)])
+    assert result.exit_code == 0, result.output
+    assert null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    conll = tmp_path / "in.conll"
+    conll.write_text("Anna\tB-PER\nlives\tO\n\n")
+    target = tmp_path / "target.jsonl"
+    target.write_text("previous\n")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(target.name)
+    result = CliRunner().invoke(app, ["convert", str(conll), str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and '"Anna"' in target.read_text()
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(source), "-o",
+                                      str(tmp_path)])
+    assert result.exit_code == 1 and "the output is a folder" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# models, data and recipes are inputs too
+# ----------------------------------------------------------------------------------------------
+
+
+def _not_a_model(path: Path) -> bytes:
+    # Not a model: a refusal after loading it would be a load error instead.
+    path.write_bytes(b"not a model\n")
+    return path.read_bytes()
+
+
+def test_predict_refuses_to_write_over_the_model(tmp_path):
+    model = tmp_path / "m.tagger"
+    before = _not_a_model(model)
+    source = tmp_path / "in.txt"
+    source.write_text("Anna lives in Paris .\n")
+    link = tmp_path / "link.tagger"
+    link.symlink_to(model)
+    for output in (model, link):
+        result = CliRunner().invoke(app, ["predict", str(model), str(source), "-o", str(output)])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"error: {output}: the output is the model file {model}")
+        assert model.read_bytes() == before
+    assert listing(tmp_path) == ["in.txt", "link.tagger", "m.tagger"]
+
+
+@pytest.mark.parametrize("target", ["data", "model"])
+def test_evaluate_refuses_a_report_over_its_model_or_data(tmp_path, target):
+    model = tmp_path / "m.tagger"
+    _not_a_model(model)
+    data = tmp_path / "dev.conll"
+    data.write_text("Anna\tB-PER\n\n")
+    files = {"model": model, "data": data}
+    before = {name: path.read_bytes() for name, path in files.items()}
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(data), "--report",
+                                      str(files[target])])
+    assert result.exit_code == 1, result.output
+    assert (f"error: {files[target]}: the report is the {target} file {files[target]}"
+            in result.output)
+    assert {name: path.read_bytes() for name, path in files.items()} == before
+
+
+@pytest.mark.parametrize("target", ["training data", "development data"])
+def test_train_refuses_an_output_over_its_data(tmp_path, target):
+    train, dev = tmp_path / "train.conll", tmp_path / "dev.conll"
+    # Malformed, so that reading them would fail otherwise: the refusal comes first.
+    train.write_text("Anna\n\n")
+    dev.write_text("Paris\n\n")
+    output = train if target == "training data" else dev
+    result = CliRunner().invoke(app, ["train", "--train", str(train), "--dev", str(dev),
+                                      "-o", str(output), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert f"error: {output}: the output is the {target} file {output}" in result.output
+    assert train.read_text() == "Anna\n\n" and dev.read_text() == "Paris\n\n"
+    assert listing(tmp_path) == ["dev.conll", "train.conll"]
+
+
+def test_train_refuses_a_history_over_the_resumed_model(tmp_path):
+    train = tmp_path / "train.conll"
+    train.write_text("Anna\n\n")
+    resume = tmp_path / "m.tagger.history.json"
+    before = _not_a_model(resume)
+    result = CliRunner().invoke(app, ["train", "--train", str(train), "--resume", str(resume),
+                                      "-o", str(tmp_path / "m.tagger"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert f"the history file is the resumed model file {resume}" in result.output
+    assert resume.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# TSV predictions that would not read back
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    from test_classifier import review_data
+
+    from tagger import SequenceClassifier
+
+    X, y = review_data(40)
+    path = tmp_path_factory.mktemp("classifier") / "c.tagger"
+    SequenceClassifier(**dict(SMALL, max_epochs=1)).fit(X, y).save(path)
+    return path
+
+
+def test_tsv_output_refuses_a_text_holding_a_tab(classifier_file, tmp_path):
+    from tagger.io import read_tsv
+
+    source = tmp_path / "in.txt"
+    source.write_text("a good film\nbad\tfilm here\n")
+    output = tmp_path / "out.tsv"
+    result = CliRunner().invoke(app, ["predict", str(classifier_file), str(source),
+                                      "--output-format", "tsv", "-o", str(output)])
+    assert result.exit_code == 1, result.output
+    assert f"error: {source}:2: text 'bad\\tfilm here' cannot be written to TSV: it holds a tab" \
+        in result.output
+    assert listing(tmp_path) == ["in.txt"]
+    source.write_text("a good film\n  bad  film  \n")  # spaces are kept, and read back as tokens
+    result = CliRunner().invoke(app, ["predict", str(classifier_file), str(source),
+                                      "--output-format", "tsv", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    texts = list(read_tsv(output, header=False))
+    assert [t.tokens for t in texts] == [["a", "good", "film"], ["bad", "film"]]
+
+
+@pytest.mark.parametrize(("text", "label", "reason"), [
+    ("bad\nfilm", "neg", "it holds a line break"),
+    ("bad\rfilm", "neg", "it holds a carriage return"),
+    ("   ", "neg", "an empty text cannot be written"),
+    ("bad film", "n\teg", "it holds a tab"),
+    ("bad film", " neg", "labels are read stripped"),
+])
+def test_tsv_prediction_is_refused_before_any_of_it_is_written(text, label, reason):
+    from tagger.io import UnwritableError
+    from tagger.records import Record
+    from tagger.workflows import write_prediction
+
+    out = io.StringIO()
+    record = Record(text.split(), 7, "in.jsonl", text=text)
+    with pytest.raises(UnwritableError, match=reason) as raised:
+        write_prediction(out, record, {"label": label, "proba": {}}, "tsv", classifier=True)
+    assert str(raised.value).startswith("in.jsonl:7: ")
+    assert out.getvalue() == ""

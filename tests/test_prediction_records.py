@@ -19,6 +19,8 @@ from tagger import SequenceClassifier, SequenceTagger
 from tagger.cli import app
 from tagger.errors import DataError
 from tagger.estimators.tagger import EntitySpan
+from tagger.io import read_conllu
+from tagger.records import ReadErrors
 from tagger.stream import tag_stream
 from tagger.text.tokenize import make_offset_tokenizer, make_tokenizer
 from tagger.workflows import predict_files
@@ -94,6 +96,55 @@ def test_jsonl_output_keeps_every_input_key_unchanged_and_in_order(model, tmp_pa
         assert keys[len(given_record):] == ["pred_tags", "spans"]
         assert written["pred_tags"] == model.predict([given_record["tokens"]])[0]
     assert out[0]["tags"] == ["B-PER", "O", "O", "O", "O"]  # the gold tags, not predictions
+
+
+def _strict_json(line: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in the output is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_jsonl_output_gives_each_input_line_back_byte_for_byte(model, tmp_path):
+    lines = [
+        '{"tokens": ["Mary", "lives"], "n": 1.0e5, "big": 1e400, "tiny": -1E-400, "z": -0.0}',
+        '{"id":1,"tokens":["we","met","Anna"],"id":2,"deep":{"a":[1,{"b":2E-3}],"c":{}}}',
+        '  { "text" : "Zo\\u00eb  lives in \\"Rome\\" \\ud83d\\ude00" ,"x":[ ] }\t ',
+        '{"tokens": ["Zoë"], "n": 12345678901234567890123, "f": 0.1000000000000000055511}',
+    ]
+    path = tmp_path / "exact.jsonl"
+    # The last line ends in CRLF: the line ending is not part of the record.
+    path.write_bytes(("\n".join(lines) + "\r\n").encode("utf-8"))
+    written = predict_text(model, path, output_format="jsonl").split("\n")
+    assert written[-1] == "" and len(written) == len(lines) + 1
+    for given_line, line in zip(lines, written, strict=False):
+        end = given_line.rindex("}")
+        head, tail = given_line[:end], given_line[end:]
+        assert line.startswith(head) and line.endswith(tail)
+        added = _strict_json("{" + line[len(head):len(line) - len(tail)].lstrip(", ") + "}")
+        parsed = json.loads(given_line)
+        tokens = parsed.get("tokens") or model._tokenizer(parsed["text"])
+        assert added == {**({} if "tokens" in parsed else {"tokens": tokens}),
+                         "pred_tags": model.predict([tokens])[0], "spans": added["spans"]}
+        _strict_json(line)  # valid JSON: 1e400 stays 1e400, not Infinity
+    assert '"n": 1.0e5, "big": 1e400, "tiny": -1E-400, "z": -0.0' in written[0]
+    assert '"id":1,' in written[1] and '"id":2,' in written[1]  # repeated keys both kept
+    assert "Zo\\u00eb" in written[2] and "\\ud83d\\ude00" in written[2]  # escapes as written
+    assert "12345678901234567890123" in written[3] and "0.1000000000000000055511" in written[3]
+
+
+def test_jsonl_input_with_nan_or_infinity_is_malformed(model, tmp_path):
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"tokens": ["a"]}\n{"tokens": ["b"], "x": NaN}\n'
+                    '{"tokens": ["c"], "y": [-Infinity]}\n{"tokens": ["d"], "z": Infinity}\n'
+                    '{"tokens": ["e"], "w": "NaN"}\n')
+    with pytest.raises(DataError, match=r"nan.jsonl:2: NaN is not JSON"):
+        predict_text(model, path, output_format="jsonl")
+    errors = ReadErrors()
+    out = predict_text(model, path, output_format="jsonl", on_error="skip", errors=errors)
+    assert [_strict_json(line)["tokens"] for line in out.splitlines()] == [["a"], ["e"]]
+    assert [(e.line, e.message.split(" is")[0]) for e in errors.skipped] == [
+        (2, "NaN"), (3, "-Infinity"), (4, "Infinity")]
 
 
 def test_jsonl_text_records_are_tokenised_by_the_model(model, tmp_path):
@@ -254,3 +305,68 @@ def test_html_shows_gold_beside_predicted(model, tmp_path):
     untagged = tmp_path / "plain.conll"
     untagged.write_text("we\nmet\nAnna\n\n")
     assert "compare" not in predict_text(model, untagged, output_format="html").split("<body>")[1]
+
+
+# -- CoNLL-U input -------------------------------------------------------------------------------
+
+CONLLU_INPUT = ("# sent_id = 1\n# a comment with no key\n# another\n"
+                "1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n"
+                "1\tdo\tdo\tAUX\t_\t_\t0\troot\t_\tSpaceAfter=No\n"
+                "2\tn't\tnot\tPART\t_\t_\t1\tadvmod\t_\t_\n"
+                "2.1\tgo\t_\t_\t_\t_\t_\t_\t1:conj\t_\n"
+                "3\tMary\tMary\tPROPN\t_\t_\t1\tobj\t_\tNER=B-PER|SpaceAfter=No\n"
+                "\n"
+                "1\tRome\tRome\tPROPN\t_\tNumber=Sing\t0\troot\t_\t_\n\n")
+
+
+def _word(line: str) -> bool:
+    return not line.startswith("#") and line.split("\t")[0].isdigit()
+
+
+def test_conllu_input_comes_back_as_conllu_with_the_predicted_tags(model, tmp_path):
+    path = tmp_path / "in.conllu"
+    path.write_text(CONLLU_INPUT)
+    predicted = model.predict([["do", "n't", "Mary"], ["Rome"]])
+    written = predict_text(model, path)  # CoNLL-U in: CoNLL-U out by default
+    assert written == predict_text(model, path, output_format="conllu")
+    given, lines = CONLLU_INPUT.split("\n"), written.split("\n")
+    assert len(lines) == len(given)
+    tags = iter(tag for sentence in predicted for tag in sentence)
+    for before, after in zip(given, lines, strict=True):
+        if not _word(before):  # comments, the multiword token, the empty node, blank lines
+            assert after == before
+            continue
+        old, new = before.split("\t"), after.split("\t")
+        assert new[:9] == old[:9]  # entity tags go to MISC: every other column as it was
+        kept = [e for e in old[9].split("|") if e != "_" and not e.startswith("NER=")]
+        assert new[9].split("|") == [*kept, f"NER={next(tags)}"]
+    assert next(tags, None) is None
+    with pytest.warns(UserWarning, match=r"CoNLL output keeps word lines only: 5 comment/"
+                                         r"multiword/empty-node line\(s\) of CoNLL-U input"):
+        conll = predict_text(model, path, output_format="conll")
+    assert conll.split("\n")[0].split("\t")[1:] == ["do", "do", "AUX"] + ["_"] * 2 + [
+        "0", "root", "_", "SpaceAfter=No", predicted[0][0]]
+
+
+def test_the_command_writes_conllu_for_conllu_input(model_file, model, tmp_path):
+    path, out = tmp_path / "in.conllu", tmp_path / "out.conllu"
+    path.write_text(CONLLU_INPUT)
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [line for line in out.read_text().split("\n") if not _word(line)] == [
+        line for line in CONLLU_INPUT.split("\n") if not _word(line)]
+    assert [s.tags for s in read_conllu(out, tag_field="ner")] == model.predict(
+        [["do", "n't", "Mary"], ["Rome"]])
+    text = tmp_path / "in.txt"
+    text.write_text("Mary  lives in Rome\n")
+    result = CliRunner().invoke(app, ["predict", str(model_file), str(text), "--output-format",
+                                      "conllu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    [sentence] = read_conllu(out, tag_field="ner")
+    assert sentence.meta == {"text": "Mary  lives in Rome"}
+    assert sentence.tokens == ["Mary", "lives", "in", "Rome"]
+    assert sentence.tags == model.predict([sentence.tokens])[0]
+    with pytest.warns(UserWarning, match="5 comment/multiword/empty-node line"):
+        result = CliRunner().invoke(app, ["predict", str(model_file), str(path),
+                                          "--output-format", "conll"])
+    assert result.exit_code == 0, result.output

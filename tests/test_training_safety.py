@@ -133,6 +133,44 @@ def test_resuming_onto_the_same_file_never_replaces_a_better_model(recipe, good_
     assert_same_weights(tagger.load(tmp_path / "diverged.tagger").params_, good.params_)
 
 
+@pytest.mark.filterwarnings("ignore:the model has no optimizer state")
+def test_resuming_without_early_stopping_needs_a_better_dev_score(recipe, tmp_path):
+    # Without early stopping the run keeps its last epoch: a later epoch, not a better one.
+    blocks = (SAMPLES / "sample-ner" / "dev.conll").read_text().strip().split("\n\n")
+    train, dev = tmp_path / "train.conll", tmp_path / "dev.conll"
+    train.write_text("\n\n".join(blocks[: len(blocks) * 9 // 10]) + "\n\n")
+    dev.write_text("\n\n".join(blocks[len(blocks) * 9 // 10:]) + "\n\n")
+    model = tmp_path / "a.tagger"
+    files = ("train", recipe, "--data-dir", SAMPLES, "--train", train, "--dev", dev,
+             "--threads", "1", "--quiet")
+    result = invoke(*files, "-o", model)
+    assert result.exit_code == 0, result.output
+    history = workflows.history_path(model)
+    saved = model.read_bytes(), history.read_bytes()
+    good = tagger.load(model)
+    best_score = good.history_[good.best_epoch_ - 1]["dev_score"]
+    last = len(good.history_) + 3
+    common = (*files, "--resume", model, "--max-epochs", last, "--no-early-stopping",
+              "--learning-rate", "1")
+    resumed = f"the resumed model (epoch {good.best_epoch_}, dev score {best_score:.4f})"
+    # Checkpoints of every epoch wait for a better score too.
+    result = invoke(*common, "-o", model, "--save-every", "1")
+    assert result.exit_code == 0, result.output
+    found = re.search(rf"epoch {last} \(dev score ([0-9.]+)\) did not beat "
+                      rf"{re.escape(resumed)}: left {re.escape(str(model))} unchanged",
+                      result.output)
+    assert found, result.output
+    assert float(found[1]) < best_score and "with dev score" not in result.output
+    assert (model.read_bytes(), history.read_bytes()) == saved
+    # Another output gets the last epoch, as asked, and the message says so.
+    other = tmp_path / "last.tagger"
+    result = invoke(*common, "-o", other)
+    assert result.exit_code == 0, result.output
+    assert f"did not beat {resumed}: the output holds the weights of epoch {last}" in \
+        result.output
+    assert tagger.load(other).best_epoch_ == last
+
+
 # -- 2. divergence ----------------------------------------------------------------------------
 
 

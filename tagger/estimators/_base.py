@@ -298,8 +298,10 @@ class RecurrentEstimator(EstimatorBase):
         best_progress: tuple = ()
         if resume is not None:
             rng.bit_generator.state = resume["rng"]
-            best_score = tuple(resume["best_key"])
-            best_progress = tuple(resume["best_progress"])
+            # Model files hold standard JSON: "no score yet" (-inf) is stored as null.
+            best_score = tuple(-math.inf if v is None else v for v in resume["best_key"])
+            best_progress = tuple(-math.inf if v is None else v
+                                  for v in resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
         # What an interruption or a divergence falls back on: the weights of best_epoch_. A new

@@ -174,7 +174,8 @@ def check_training_state(state) -> dict:
         if not isinstance(value, list) or len(value) > 16:
             _fail(f"training_state {key} must be a short list of numbers")
         for item in value:
-            _number(item, f"training_state {key}")
+            if item is not None:  # null: no score yet
+                _number(item, f"training_state {key}")
     _int(state["waited"], "training_state waited", 0, 2**31)
     for key in ("stopped", "has_best_params"):
         if not isinstance(state[key], bool):
@@ -354,6 +355,10 @@ def save_estimator(estimator, path, optimizer_state: bool) -> None:
     config["contents"] = contents
     if contents == "checkpoint":  # written during training
         config["training_state"] = {k: v for k, v in state.items() if k != "best_params"}
+        for key in ("best_key", "best_progress"):  # standard JSON: no score yet is null
+            config["training_state"][key] = [
+                None if isinstance(v, float) and math.isinf(v) and v < 0 else v
+                for v in config["training_state"][key]]
         config["training_state"]["has_best_params"] = state["best_params"] is not None
         if state["best_params"] is not None:
             arrays.update({f"best.{k}": v for k, v in state["best_params"].items()})

@@ -315,6 +315,68 @@ def write_conllu(
     return count
 
 
+def is_word_line(line: str) -> bool:
+    """Whether a line of a CoNLL-U sentence is a word (an integer ID), not a comment, a
+    multiword token (``1-2``) or an empty node (``8.1``)."""
+    word_id = line.partition("\t")[0]
+    return not line.startswith("#") and word_id.isascii() and word_id.isdigit()
+
+
+def retag_conllu_lines(
+    lines: Sequence[str], tags: Sequence[str], tag_field: str | None = None, line: int = 0
+) -> list[str]:
+    """The lines of one CoNLL-U sentence as :func:`read_conllu` read them, with ``tags`` written
+    into its word lines and every other line (comments, multiword tokens, empty nodes) and
+    column as it was.
+
+    Parameters
+    ----------
+    lines : sequence of str
+        The sentence's lines, without line endings or the blank line after them.
+    tags : sequence of str
+        One tag per word line.
+    tag_field : {None, "upos", "xpos", "ner"}, default None
+        Where the tags go, as for :func:`write_conllu`: None puts entity tags in MISC as
+        ``NER=<tag>`` (the word's other MISC entries kept) and other tags in UPOS.
+    line : int
+        The line the sentence starts at, for messages.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    UnwritableError
+        A tag CoNLL-U cannot hold (see :func:`write_conllu`); nothing is returned.
+    ValueError
+        Not one tag per word line, or a word line without ten columns.
+    """
+    tag_index = _tag_index(tag_field)
+    entity = is_entity_tagging(tags)
+    if tag_index is None:
+        tag_index = _MISC if entity else _UPOS
+    elif tag_index == _UPOS and entity:
+        raise UnwritableError(
+            f"{sentence_label(1, line)}: entity tags cannot be written to UPOS, which holds "
+            "parts of speech; tag_field='ner' (or None) writes them to MISC as NER=<tag>"
+        )
+    words = [position for position, text in enumerate(lines) if is_word_line(text)]
+    if len(words) != len(tags):
+        raise ValueError(f"{len(words)} word lines but {len(tags)} tags")
+    out = list(lines)
+    for position, tag in zip(words, tags, strict=True):
+        fields = out[position].split("\t")
+        if len(fields) != 10:
+            raise ValueError(f"a word line with {len(fields)} columns, not 10: {lines[position]!r}")
+        if tag_index == _MISC:
+            fields[_MISC] = _with_ner(fields[_MISC], _conllu_field(tag, "tag", 1, line, "|"))
+        else:
+            fields[tag_index] = _conllu_field(tag, "tag", 1, line)
+        out[position] = "\t".join(fields)
+    return out
+
+
 def _conllu_field(
     value: str,
     what: str,
