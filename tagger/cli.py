@@ -70,8 +70,9 @@ def _plain_help(params: list) -> None:
             param.__class__ = _Argument
 
 
-class _Command(TyperCommand):
-    """A command whose help reads ``--cell [lstm|gru|rnn|irnn]`` and ``--crf / --no-crf``."""
+class _PlainHelp:
+    """Help that reads ``--cell [lstm|gru|rnn|irnn]`` and ``--crf / --no-crf`` (a mixin of the
+    command and group classes below)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -83,17 +84,12 @@ class _Command(TyperCommand):
         return option
 
 
-class _Group(TyperGroup):
+class _Command(_PlainHelp, TyperCommand):
+    """A command with the plain help display."""
+
+
+class _Group(_PlainHelp, TyperGroup):
     """The ``tagger`` group, with the same help display as its commands."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _plain_help(self.params)
-
-    def get_help_option(self, ctx: typer.Context):
-        option = super().get_help_option(ctx)
-        _plain_help([option])
-        return option
 
 
 app = typer.Typer(
