@@ -928,14 +928,15 @@ def model_info(path) -> dict:
     compiled but never run here.
     """
     from .estimators import load
+    from .estimators._modelfile import contents_of
 
     path = os.fspath(path)
     header = persist.read_header(path)
     model = load(path, trust_tokenizer=True)
     config = header.config
-    status = persist.file_checksum_status(path)
-    contents = config.get("contents") or (
-        "checkpoint" if "training_state" in config else "weights+optimizer")
+    # load verified both digests (it raises on a mismatch): reading the file again is not needed.
+    status = "ok"
+    contents = contents_of(config)  # checked by load
     info = {
         "file": path,
         "format": config.get("format"),

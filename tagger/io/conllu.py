@@ -55,6 +55,21 @@ def _tag_index(tag_field: str | None) -> int | None:
         ) from None
 
 
+def _column_for(tag_index: int | None, tags: Sequence[str], where: str) -> int:
+    """The column a sentence's tags go to: the one asked for, or (None) MISC for entity tags
+    and UPOS for the others; entity tags asked into UPOS are refused."""
+    entity = is_entity_tagging(tags)
+    if tag_index is None:
+        return _MISC if entity else _UPOS
+    if tag_index == _UPOS and entity:
+        raise UnwritableError(
+            f"{where}: entity tags ({', '.join(sorted(set(tags))[:3])}...) cannot be written to "
+            "UPOS, which holds parts of speech; tag_field='ner' (or None) writes them to MISC as "
+            "NER=<tag>"
+        )
+    return tag_index
+
+
 def is_entity_tagging(tags: Sequence[str]) -> bool:
     """Whether a sentence's tags are entity tags: each ``O`` or a one-letter prefix among
     B, I, E, S, L, U, a hyphen and a type (IOB1, IOB2, BIOES, BILOU).
@@ -278,15 +293,7 @@ def write_conllu(
                 lines.append(f"# {key_text} = {value_text}")
             tag_index = chosen
             if sentence_tags is not None:
-                entity = is_entity_tagging(sentence_tags)
-                if tag_index is None:
-                    tag_index = _MISC if entity else _UPOS
-                elif tag_index == _UPOS and entity:
-                    raise UnwritableError(
-                        f"{where}: entity tags ({', '.join(sorted(set(sentence_tags))[:3])}...) "
-                        "cannot be written to UPOS, which holds parts of speech; tag_field='ner' "
-                        "(or None) writes them to MISC as NER=<tag>"
-                    )
+                tag_index = _column_for(chosen, sentence_tags, where)
             rows = sentence.columns if keep_columns else None
             if rows is not None and any(len(row) != 10 for row in rows):
                 rows = None  # columns of another format (CoNLL): nothing to keep
@@ -352,15 +359,7 @@ def retag_conllu_lines(
     ValueError
         Not one tag per word line, or a word line without ten columns.
     """
-    tag_index = _tag_index(tag_field)
-    entity = is_entity_tagging(tags)
-    if tag_index is None:
-        tag_index = _MISC if entity else _UPOS
-    elif tag_index == _UPOS and entity:
-        raise UnwritableError(
-            f"{sentence_label(1, line)}: entity tags cannot be written to UPOS, which holds "
-            "parts of speech; tag_field='ner' (or None) writes them to MISC as NER=<tag>"
-        )
+    tag_index = _column_for(_tag_index(tag_field), tags, sentence_label(1, line))
     words = [position for position, text in enumerate(lines) if is_word_line(text)]
     if len(words) != len(tags):
         raise ValueError(f"{len(words)} word lines but {len(tags)} tags")
