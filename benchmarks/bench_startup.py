@@ -8,6 +8,7 @@ A small model is trained once on the sample corpus (``data/sample-ner``), then e
 is a new process (median of several). Usage::
 
     python benchmarks/bench_startup.py            # measure, print, update RESULTS.md
+    python benchmarks/bench_startup.py --baseline 5235e20   # and an earlier revision beside it
 """
 
 from __future__ import annotations
@@ -54,10 +55,31 @@ def _first_training(work: Path, env: dict) -> tuple[list[dict], float]:
     return json.loads(log.read_text()), seconds
 
 
+def _baseline_training(work: Path, revision: str, env: dict) -> float:
+    """The quickstart's training with an empty compile cache at an earlier ``revision`` of the
+    project (a temporary git worktree run by this interpreter), for a side-by-side figure."""
+    tree = work / "baseline-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), revision],
+                   cwd=ROOT, check=True, capture_output=True)
+    try:
+        env = dict(env, PYTHONPATH=str(tree), TAGGER_CACHE_DIR=str(work / "baseline-cache"))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tagger.cli", "train", "sample-ner", "-o",
+                        str(work / "baseline.tagger"), "--quiet"], env=env, check=True,
+                       cwd=tree, capture_output=True)
+        return time.perf_counter() - start
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                       capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="also time the quickstart's first training at this git revision, "
+                             "in the same run (before and after the current one)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tagger-startup-"))
     env = dict(os.environ, TAGGER_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT))
@@ -88,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         cold.append(_wall(predict, env, sentence))
     _wall(predict, env, sentence)  # the cache is warm from here on
     warm = [_wall(predict, env, sentence) for _ in range(args.repeats)]
+    baseline = []
+    if args.baseline:
+        baseline.append(_baseline_training(work, args.baseline, env))
     compiles, first_train = _first_training(work, env)
+    if args.baseline:
+        baseline.append(_baseline_training(work, args.baseline, env))
     imports = [_wall([sys.executable, "-c", "import tagger"], env) for _ in range(args.repeats)]
     sizes = [("weights only (the default)", model.stat().st_size),
              ("with the optimizer state (`--save-optimizer`, checkpoints)", full.stat().st_size)]
@@ -105,6 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         ("... of which compiling kernels", sum(c["seconds"] for c in compiles
                                                 if c["depth"] == 0)),
     ]
+    if baseline:
+        rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip() or args.baseline
+        before = statistics.mean(baseline)
+        rows.append((f"... the same at revision `{rev}`, in this run (mean of the runs before "
+                     f"and after; now / then = {first_train / before:.2f})", before))
     top = sorted((c for c in compiles if c["depth"] == 0), key=lambda c: -c["seconds"])
     float64 = sum("float64, " in c["signature"] and "Array(float64" in c["signature"]
                   for c in top)

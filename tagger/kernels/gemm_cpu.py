@@ -308,9 +308,12 @@ def panel_matmul(a, n, b, K, N, ldb, pstride, out):
                     tb[k * nr + j] = b[boff + k * ldb + j]
         tile = np.empty((MR, nr), dtype=out.dtype)
         c0 = full * nr
+        # Offsets as run-time integers like those of the loop above: literal constants here
+        # would compile a second specialisation of _micro (0.25 s per layout of a).
+        origin = left - left
         for r in range(0, n, MR):
             rows = min(MR, n - r)
-            _micro(rows, a, r, tb, 0, nr, K, tile, 0, 0)
+            _micro(rows, a, r, tb, origin, origin + nr, K, tile, origin, origin)
             for i in range(rows):
                 for j in range(left):
                     out[r + i, c0 + j] = tile[i, j]

@@ -20,10 +20,14 @@ def embedding_lookup(table, ids, out):
     flat_out = out.reshape((flat_ids.shape[0], table.shape[1]))
     for n in range(flat_ids.shape[0]):
         i = flat_ids[n]
+        row = flat_out[n]
         if i < 0:
-            flat_out[n, :] = 0
+            row[:] = 0
         else:
-            flat_out[n, :] = table[i]
+            # A loop, not row[:] = table[i]: see rnn_cpu._copy.
+            src = table[i]
+            for j in range(row.shape[0]):
+                row[j] = src[j]
 
 
 @kernel()
@@ -35,7 +39,11 @@ def embedding_backward(ids, d_out, d_table):
     for n in range(flat_ids.shape[0]):
         i = flat_ids[n]
         if i >= 0:
-            d_table[i, :] += flat_d[n]
+            # A loop, not d_table[i, :] += flat_d[n]: see rnn_cpu._copy.
+            target = d_table[i]
+            src = flat_d[n]
+            for j in range(target.shape[0]):
+                target[j] += src[j]
 
 
 @kernel()

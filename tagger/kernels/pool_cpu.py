@@ -122,7 +122,9 @@ def max_pool(h, lengths, out, argmax):
             o[:] = 0
             a[:] = -1
             continue
-        o[:] = h[row, 0]
+        first = h[row, 0]
+        for j in range(H):  # a loop, not o[:] = h[row, 0]: see rnn_cpu._copy
+            o[j] = first[j]
         a[:] = 0
         for t in range(1, L):
             x = h[row, t]

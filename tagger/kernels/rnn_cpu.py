@@ -153,6 +153,27 @@ def active_rows(lengths, step):
     return n
 
 
+# Copies between arrays are loops, not slice assignments: Numba compiles a slice assignment from
+# an array with an error path that formats both shapes into a message, which costs 1.3-2.1 s of
+# compiling (string formatting and joining) the first time a process meets it. The callers pass
+# equal shapes by construction.
+@kernel()
+def _copy(dst, src):
+    """dst[j] = src[j] for every j (1-D, equal lengths)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@kernel()
+def _copy_rows(dst, src):
+    """dst[r, j] = src[r, j] for every r, j (2-D, equal shapes)."""
+    for r in range(dst.shape[0]):
+        d = dst[r]
+        s = src[r]
+        for j in range(dst.shape[1]):
+            d[j] = s[j]
+
+
 @kernel()
 def _project_inputs(x, W, out):
     """out[b, t] = x[b, t] @ W for all rows in one matrix product."""
@@ -295,8 +316,8 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
     _project_inputs(x, W, gates)
     h_state = h_last
     c_state = c_last
-    h_state[:] = h0
-    c_state[:] = c0
+    _copy_rows(h_state, h0)
+    _copy_rows(c_state, c0)
     rec = np.empty((B, 4 * H), dtype=x.dtype)
     Up = _step_weights(U, B, T)  # once per call, for every step's product
     for s in range(T):
@@ -325,13 +346,13 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
                 g_row[3 * H + j] = sigmoid(g_row[3 * H + j] + b[3 * H + j] + r_row[3 * H + j])
             hs = h_state[row]
             cs = c_state[row]
-            h_prev[row, t, :] = hs
+            _copy(h_prev[row, t], hs)
             for j in range(H):
                 c = g_row[H + j] * cs[j] + g_row[j] * g_row[2 * H + j]
                 cs[j] = c
                 hs[j] = g_row[3 * H + j] * tanh(c)
-            c_out[row, t, :] = cs
-            h_out[row, t, :] = hs
+            _copy(c_out[row, t], cs)
+            _copy(h_out[row, t], hs)
     _zero_padding(lengths, h_out)
     _zero_padding(lengths, c_out)
     _zero_padding(lengths, h_prev)
@@ -351,8 +372,8 @@ def lstm_infer(x, lengths, W, U, b, h0, c0, reverse, h_out, h_last, c_last, pre)
     pre : ndarray (B, T, 4H)
         Scratch: the input projections of every step.
     """
-    h_last[:] = h0
-    c_last[:] = c0
+    _copy_rows(h_last, h0)
+    _copy_rows(c_last, c0)
     _lstm_infer_into(x, lengths, W, U, b, h_last, c_last, reverse, h_out, 0, pre)
 
 
@@ -386,10 +407,16 @@ def lstm_infer_pair(x, lengths, W_f, U_f, b_f, W_b, U_b, b_b, out, pre):
     # the two (6% faster than one direction over every block, then the other).
     for r0 in range(0, B, _INFER_ROW_BLOCK):
         r1 = min(B, r0 + _INFER_ROW_BLOCK)
-        _lstm_infer_block(x, lengths, W_fp, U_f, U_fp, b_f, h_f, c_f, False, out, 0, pre, rec,
-                          r0, r1)
-        _lstm_infer_block(x, lengths, W_bp, U_b, U_bp, b_b, h_b, c_b, True, out, H, pre, rec,
-                          r0, r1)
+        # One call site for both directions, with the direction and the column as run-time
+        # values: literal False/True and 0 would compile _lstm_infer_block twice (3 s).
+        for direction in range(2):
+            back = direction == 1
+            if back:
+                _lstm_infer_block(x, lengths, W_bp, U_b, U_bp, b_b, h_b, c_b, back, out,
+                                  direction * H, pre, rec, r0, r1)
+            else:
+                _lstm_infer_block(x, lengths, W_fp, U_f, U_fp, b_f, h_f, c_f, back, out,
+                                  direction * H, pre, rec, r0, r1)
     _zero_padding(lengths, out)
 
 
@@ -501,8 +528,8 @@ def lstm_backward(
     one = one_of(x)
     dh_state = dh0
     dc_state = dc0
-    dh_state[:] = d_h_last
-    dc_state[:] = d_c_last
+    _copy_rows(dh_state, d_h_last)
+    _copy_rows(dc_state, d_c_last)
     step = np.empty((B, 4 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
     Ut = _backward_weights(U, B)
@@ -551,11 +578,11 @@ def lstm_backward(
                 st[3 * H + j] = dh[j] * tc[j] * go * (one - go)
             for j in range(H):
                 cs[j] = dc[j] * g_row[H + j]
-            d_gates[row, t, :] = step[row]
+            _copy(d_gates[row, t], step[row])
         _times_u_t(step, U, Ut, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
-                dh_state[row, :] = dh_rec[row]
+                _copy(dh_state[row], dh_rec[row])
     # Every valid step was written above; only the padding is left to zero (cheaper than
     # zeroing the whole array first).
     _zero_padding(lengths, d_gates)
@@ -610,7 +637,7 @@ def gru_forward(x, lengths, W, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h_p
     H = U.shape[0]
     _project_inputs(x, W, gates)
     h_state = h_last
-    h_state[:] = h0
+    _copy_rows(h_state, h0)
     rec = np.empty((B, 3 * H), dtype=x.dtype)
     Up = _step_weights(U, B, T)  # once per call, for every step's product
     for s in range(T):
@@ -634,11 +661,11 @@ def gru_forward(x, lengths, W, U, b, b_rn, h0, reverse, h_out, gates, rec_n, h_p
                 rn_row[j] = r_row[2 * H + j] + b_rn[j]
             for j in range(H):
                 g_row[2 * H + j] = tanh(g_row[2 * H + j] + b[2 * H + j] + g_row[j] * rn_row[j])
-            h_prev[row, t, :] = hs
+            _copy(h_prev[row, t], hs)
             for j in range(H):
                 nn = g_row[2 * H + j]
                 h_row[j] = nn + g_row[H + j] * (hs[j] - nn)
-            hs[:] = h_row
+            _copy(hs, h_row)
     _zero_padding(lengths, h_out)
     _zero_padding(lengths, h_prev)
     _zero_padding(lengths, gates)
@@ -671,7 +698,7 @@ def gru_backward(
     H = U.shape[0]
     one = one_of(x)
     dh_state = dh0
-    dh_state[:] = d_h_last
+    _copy_rows(dh_state, d_h_last)
     direct = np.empty((B, H), dtype=x.dtype)
     step = np.empty((B, 3 * H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
@@ -710,14 +737,15 @@ def gru_backward(
             for j in range(H):
                 r = g_row[j]
                 dg[j] = dg[2 * H + j] * rn_row[j] * r * (one - r)
-            st[: 2 * H] = dg[: 2 * H]
+            for j in range(2 * H):
+                st[j] = dg[j]
             for j in range(H):
                 st[2 * H + j] = dg[2 * H + j] * g_row[j]
             for j in range(H):
                 direct[row, j] = dh[j] * g_row[H + j]
             for j in range(H):
                 db_rn[j] += st[2 * H + j]
-            d_rec[row, t, :] = step[row]
+            _copy(d_rec[row, t], step[row])
         _times_u_t(step, U, Ut, dh_rec, n_rows)
         for row in range(n_rows):
             if lengths[row] > s:
@@ -758,7 +786,7 @@ def rnn_forward(x, lengths, W, U, b, h0, relu, reverse, h_out, h_prev, h_last):
     _project_inputs(x, W, h_out)
     zero = zero_of(x)
     h_state = h_last
-    h_state[:] = h0
+    _copy_rows(h_state, h0)
     rec = np.empty((B, H), dtype=x.dtype)
     Up = _step_weights(U, B, T)  # once per call, for every step's product
     for s in range(T):
@@ -774,14 +802,14 @@ def rnn_forward(x, lengths, W, U, b, h0, relu, reverse, h_out, h_prev, h_last):
             o_row = h_out[row, t]
             r_row = rec[row]
             hs = h_state[row]
-            h_prev[row, t, :] = hs
+            _copy(h_prev[row, t], hs)
             if relu:
                 for j in range(H):
                     o_row[j] = max(o_row[j] + b[j] + r_row[j], zero)
             else:
                 for j in range(H):
                     o_row[j] = tanh(o_row[j] + b[j] + r_row[j])
-            hs[:] = o_row
+            _copy(hs, o_row)
     _zero_padding(lengths, h_out)
     _zero_padding(lengths, h_prev)
 
@@ -812,7 +840,7 @@ def rnn_backward(
     zero = zero_of(x)
     one = one_of(x)
     dh_state = dh0
-    dh_state[:] = d_h_last
+    _copy_rows(dh_state, d_h_last)
     step = np.empty((B, H), dtype=x.dtype)
     dh_rec = np.empty((B, H), dtype=x.dtype)
     Ut = _backward_weights(U, B)
@@ -837,11 +865,11 @@ def rnn_backward(
             else:
                 for j in range(H):
                     st[j] = (dh_row[j] + hs[j]) * (one - h_row[j] * h_row[j])
-            d_pre[row, t, :] = step[row]
+            _copy(d_pre[row, t], step[row])
         _times_u_t(step, U, Ut, dh_rec, n)
         for row in range(n):
             if lengths[row] > s:
-                dh_state[row, :] = dh_rec[row]
+                _copy(dh_state[row], dh_rec[row])
     _input_gradients(x, W, d_pre, dx, dW, db)
     np.dot(h_prev.reshape((B * T, H)).T, d_pre.reshape((B * T, H)), dU)
 
@@ -852,6 +880,6 @@ def reverse_padded(x, lengths, out):
     for b in range(x.shape[0]):
         L = lengths[b]
         for t in range(L):
-            out[b, t, :] = x[b, L - 1 - t]
+            _copy(out[b, t], x[b, L - 1 - t])
         for t in range(L, x.shape[1]):
             out[b, t, :] = 0
