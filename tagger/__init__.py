@@ -6,12 +6,13 @@ on first use.
 
 from ._version import __version__
 
-__all__ = ["SequenceClassifier", "SequenceTagger", "__version__", "load", "save"]
+__all__ = ["CharLanguageModel", "SequenceClassifier", "SequenceTagger", "__version__", "load",
+           "save"]
 
 
 def __getattr__(name: str):
     # PEP 562 lazy attributes: `import tagger` stays fast (no Numba, no scikit-learn).
-    if name in ("SequenceClassifier", "SequenceTagger", "load", "save"):
+    if name in ("CharLanguageModel", "SequenceClassifier", "SequenceTagger", "load", "save"):
         from . import estimators
 
         return getattr(estimators, name)

@@ -529,3 +529,64 @@ def attention_pool_backward(h, lengths, w, b, d_out):
         d_w += x.T @ d_s
         d_b += d_s.sum()
     return d_h, d_w, d_b
+
+
+# --------------------------------------------------------------------------------------------------
+# Character language model sampler (tagger.kernels.lm_cpu): the same steps in float64.
+# --------------------------------------------------------------------------------------------------
+
+
+def sample_reference(cell, table, W, U, b, b_rn, out_W, out_b, h, c, first, n, temperature, top_k,
+                     banned, seed):
+    """Sample ``n`` characters as :func:`tagger.kernels.lm_cpu.sample_lstm` / ``sample_gru`` do.
+
+    ``W``, ``U``, ``b``, ``b_rn`` are sequences with one array per layer (``b_rn`` ignored for the
+    LSTM), ``h`` and ``c`` (L, H) the state before reading ``first`` (``c`` None for the GRU). The
+    random number of step ``s`` is ``lm_cpu.uniform(seed, s)``. Returns the ids (n,) and the final
+    ``h`` and ``c`` (float64; ``c`` None for the GRU).
+    """
+    from tagger.kernels.lm_cpu import uniform
+
+    h = np.array(h, dtype=np.float64)
+    c = None if c is None else np.array(c, dtype=np.float64)
+    H = h.shape[1]
+    V = out_b.shape[0]
+    allowed = np.ones(V, bool)
+    allowed[np.asarray(banned, dtype=np.int64)] = False
+    ids = np.zeros(n, np.int64)
+    prev = first
+    for s in range(n):
+        x = table[prev].astype(np.float64)
+        for layer in range(h.shape[0]):
+            if cell == "lstm":
+                a = x @ W[layer] + b[layer] + h[layer] @ U[layer]
+                i, f = _sigmoid(a[:H]), _sigmoid(a[H : 2 * H])
+                g, o = np.tanh(a[2 * H : 3 * H]), _sigmoid(a[3 * H :])
+                c[layer] = f * c[layer] + i * g
+                h[layer] = o * np.tanh(c[layer])
+            else:
+                xi = x @ W[layer] + b[layer]
+                hu = h[layer] @ U[layer]
+                r = _sigmoid(xi[:H] + hu[:H])
+                z = _sigmoid(xi[H : 2 * H] + hu[H : 2 * H])
+                cand = np.tanh(xi[2 * H :] + r * (hu[2 * H :] + b_rn[layer]))
+                h[layer] = (1 - z) * cand + z * h[layer]
+            x = h[layer]
+        logits = x @ out_W + out_b
+        candidates = np.flatnonzero(allowed)
+        if temperature == 0:
+            # argmax returns the first maximum: the lowest id among equal scores.
+            prev = int(candidates[np.argmax(logits[candidates])])
+        else:
+            if 0 < top_k < candidates.size:
+                # Highest score first, lower id first among equal scores.
+                order = np.lexsort((candidates, -logits[candidates]))
+                candidates = np.sort(candidates[order[:top_k]])
+            scaled = logits[candidates] / temperature
+            p = np.exp(scaled - scaled.max())
+            cdf = np.cumsum(p / p.sum())
+            u = uniform(np.uint64(seed), np.int64(s))
+            pick = min(int(np.searchsorted(cdf, u, side="right")), candidates.size - 1)
+            prev = int(candidates[pick])
+        ids[s] = prev
+    return ids, h, c

@@ -1,6 +1,7 @@
 """scikit-learn estimators over the engine."""
 
 from .classifier import SequenceClassifier
+from .language_model import CharLanguageModel
 from .tagger import SequenceTagger, load, save
 
-__all__ = ["SequenceClassifier", "SequenceTagger", "load", "save"]
+__all__ = ["CharLanguageModel", "SequenceClassifier", "SequenceTagger", "load", "save"]

@@ -17,6 +17,8 @@ from ..nn.features import NumericBatch
 
 TEXT = "text"
 NUMERIC = "numeric"
+#: A character language model's input: one stream of characters.
+CHARS = "chars"
 
 
 def _kind_of(item) -> str:

@@ -22,7 +22,7 @@ from ..nn.optim import OPTIMIZERS
 from ..nn.recurrent import CELLS
 from ..text.tokenize import TOKENIZERS
 from ..text.vocab import PAD, UNK, Vocabulary
-from ._inputs import NUMERIC, TEXT
+from ._inputs import CHARS, NUMERIC, TEXT
 
 #: Upper limits on what a model file may ask for. Far above any useful model, low enough that a
 #: hostile config cannot make the loader or the first prediction allocate gigabytes.
@@ -34,6 +34,7 @@ LIMITS = {
     "vocabulary": 2_000_000,
     "features": 1_000_000,  # numeric inputs per step
     "history": 100_000,     # epochs recorded
+    "steps": 1_000_000,     # a language model's segment length and parallel streams
 }
 
 #: Parameter dtype of every estimator.
@@ -111,22 +112,25 @@ def check_params(cls, params, trust_tokenizer: bool):
         _fail(f"unknown hyperparameters {unknown[:5]}")
     estimator = cls(**params)
     limits = {"hidden_size": "width", "word_dim": "width", "char_dim": "width",
-              "char_hidden_size": "width", "num_layers": "layers"}
+              "char_hidden_size": "width", "embedding_dim": "width", "num_layers": "layers",
+              "bptt": "steps", "batch_size": "steps"}
     for name in estimator._positive_int_params:
         _int(getattr(estimator, name), name, 1, LIMITS[limits[name]] if name in limits
              else 2**31)
-    _int(estimator.shape_dim, "shape_dim", 0, LIMITS["width"])
+    if hasattr(estimator, "shape_dim"):
+        _int(estimator.shape_dim, "shape_dim", 0, LIMITS["width"])
     for name in _BOOL_PARAMS:
         if hasattr(estimator, name) and not isinstance(getattr(estimator, name), bool):
             _fail(f"{name} must be true or false")
     if estimator.cell not in CELLS:
         _fail(f"cell must be one of {', '.join(CELLS)}")
-    if estimator.char_encoder not in CHAR_ENCODERS:
+    if getattr(estimator, "char_encoder", None) not in CHAR_ENCODERS:
         _fail("char_encoder must be 'cnn', 'lstm' or null")
     if estimator.optimizer not in OPTIMIZERS:
         _fail(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
     for name in ("dropout", "word_dropout", "learning_rate", "lr_decay", "validation_fraction"):
-        _number(getattr(estimator, name), name)
+        if hasattr(estimator, name):
+            _number(getattr(estimator, name), name)
     if estimator.clip_norm is not None:
         _number(estimator.clip_norm, "clip_norm")
     if estimator.device not in _DEVICES:
@@ -136,7 +140,8 @@ def check_params(cls, params, trust_tokenizer: bool):
     if estimator.random_state is not None:  # what numpy accepts as a seed
         _int(estimator.random_state, "random_state", 0, 2**32 - 1)
     _int(estimator.verbose, "verbose", 0, 100)
-    if estimator.embeddings is not None and not isinstance(estimator.embeddings, str):
+    if getattr(estimator, "embeddings", None) is not None and not isinstance(
+            estimator.embeddings, str):
         _fail("embeddings must be a path or null")
     labels = getattr(estimator, "labels", None)
     if labels is not None:
@@ -145,7 +150,7 @@ def check_params(cls, params, trust_tokenizer: bool):
         # Files keep a classifier's class weights as class_weight_pairs (labels keep their type).
         _fail("class_weight must be null or 'balanced' (weights per class are "
               "class_weight_pairs)")
-    tokenizer = estimator.tokenizer
+    tokenizer = getattr(estimator, "tokenizer", "regex")
     if not isinstance(tokenizer, str):
         _fail("tokenizer must be a string")
     if tokenizer not in TOKENIZERS and not trust_tokenizer:
@@ -200,6 +205,12 @@ def restore_from_config(cls, config: dict, trust_tokenizer: bool = False):
         if not (stats[1] > 0).all():
             _fail("feature_scale must be positive")
         estimator.feature_mean_, estimator.feature_scale_ = stats
+        word_dim = 0
+    elif kind == CHARS:
+        vocabulary = _vocabulary(config.get("vocabulary"), "vocabulary")
+        if any(len(item) != 1 for item in vocabulary.items[2:]):
+            _fail("a character vocabulary must hold single characters")
+        estimator.vocabulary_ = vocabulary
         word_dim = 0
     elif kind == TEXT:
         estimator.vocabulary_ = _vocabulary(config.get("vocabulary"), "vocabulary")
@@ -330,7 +341,9 @@ def save_estimator(estimator, path, optimizer_state: bool) -> None:
     """Write a fitted estimator (see :meth:`RecurrentEstimator.save`)."""
     config = {"params": estimator._saveable_params(), "input_type": estimator.input_type_,
               "history": estimator.history_, "best_epoch": estimator.best_epoch_}
-    if estimator.input_type_ == NUMERIC:
+    if estimator.input_type_ == CHARS:
+        config.update(vocabulary=estimator.vocabulary_.to_dict())
+    elif estimator.input_type_ == NUMERIC:
         config.update(n_features=estimator.n_features_,
                       feature_mean=[float(v) for v in estimator.feature_mean_],
                       feature_scale=[float(v) for v in estimator.feature_scale_])

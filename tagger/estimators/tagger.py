@@ -606,9 +606,10 @@ def load(path, trust_tokenizer: bool = False):
     """Read any estimator written by :func:`save`, whatever its kind (see
     :meth:`SequenceTagger.load`)."""
     from .classifier import SequenceClassifier
+    from .language_model import CharLanguageModel
 
     kind = persist.read_config(path).get("kind")
-    for cls in (SequenceTagger, SequenceClassifier):
+    for cls in (SequenceTagger, SequenceClassifier, CharLanguageModel):
         if kind == cls._kind:
             return cls.load(path, trust_tokenizer=trust_tokenizer)
     raise ModelFileError(f"{path}: unknown model kind {str(kind)[:40]!r}")
