@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -149,12 +150,18 @@ def _clear_errors(command):
 # estimator parameters as options
 # ----------------------------------------------------------------------------------------------
 
+def _estimator_classes() -> tuple[type, ...]:
+    """The estimators whose parameters are options of ``tagger train``: the tagger, the
+    classifier, the character language model (in the order of their help panels)."""
+    from .estimators import CharLanguageModel, SequenceClassifier, SequenceTagger
+
+    return SequenceTagger, SequenceClassifier, CharLanguageModel
+
+
 def _parameter_docs() -> dict[str, str]:
     """First sentence of each estimator parameter's description, from the numpydoc."""
-    from .estimators import SequenceClassifier, SequenceTagger
-
     docs: dict[str, str] = {}
-    for cls in (SequenceTagger, SequenceClassifier):
+    for cls in _estimator_classes():
         text = inspect.getdoc(cls) or ""
         section = text.split("Parameters\n----------\n", 1)[-1].split("\n\nAttributes", 1)[0]
         names: list[str] = []
@@ -182,10 +189,8 @@ _OWN_OPTIONS = {"verbose", "device", "n_jobs", "random_state"}
 
 
 def _estimator_parameters() -> dict[str, tuple[type, Any]]:
-    from .estimators import SequenceClassifier, SequenceTagger
-
     params: dict[str, tuple[type, Any]] = {}
-    for cls in (SequenceTagger, SequenceClassifier):
+    for cls in _estimator_classes():
         for name, default in cls().get_params().items():
             if name in _OWN_OPTIONS or name in params:
                 continue
@@ -215,13 +220,16 @@ def _convert_param(name: str, value: Any) -> Any:
     return value
 
 
-#: Help panels of the estimator options: the parameters of both estimators, then each one's own.
-_PANELS = ("Network and training options", "Tagger options", "Classifier options")
+#: Help panels of the estimator options: the parameters shared by the estimators, then each
+#: one's own.
+_PANELS = ("Network and training options", "Tagger options", "Classifier options",
+           "Language model options")
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
     """The values of the estimator parameters that take one of a few (as typed on the command
     line: "none" for None)."""
+    from .estimators.language_model import DIRECTIONS
     from .nn.classifier import POOLINGS
     from .nn.features import CHAR_ENCODERS
     from .nn.optim import OPTIMIZERS
@@ -230,12 +238,15 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     return {"cell": tuple(CELLS), "optimizer": tuple(OPTIMIZERS), "pooling": tuple(POOLINGS),
             "char_encoder": tuple("none" if c is None else c for c in CHAR_ENCODERS),
-            "tag_scheme": ("auto", *SCHEMES)}
+            "tag_scheme": ("auto", *SCHEMES), "direction": tuple(DIRECTIONS)}
 
 
 #: What the estimator options whose type alone says too little take.
 _METAVARS = {"clip_norm": "FLOAT|none", "class_weight": "balanced|JSON|none",
              "labels": "LABEL,...", "embeddings": "PATH"}
+#: Help of the options whose docstring's first sentence does not stand alone.
+_HELP = {"direction": "Read the text from left to right, or from right to left (a backward "
+                      "model predicts each character from those after it)."}
 #: Said after the --tag-scheme help: the other names the option takes.
 _SCHEME_ALIASES = " Also BIO for IOB2; IOBES, and BILUO or BILOU (spaCy's name), for BIOES."
 
@@ -259,12 +270,14 @@ def _checked_choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
                              param_hint="--" + name.replace("_", "-"))
 
 
-def _check_estimator_params(params: dict[str, Any]) -> None:
-    """Check the values given on the command line with the estimators' own checks, so that a
-    bad value is a usage error (exit 2) before any data is read."""
+def _check_estimator_params(params: dict[str, Any], classes: tuple[type, ...] | None = None,
+                            ) -> None:
+    """Check the values given on the command line with the estimators' own checks (by default
+    the tagger's and the classifier's; the language model's once the task is known to be
+    "lm"), so that a bad value is a usage error (exit 2) before any data is read."""
     from .estimators import SequenceClassifier, SequenceTagger
 
-    for cls in (SequenceTagger, SequenceClassifier):
+    for cls in classes or (SequenceTagger, SequenceClassifier):
         known = cls().get_params()
         try:
             cls(**{k: v for k, v in params.items() if k in known})._validate_params(
@@ -279,22 +292,22 @@ def _check_estimator_params(params: dict[str, Any]) -> None:
 def _with_estimator_options(command):
     """Add an option for every estimator parameter to ``command``: the values given on the
     command line, checked (a bad one exits 2), are collected into ``params``; the defaults shown
-    are the estimators' own."""
-    from .estimators import SequenceClassifier, SequenceTagger
-
+    are the estimators' own (the tagger's, for the options all of them have)."""
     signature = inspect.signature(command)
     own = [p for p in signature.parameters.values() if p.name != "params"]
     docs = _parameter_docs()
     choices = _choices()
-    tagger_params = set(SequenceTagger().get_params())
-    classifier_params = set(SequenceClassifier().get_params())
+    tagger, classifier, _ = _estimator_classes()
+    tagger_params, classifier_params = set(tagger().get_params()), set(classifier().get_params())
     extra = []
     for name, (kind, default) in _estimator_parameters().items():
         flag = "--" + name.replace("_", "-")
-        help_text = docs.get(name, "") + (_SCHEME_ALIASES if name == "tag_scheme" else "")
+        help_text = _HELP.get(name, docs.get(name, "")) + (
+            _SCHEME_ALIASES if name == "tag_scheme" else "")
         flags = f"{flag}/--no-{name.replace('_', '-')}" if kind is bool else flag
         panel = _PANELS[0 if name in tagger_params and name in classifier_params
-                        else 1 if name in tagger_params else 2]
+                        else 1 if name in tagger_params
+                        else 2 if name in classifier_params else 3]
         metavar = f"[{'|'.join(choices[name])}]" if name in choices else _METAVARS.get(name)
         shown = "none" if default is None and name in _NONE_WORDS else default
         option = typer.Option(shown, flags, help=help_text, metavar=metavar,
@@ -332,12 +345,28 @@ def _with_estimator_options(command):
 # progress
 # ----------------------------------------------------------------------------------------------
 
+def dev_per_char(log_likelihood: float, short: bool = False) -> str:
+    """A language model's development score (mean log-likelihood per character) as the
+    cross-entropy it is: ``1.2345 nats/char (1.781 bits/char)``, or ``1.781 bits/char``."""
+    bits = -log_likelihood / math.log(2)
+    if short:
+        return f"{bits:.3f} bits/char"
+    return f"{-log_likelihood:.4f} nats/char ({bits:.3f} bits/char)"
+
+
 class TrainingProgress:
     """A progress bar per epoch (tokens/s, loss, dev score) on a terminal; a log line per epoch
-    otherwise. Used as the estimators' ``callback``."""
+    otherwise. Used as the estimators' ``callback``.
 
-    def __init__(self, quiet: bool = False, live: bool | None = None):
+    For a language model (``language_model=True``) the rate is in characters per second and the
+    development score (a mean log-likelihood) is shown as nats and bits per character.
+    """
+
+    def __init__(self, quiet: bool = False, live: bool | None = None,
+                 language_model: bool = False):
         self.quiet = quiet
+        self.language_model = language_model
+        self.unit = "chars" if language_model else "tokens"
         self.live = sys.stderr.isatty() if live is None else live
         self._progress = None
         self._task = None
@@ -396,18 +425,22 @@ class TrainingProgress:
             from .kernels._jit import remove_on_compile
 
             remove_on_compile(self._compiling)
-            if info.get("dev_score") is not None:
-                self._last_dev = f"{info['dev_score']:.4f}"
+            score = info.get("dev_score")
+            if score is not None:
+                self._last_dev = (dev_per_char(score, short=True) if self.language_model
+                                  else f"{score:.4f}")
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
-            dev = "" if info.get("dev_score") is None else f"  dev {info['dev_score']:.4f}"
+            dev = "" if score is None else "  dev " + (
+                dev_per_char(score) if self.language_model else f"{score:.4f}")
             best = "  *" if info.get("best_epoch") == info["epoch"] and dev else ""
             compiling = info.get("compile_seconds") or 0.0
             compiled = f" ({compiling:.1f}s compiling)" if compiling >= 0.5 else ""
+            rate = info.get(f"{self.unit}_per_s", 0.0)
             typer.echo(f"epoch {info['epoch']:3d}  loss {info['loss']:.4f}{dev}  "
-                       f"{info['seconds']:.1f}s{compiled}  {info['tokens_per_s']:,.0f} "
-                       f"tokens/s{best}", err=True)
+                       f"{info['seconds']:.1f}s{compiled}  {rate:,.0f} "
+                       f"{self.unit}/s{best}", err=True)
 
     def _start_bar(self, info: dict) -> None:
         from rich.console import Console
@@ -422,7 +455,8 @@ class TrainingProgress:
 
         self._progress = Progress(
             TextColumn(f"epoch {info['epoch']:3d}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} tokens/s"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} " + self.unit + "/s"),
             TextColumn(f"last dev {self._last_dev}"), TimeElapsedColumn(),
             TimeRemainingColumn(), console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("train", total=info["n_batches"], loss="-",
@@ -457,9 +491,14 @@ def train(
                                       is_eager=True, help="List the recipes and exit."),
     train_file: Path = typer.Option(None, "--train", help="Training data file."),
     dev_file: Path = typer.Option(None, "--dev", help="Development data (early stopping)."),
-    data_format: str = typer.Option(None, "--format", help="conll, conllu, jsonl or tsv.",
+    data_format: str = typer.Option(None, "--format",
+                                    help="conll, conllu, jsonl or tsv; text for --task lm.",
                                     show_default="from the extension"),
-    task: str = typer.Option(None, "--task", help="tag or classify.", show_default="tag"),
+    task: str = typer.Option(None, "--task",
+                             help="tag, classify or lm: a character language model on raw text "
+                                  "(UTF-8, one document or line per line), whose options not "
+                                  "given default to tagger.CharLanguageModel's own values.",
+                             show_default="tag"),
     tag_column: int = typer.Option(None, help="CoNLL column of the tags.",
                                    show_default="-1, the last"),
     label_column: int = typer.Option(None, help="TSV column of the labels.", show_default="0"),
@@ -487,7 +526,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     params: dict = None,
 ) -> None:
-    """Train a tagger or classifier from data files or a pipeline recipe.
+    """Train a tagger, classifier or character language model from data files or a pipeline
+    recipe.
 
     The model is written to --output, its training history beside it (MODEL.history.json).
     """
@@ -495,12 +535,15 @@ def train(
     from .recipes import load_recipe
 
     columns: dict[str, int] = {}
-    dataset = None
+    dataset = dev_fraction = None
+    given = dict(params or {})  # the estimator options given on the command line
     if recipe is not None:
         loaded = load_recipe(recipe, data_dir)
         dataset = loaded.dataset
         task = task or loaded.task
         train_file = train_file or loaded.train
+        # A --dev file replaces the recipe's development text, held-out tail included.
+        dev_fraction = loaded.dev_fraction if dev_file is None else None
         dev_file = dev_file or loaded.dev
         data_format = data_format or loaded.format
         columns = loaded.columns
@@ -518,9 +561,21 @@ def train(
                         "history file", "output")
     task = task or "tag"
     if task not in workflows.TASKS:
-        _fail(f"--task must be tag or classify, got {task!r}", 2)
+        _fail(f"--task must be tag, classify or lm, got {task!r}", 2)
+    _check_task_options(task, given)
+    if task == "lm":
+        refused = [flag for flag, value in (("--resume", resume), ("--save-every", save_every),
+                                            ("--tag-column", tag_column),
+                                            ("--label-column", label_column),
+                                            ("--text-column", text_column)) if value is not None]
+        if refused:
+            _fail(f"{refused[0]} is not supported with --task lm"
+                  + (" yet" if refused[0] in ("--resume", "--save-every") else
+                     " (a language model reads raw text, one document or line per line)"), 2)
+        if data_format not in (None, "text"):
+            _fail(f"--task lm reads raw text (--format text), not {data_format}", 2)
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
-    progress = TrainingProgress(quiet)
+    progress = TrainingProgress(quiet, language_model=task == "lm")
     outcome: dict = {"written": True, "message": None}
 
     def on_event(event: str, info: dict) -> None:
@@ -547,7 +602,7 @@ def train(
                 tag_column if tag_column is not None else columns.get("tag_column", -1),
                 label_column if label_column is not None else columns.get("label_column", 0),
                 text_column if text_column is not None else columns.get("text_column", -1),
-                save_every, resume, on_event, save_optimizer, trust_tokenizer)
+                save_every, resume, on_event, save_optimizer, trust_tokenizer, dev_fraction)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM: what was saved, then the usual 130
         stop_progress()
         typer.echo(str(exc) or "interrupted", err=True)
@@ -562,9 +617,33 @@ def train(
     if not quiet:
         best = model.history_[model.best_epoch_ - 1] if model.history_ else {}
         dev = best.get("dev_score")
-        score = "" if dev is None else f", dev score {dev:.4f}"
+        score = ("" if dev is None
+                 else f", dev {-dev:.4f} nats/char, {-dev / math.log(2):.3f} bits/char"
+                 if task == "lm" else f", dev score {dev:.4f}")
         typer.echo(f"wrote {output} (best epoch {model.best_epoch_}{score}) and "
                    f"{workflows.history_path(output)}", err=True)
+
+
+def _check_task_options(task: str, given: dict[str, Any]) -> None:
+    """Refuse, as a usage error (exit 2), estimator options that the task's estimator does not
+    have: a tagger's or classifier's with ``--task lm``, a language model's with the others;
+    check the values given for a language model with its own checks."""
+    from .estimators import CharLanguageModel, SequenceClassifier, SequenceTagger
+
+    lm_params = set(CharLanguageModel().get_params())
+    if task == "lm":
+        wrong = sorted(name for name in given if name not in lm_params)
+    else:
+        others = set(SequenceTagger().get_params()) | set(SequenceClassifier().get_params())
+        wrong = sorted(name for name in given if name not in others)
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        if task == "lm":
+            _fail(f"--task lm (a character language model) has no option {flags}", 2)
+        _fail(f"{flags} {'is an option' if len(wrong) == 1 else 'are options'} of --task lm "
+              f"only (see Language model options)", 2)
+    if task == "lm":
+        _check_estimator_params(given, (CharLanguageModel,))
 
 
 _TRUST_HELP = ("Run a custom tokenizer pattern stored in the model (a regular expression can "
@@ -616,7 +695,9 @@ def _refuse_overwriting(output: str | os.PathLike, protected: dict[str, list],
 @_clear_errors
 def evaluate(
     model_file: Path = typer.Argument(..., metavar="MODEL", help="A model file."),
-    data: Path = typer.Argument(..., metavar="DATA", help="Labeled data to score the model on."),
+    data: Path = typer.Argument(..., metavar="DATA",
+                                help="Labeled data to score the model on (raw text for a "
+                                     "language model)."),
     data_format: str = typer.Option(None, "--format", help="conll, conllu, jsonl or tsv."),
     tag_column: int = typer.Option(-1, help="CoNLL column of the gold tags."),
     label_column: int = typer.Option(0, help="TSV column of the gold labels."),
@@ -629,13 +710,20 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     trust_tokenizer: bool = typer.Option(False, "--trust-tokenizer", help=_TRUST_HELP),
 ) -> None:
-    """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions."""
+    """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions.
+
+    For a language model, DATA is raw text: characters scored, log-likelihood in nats per
+    character, bits per character, perplexity.
+    """
     from . import workflows
 
     if report_file is not None:
         _refuse_overwriting(report_file, {"model": [model_file], "data": [data]}, "report",
                             "report file")
     model = _load_model(model_file, device, threads, trust_tokenizer)
+    if report_file is not None and workflows.is_language_model(model):
+        _fail("--report is for taggers and classifiers; a language model's scores are the "
+              "lines printed (or --json)", 2)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
     if report_file is not None:
         workflows.write_report(model, report, report_file,
@@ -767,6 +855,35 @@ def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_fo
     typer.echo(f"wrote {len(results)} file(s), {sum(r['records'] for r in results)} record(s), "
                f"to {output_dir}" + (f"; skipped {len(skipped)} malformed record(s)"
                                      if skipped else ""), err=True)
+
+
+@app.command(cls=_Command)
+@_clear_errors
+def generate(
+    model_file: Path = typer.Argument(..., metavar="MODEL",
+                                      help="A language model file (tagger train --task lm)."),
+    prefix: str = typer.Option("", help="Text to continue (printed first)."),
+    length: int = typer.Option(500, min=0, help="Characters to generate."),
+    temperature: float = typer.Option(1.0, min=0.0,
+                                      help="Below 1 more conservative, above 1 more varied; 0 "
+                                           "takes the most probable character every time."),
+    top_k: int = typer.Option(None, "--top-k", min=1,
+                              help="Draw among the K most probable characters only.",
+                              show_default="all"),
+    seed: int = typer.Option(None, min=0, help="Random seed (the same seed gives the same "
+                                               "text).", show_default="random"),
+    threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
+) -> None:
+    """Write text with a character language model: the prefix and what follows it."""
+    from . import workflows
+
+    if not math.isfinite(temperature):
+        _fail(f"--temperature must be a finite number >= 0, got {temperature}", 2)
+    model = _load_model(model_file, "auto", threads)
+    text = workflows.generate(model, prefix, length, temperature, top_k, seed)
+    if sys.stdout is None:  # started with file descriptor 1 closed
+        _fail("standard output is closed")
+    typer.echo(text)
 
 
 @app.command(cls=_Command)

@@ -3,9 +3,10 @@
 A recipe (``pipelines/<name>.toml``)::
 
     description = "What it trains"
-    task = "tag"                       # or "classify"
+    task = "tag"                       # or "classify", or "lm" (a character language model)
     train = "sample-ner/train.conll"   # relative to the data directory
     dev = "sample-ner/dev.conll"       # optional
+    # dev_fraction = 0.05              # "lm" only, instead of dev: the last 5% of the lines
     # dataset = "sklearn-digits"       # instead of files: a dataset the library provides
     format = "conll"                   # optional: inferred from the extensions
     data_dir = "../data"               # optional default data directory, relative to the recipe
@@ -34,7 +35,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _KEYS = {"description", "task", "train", "dev", "format", "data_dir", "params", "tag_column",
-         "label_column", "text_column", "dataset"}
+         "label_column", "text_column", "dataset", "dev_fraction"}
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Recipe:
     params: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, int] = field(default_factory=dict)
     dataset: str | None = None
+    #: For a language model without a ``dev`` file: the last this fraction of the training
+    #: file's lines, in file order, is the development text (see :func:`workflows.split_tail`).
+    dev_fraction: float | None = None
 
 
 def recipe_folders() -> list[Path]:
@@ -141,6 +145,17 @@ def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) ->
         raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}", str(path))
     if dataset is None and not isinstance(config.get("train"), str):
         raise DataError("the recipe needs a 'train' file (or a 'dataset')", str(path))
+    dev_fraction = config.get("dev_fraction")
+    if dev_fraction is not None:
+        if config["task"] != "lm":
+            raise DataError("dev_fraction is for language models (task = \"lm\"); taggers and "
+                            "classifiers have the validation_fraction parameter", str(path))
+        if "dev" in config:
+            raise DataError("give either a dev file or a dev_fraction, not both", str(path))
+        if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)) \
+                or not 0 < dev_fraction < 1:
+            raise DataError(f"dev_fraction must be a number between 0 and 1, got "
+                            f"{dev_fraction!r}", str(path))
     params = config.get("params", {})
     if not isinstance(params, dict):
         raise DataError("[params] must be a table", str(path))
@@ -164,4 +179,4 @@ def load_recipe(name_or_path: str, data_dir: str | os.PathLike | None = None) ->
                if k in config}
     return Recipe(path.stem, path, config["task"], resolve("train"), resolve("dev"),
                   config.get("format"), config.get("description", ""), dict(params), columns,
-                  dataset)
+                  dataset, None if dev_fraction is None else float(dev_fraction))

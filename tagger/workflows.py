@@ -20,7 +20,7 @@ from . import _config, persist
 from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
-TASKS = ("tag", "classify")
+TASKS = ("tag", "classify", "lm")
 OUTPUT_FORMATS = ("conll", "conllu", "jsonl", "tsv", "html")
 
 
@@ -106,17 +106,86 @@ def _read_labeled_jsonl(path: str) -> tuple[list, list]:
     return X, y
 
 
+def read_text_lines(path: str | os.PathLike, max_line_length: int | None = None) -> list[str]:
+    """The lines of a raw text file, for a language model: one document or line per line.
+
+    The file is read line by line (strict UTF-8, a byte-order mark dropped); blank lines are
+    kept, since they are part of the text (the model reads the lines joined by newlines).
+
+    Parameters
+    ----------
+    path : path
+        A UTF-8 text file.
+    max_line_length : int, optional
+        The longest line accepted, in characters; default :data:`tagger.io.MAX_LINE_LENGTH`.
+
+    Returns
+    -------
+    list of str
+        The lines, without their line endings.
+
+    Raises
+    ------
+    DataError
+        A missing file, bytes that are not UTF-8 or a line over the limit (with file name and
+        line number), or a file without any character.
+    """
+    from .io._common import numbered_lines
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError("no such file" if not os.path.exists(path) else "not a file", path)
+    lines = [line for _, line in numbered_lines(path, max_line_length)]
+    if not any(lines):
+        raise DataError("no text: the file is empty or holds blank lines only", path)
+    return lines
+
+
+def split_tail(lines: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """The first ``1 - fraction`` of ``lines`` and the last ``fraction`` (at least one line
+    each), in file order: a held-out tail for a language model's development text.
+
+    Raises
+    ------
+    TaggerError
+        A fraction outside (0, 1), or fewer than two lines to split.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction < 1:
+        raise TaggerError(f"dev_fraction must be a number between 0 and 1, got {fraction!r}")
+    if len(lines) < 2:
+        raise TaggerError("dev_fraction needs at least two lines of text to split")
+    n_dev = min(max(1, round(len(lines) * fraction)), len(lines) - 1)
+    return lines[:-n_dev], lines[-n_dev:]
+
+
+def is_language_model(model) -> bool:
+    """Whether ``model`` is a :class:`~tagger.CharLanguageModel`."""
+    from .estimators import CharLanguageModel
+
+    return isinstance(model, CharLanguageModel)
+
+
+_LM_COMMANDS = ("this is a character language model: use `tagger generate` to write text with "
+                "it, or `tagger evaluate` to score text")
+
+
+def _check_tagger_or_classifier(model) -> None:
+    if is_language_model(model):
+        raise TaggerError(_LM_COMMANDS)
+
+
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
 
 def make_estimator(task: str, params: dict[str, Any]):
     """A fresh estimator for ``task`` with ``params`` (unknown names are a clear error)."""
-    from .estimators import SequenceClassifier, SequenceTagger
+    from .estimators import CharLanguageModel, SequenceClassifier, SequenceTagger
 
     if task not in TASKS:
         raise TaggerError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    cls = SequenceTagger if task == "tag" else SequenceClassifier
+    cls = {"tag": SequenceTagger, "classify": SequenceClassifier, "lm": CharLanguageModel}[task]
     known = cls().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -134,13 +203,15 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
           fmt: str | None = None, tag_column: int = -1, label_column: int = 0,
           text_column: int = -1, save_every: int | None = None, resume=None,
           callback: Callable[[str, dict], None] | None = None, optimizer_state: bool = False,
-          trust_tokenizer: bool = False):
-    """Train a tagger or classifier from files and write it (and its history) to ``output``.
+          trust_tokenizer: bool = False, dev_fraction: float | None = None):
+    """Train a tagger, classifier or language model from files and write it (and its history)
+    to ``output``.
 
     Parameters
     ----------
-    task : {"tag", "classify"}
-        What to train.
+    task : {"tag", "classify", "lm"}
+        What to train (``"lm"``: a :class:`~tagger.CharLanguageModel` on raw text, see
+        :func:`read_text_lines`).
     train_path, dev_path : path
         Training data, and development data for early stopping (optional).
     output : path, optional
@@ -169,6 +240,9 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         Keep the optimizer's state in the final model file (checkpoints always keep it).
     trust_tokenizer : bool
         Accept a custom tokenizer pattern in the ``resume`` file (see :func:`tagger.load`).
+    dev_fraction : float, optional
+        Language models only, instead of ``dev_path``: hold out the last ``dev_fraction`` of
+        the training file's lines (in file order) as development text (:func:`split_tail`).
 
     Returns
     -------
@@ -185,6 +259,21 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         times that of a uniform guess); the best model so far is written to ``output`` as on
         an interruption, and the message says so.
     """
+    if task == "lm":
+        if fmt not in (None, "text"):
+            raise DataError(f"a language model reads raw text (one document or line per line), "
+                            f"not {fmt}", os.fspath(train_path))
+        if dev_fraction is not None and dev_path is not None:
+            raise TaggerError("give development text or a dev_fraction, not both")
+        X = read_text_lines(train_path)
+        X_dev = read_text_lines(dev_path) if dev_path is not None else None
+        if dev_fraction is not None:
+            X, X_dev = split_tail(X, dev_fraction)
+        return train_examples(task, X, None, X_dev, None, output, params, save_every, resume,
+                              callback, optimizer_state, trust_tokenizer)
+    if dev_fraction is not None:
+        raise TaggerError("dev_fraction (a held-out tail of the training lines) is for language "
+                          "models; taggers and classifiers have validation_fraction")
     X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)
     X_dev = y_dev = None
     if dev_path is not None:
@@ -215,7 +304,7 @@ def train_recipe(name_or_path: str, output=None, data_dir=None, params: dict | N
     return train(recipe.task, recipe.train, recipe.dev, output, merged, recipe.format,
                  recipe.columns.get("tag_column", -1), recipe.columns.get("label_column", 0),
                  recipe.columns.get("text_column", -1), save_every, resume, callback,
-                 optimizer_state, trust_tokenizer)
+                 optimizer_state, trust_tokenizer, recipe.dev_fraction)
 
 
 #: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
@@ -238,12 +327,19 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
                    params: dict | None = None, save_every: int | None = None, resume=None,
                    callback: Callable[[str, dict], None] | None = None,
                    optimizer_state: bool = False, trust_tokenizer: bool = False):
-    """:func:`train` on examples in memory (token lists or numeric sequences)."""
+    """:func:`train` on examples in memory (token lists or numeric sequences; for ``"lm"``,
+    texts, with ``y`` and ``y_dev`` None)."""
     from .estimators import load
 
+    if task == "lm" and (resume is not None or save_every):
+        raise TaggerError("resuming and checkpoints (resume, save_every) are not supported for "
+                          "language models yet")
     resumed = None
     if resume is not None:
         model = load(resume, trust_tokenizer=trust_tokenizer)
+        if is_language_model(model):
+            raise TaggerError(f"{resume} is a language model: resuming one is not supported "
+                              f"yet")
         if params:
             model.set_params(**params)
         resumed = _Resumed(model, resume, output)
@@ -268,6 +364,8 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
     try:
         if resume is not None:
             model.continue_fit(X, y, X_dev, y_dev, callback=on_event)
+        elif task == "lm":
+            model.fit(X, X_dev=X_dev, callback=on_event)
         else:
             model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
     except KeyboardInterrupt:
@@ -758,6 +856,7 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     int
         Records written.
     """
+    _check_tagger_or_classifier(model)
     classifier = is_classifier(model)
     if getattr(model, "input_type_", "text") != "text":
         raise TaggerError("this model was trained on numeric sequences; predict on them from "
@@ -816,7 +915,8 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
 
 def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_column: int = 0,
              text_column: int = -1, top_confusions: int = 10) -> dict:
-    """Scores of a model on a labeled file.
+    """Scores of a model on a labeled file (for a language model, on raw text: see
+    :func:`evaluate_language_model`).
 
     Returns
     -------
@@ -828,6 +928,11 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
     """
     from . import metrics
 
+    if is_language_model(model):
+        if fmt not in (None, "text"):
+            raise DataError(f"a language model scores raw text (one document or line per line), "
+                            f"not {fmt}", os.fspath(path))
+        return evaluate_language_model(model, path)
     task = "classify" if is_classifier(model) else "tag"
     X, y = read_training_data(path, task, fmt, tag_column, label_column, text_column)
     if not X:
@@ -863,6 +968,45 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
     return report
 
 
+def evaluate_language_model(model, path, max_line_length: int | None = None) -> dict:
+    """How well a language model predicts the text of a file (see :func:`read_text_lines`).
+
+    Returns
+    -------
+    dict
+        ``task`` ("lm"), ``file``, ``n_lines``; ``characters``: characters scored (every
+        character and every end of line); ``log_likelihood``: their mean log-likelihood in
+        nats per character (:meth:`CharLanguageModel.score`); ``bits_per_char`` and
+        ``perplexity`` from it.
+    """
+    import math
+
+    texts = read_text_lines(path, max_line_length)
+    log_likelihood = float(model.score(texts))
+    return {"task": "lm", "file": os.fspath(path), "n_lines": len(texts),
+            "characters": sum(len(text) + 1 for text in texts),
+            "log_likelihood": log_likelihood,
+            "bits_per_char": -log_likelihood / math.log(2),
+            "perplexity": math.exp(-log_likelihood)}
+
+
+def generate(model, prefix: str = "", length: int = 500, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None) -> str:
+    """Text written by a language model: ``prefix`` and ``length`` characters after it (see
+    :meth:`CharLanguageModel.sample`).
+
+    Raises
+    ------
+    TaggerError
+        ``model`` is not a language model.
+    """
+    if not is_language_model(model):
+        raise TaggerError(f"this model is a {type(model).__name__}, not a language model: "
+                          f"generating text needs one trained with `tagger train --task lm`")
+    return model.sample(prefix, n_chars=length, temperature=temperature, top_k=top_k,
+                        random_state=seed)
+
+
 def write_report(model, report: dict, path, title: str = "Evaluation report") -> None:
     """Write :func:`evaluate`'s report with the model's learning curves as one self-contained
     HTML page (atomically)."""
@@ -877,6 +1021,13 @@ def write_report(model, report: dict, path, title: str = "Evaluation report") ->
 
 def format_report(report: dict) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
+    if report["task"] == "lm":
+        return "\n".join([
+            f"{report['file']}: {report['n_lines']} lines",
+            f"characters scored      {report['characters']:,}",
+            f"log-likelihood         {report['log_likelihood']:.4f} nats/char",
+            f"bits per character     {report['bits_per_char']:.4f}",
+            f"perplexity             {report['perplexity']:.4f}"])
     lines = [f"{report['file']}: {report['n_examples']} "
              f"{'texts' if report['task'] == 'classify' else 'sentences'}"]
     rows = report.get("entities") or report.get("classes")
@@ -961,6 +1112,18 @@ def model_info(path) -> dict:
             info[f"{key}_size"] = len(vocab["items"]) + 2
     if "n_features" in config:
         info["n_features"] = config["n_features"]
+    if is_language_model(model):
+        import math
+
+        history = config.get("history") or []
+        best = history[model.best_epoch_ - 1] if 0 < model.best_epoch_ <= len(history) else {}
+        dev = best.get("dev_score")
+        info["language_model"] = {
+            "cell": model.cell, "num_layers": model.num_layers,
+            "hidden_size": model.hidden_size, "embedding_dim": model.embedding_dim,
+            "direction": model.direction,
+            "best_dev_bits_per_char": None if dev is None else -dev / math.log(2),
+            "characters": list(model.vocabulary_.items[2:])}
     return info
 
 
@@ -987,8 +1150,19 @@ def _info_lines(info: dict) -> list[str]:
             elif key == "contents":
                 value = CONTENTS_TEXT.get(value, value)
             lines.append(f"  {key.replace('_', ' '):<22} {value}")
-    labels = [str(label) for label in info["labels"]]
-    lines.append(f"  {'labels':<22} {len(labels)}: {', '.join(labels)}")
+    lm = info.get("language_model")
+    if lm is not None:
+        for key in ("cell", "num_layers", "hidden_size", "embedding_dim", "direction"):
+            lines.append(f"  {key.replace('_', ' '):<22} {lm[key]}")
+        if lm["best_dev_bits_per_char"] is not None:
+            lines.append(f"  {'best dev bits/char':<22} {lm['best_dev_bits_per_char']:.4f}")
+        # Each character escaped as Python writes it (a newline as \n, a backslash as \\), so
+        # that the line reads back as the vocabulary, one character after another.
+        lines.append(f"  {'characters':<22} {len(lm['characters'])}: "
+                     f"{''.join(repr(c)[1:-1] for c in lm['characters'])}")
+    else:
+        labels = [str(label) for label in info["labels"]]
+        lines.append(f"  {'labels':<22} {len(labels)}: {', '.join(labels)}")
     lines.append("  hyperparameters")
     for key, value in sorted(info["hyperparameters"].items()):
         lines.append(f"    {key:<24} {value}")
