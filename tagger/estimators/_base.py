@@ -6,6 +6,7 @@ device selection and model files.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -311,6 +312,15 @@ class RecurrentEstimator(EstimatorBase):
             kept = {k: v.copy() for k, v in params.items()}
         has_dev = X_dev is not None and len(X_dev) > 0
         trainer = self._resident_trainer()
+        ahead = None
+        if trainer is None and self._model.device == "cpu":
+            # On a new machine, a second process compiles the kernels of the first step and of
+            # the development scoring from the last to the first while this one compiles from
+            # the first (see tagger.kernels.ahead).
+            from ..kernels import ahead as compile_ahead
+
+            ahead = compile_ahead.start(functools.partial(
+                self._rehearse, X, encoded, lengths, targets, X_dev if has_dev else None, y_dev))
         try:
             with thread_limit(self.n_jobs), self._workspaces_released(), \
                     self._resident_training(trainer):
@@ -425,10 +435,28 @@ class RecurrentEstimator(EstimatorBase):
                 kept_note = "no epoch had finished, so no weights are worth keeping"
             raise FloatingPointError(f"{exc}; {kept_note} (try a lower learning_rate or a "
                                      f"clip_norm)") from None
+        finally:
+            if ahead is not None:
+                compile_ahead.finish(ahead)
         if best_params is not None:
             for k, v in best_params.items():
                 params[k][...] = v
         self.__dict__.pop("_device_params_cache", None)
+
+    def _rehearse(self, X, encoded, lengths, targets, X_dev, y_dev) -> None:
+        """What :mod:`tagger.kernels.ahead` records the kernels of (their calls, not their
+        results): a training step on a few examples, then the development scoring, as
+        :meth:`_train` runs them."""
+        rng = np.random.default_rng(0)
+        idx = [i for i in range(len(X)) if lengths[i] > 0][:16]
+        if idx:
+            batch = self._encoder.batch([X[i] for i in idx], [encoded[i] for i in idx], rng,
+                                        self.word_dropout)
+            loss, grads = self._batch_loss(batch, idx, targets, rng)
+            with contextlib.suppress(Exception):  # the kernels' results are never computed
+                apply_gradients(self.params_, grads, 0.0, self._optimizer, self.clip_norm)
+        if X_dev is not None:
+            self._dev_score(X_dev, y_dev)
 
     def _chance_loss(self, batch, idx, targets) -> float:
         """The loss of a uniform guess over the outputs on a batch, summed over its examples:

@@ -35,6 +35,18 @@ caches are untouched) that treats any failure to load an entry as a damaged entr
 data files are removed, the kernel is compiled again and re-cached, and the process gets one
 :class:`KernelCacheWarning` naming the directory (one in all, however many entries were bad). A
 failure to write an entry likewise costs a warning, not the run.
+
+Processes that compile at once
+------------------------------
+Two processes that need the same kernel at the same time (a training and the process that
+compiles ahead of it, :mod:`tagger.kernels.ahead`; two commands started together) would both
+compile it. A cache miss therefore takes an exclusive lock on a file named after the kernel and
+its signature (``<cache>/.locks/``, POSIX ``flock``) before compiling, and looks in the cache once
+more when it gets the lock: the second process waits for the first and loads its result. The
+lock is let go once the entry is written, or when the compilation fails; the system lets it go
+when a process dies. Nested compilations lock their own kernels: the call graph of kernels has no
+cycles, so two processes cannot wait on each other. A wait longer than :data:`LOCK_WAIT_SECONDS`
+gives up and compiles anyway.
 """
 
 from __future__ import annotations
@@ -60,6 +72,15 @@ from .._version import __version__
 
 _KERNEL_DIR = Path(__file__).resolve().parent
 _POSIX = hasattr(os, "getuid")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process compile locks
+    fcntl = None
+
+#: How long a cache miss waits for another process compiling the same kernel (the largest kernel
+#: compiles in about 10 s on a busy 2-core machine); then it compiles the kernel itself.
+LOCK_WAIT_SECONDS = 120.0
 
 
 class KernelCacheWarning(RuntimeWarning):
@@ -211,6 +232,27 @@ class _KernelCache(caching.FunctionCache):
     _impl_class = _KernelCacheImpl
 
     def load_overload(self, sig, target_context):
+        data = self._load_checked(sig, target_context)
+        if data is not None or fcntl is None:
+            return data
+        # A miss: compile under this kernel's lock, unless another process has just done it.
+        fd = self._lock_file(sig)
+        if fd is None:
+            return None
+        if not _try_lock(fd):
+            if _SKIP_BUSY and _LOCAL_DEPTH.value == 0:
+                os.close(fd)
+                raise KernelBusy(f"{self._impl.filename_base} is being compiled elsewhere")
+            _wait_lock(fd)
+        # Under the lock: another process may have written the entry since the first look.
+        data = self._load_checked(sig, target_context)
+        if data is not None:
+            os.close(fd)  # closing lets the lock go
+            return data
+        _HELD.stack.append((self, fd))
+        return None
+
+    def _load_checked(self, sig, target_context):
         target_context.refresh()
         try:
             return self._load_overload(sig, target_context)
@@ -218,11 +260,26 @@ class _KernelCache(caching.FunctionCache):
             self._discard(exc, "an unreadable entry was removed; the kernel is compiled afresh")
             return None
 
+    def _lock_file(self, sig) -> int | None:
+        """An open descriptor of the lock file of this kernel and ``sig`` (None when the lock
+        directory cannot be used: then the kernel is compiled without a lock)."""
+        folder = os.path.join(self._cache_path, ".locks")
+        digest = hashlib.sha1(str(sig).encode()).hexdigest()[:20]
+        path = os.path.join(folder, f"{self._impl.filename_base}-{digest}.lock")
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                           | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError:
+            return None
+
     def save_overload(self, sig, data):
         try:
             self._save_overload(sig, data)
         except Exception as exc:  # the kernel is compiled; only caching it failed
             self._discard(exc, "an entry could not be written and was removed")
+        finally:
+            _release_held(self)
 
     def _discard(self, exc: Exception, outcome: str) -> None:
         """Remove this function's index and data files, and warn (once per process)."""
@@ -236,6 +293,82 @@ class _KernelCache(caching.FunctionCache):
         message = (f"tagger: kernel cache in {self._cache_path}: {outcome} "
                    f"({base}: {type(exc).__name__}: {exc})")
         _warn_once(message)
+
+
+class KernelBusy(RuntimeError):
+    """Raised, in a process that compiles ahead (see :func:`skip_busy_kernels`), for a kernel
+    that another process is compiling."""
+
+
+_SKIP_BUSY = False
+
+
+def skip_busy_kernels() -> None:
+    """From now on, a kernel called from Python whose compilation another process holds raises
+    :class:`KernelBusy` instead of waiting (for the process that compiles ahead of a training:
+    the training compiles that kernel itself, and this process moves on to the next one)."""
+    global _SKIP_BUSY
+    _SKIP_BUSY = True
+
+
+class _Held(threading.local):
+    def __init__(self):
+        self.stack: list = []  # (cache, descriptor) of the locks this thread holds, innermost last
+
+
+class _Depth(threading.local):
+    value = 0  # compilations under way in this thread
+
+
+_HELD = _Held()
+_LOCAL_DEPTH = _Depth()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _wait_lock(fd: int) -> None:
+    """Wait for the lock on ``fd`` (polling: a blocked ``flock`` cannot time out); after
+    :data:`LOCK_WAIT_SECONDS`, go on without it."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    pause = 0.002
+    while not _try_lock(fd):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _release_held(cache) -> None:
+    """Let go of the innermost lock this thread holds if it is ``cache``'s."""
+    stack = _HELD.stack
+    if stack and stack[-1][0] is cache:
+        os.close(stack.pop()[1])
+
+
+class _LockKeeper(numba_event.Listener):
+    """Counts the compilations under way in each thread, and lets go of a kernel's lock when its
+    compilation fails (a successful one lets go after its entry is saved)."""
+
+    def on_start(self, event) -> None:
+        _LOCAL_DEPTH.value += 1
+
+    def on_end(self, event) -> None:
+        _LOCAL_DEPTH.value -= 1
+        # Numba 0.68's Event.is_failed answers the opposite question: read the exception.
+        if getattr(event, "_exc_details", None) is not None:
+            dispatcher = (event.data or {}).get("dispatcher")
+            cache = getattr(dispatcher, "_cache", None)
+            if cache is not None:
+                _release_held(cache)
+
+
+numba_event.register("numba:compile", _LockKeeper())
 
 
 class _CompileClock(numba_event.Listener):
