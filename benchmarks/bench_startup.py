@@ -41,12 +41,16 @@ def _wall(command: list[str], env: dict, stdin: str = "") -> float:
     return time.perf_counter() - start
 
 
-def _first_training(work: Path, env: dict) -> tuple[list[dict], float]:
-    """The quickstart's training with an empty compile cache: what it compiles, and its time."""
+def _first_training(work: Path, env: dict, ahead: bool = True) -> tuple[list[dict], float]:
+    """The quickstart's training with an empty compile cache: what this process compiles, and
+    the time. With ``ahead``, as a user runs it (a second process compiles ahead of it, see
+    tagger.kernels.ahead: its compilations are not in the list); without, every compilation."""
     import json
 
-    env = dict(env, TAGGER_CACHE_DIR=str(work / "first-cache"))
-    log = work / "compiles.json"
+    name = "first-cache" if ahead else "first-cache-alone"
+    env = dict(env, TAGGER_CACHE_DIR=str(work / name),
+               TAGGER_COMPILE_AHEAD="" if ahead else "0")
+    log = work / f"{name}.json"
     start = time.perf_counter()
     subprocess.run([sys.executable, str(HERE / "_compile_log.py"), str(log), "train",
                     "sample-ner", "-o", str(work / "first.tagger"), "--quiet"], env=env,
@@ -77,9 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --baseline: rounds of the two first trainings, alternating")
     parser.add_argument("--baseline", metavar="REVISION",
                         help="also time the quickstart's first training at this git revision, "
-                             "in the same run (before and after the current one)")
+                             "alternating with the current tree")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="tagger-startup-"))
     env = dict(os.environ, TAGGER_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT))
@@ -110,12 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         cold.append(_wall(predict, env, sentence))
     _wall(predict, env, sentence)  # the cache is warm from here on
     warm = [_wall(predict, env, sentence) for _ in range(args.repeats)]
-    baseline = []
-    if args.baseline:
-        baseline.append(_baseline_training(work, args.baseline, env))
-    compiles, first_train = _first_training(work, env)
-    if args.baseline:
-        baseline.append(_baseline_training(work, args.baseline, env))
+    # Side by side: the earlier revision and the current tree alternate, round by round.
+    baseline, current = [], []
+    for _ in range(args.rounds if args.baseline else 1):
+        if args.baseline:
+            baseline.append(_baseline_training(work, args.baseline, env))
+        current.append(_first_training(work, env)[1])
+    first_train = statistics.median(current)
+    compiles, alone = _first_training(work, env, ahead=False)
     imports = [_wall([sys.executable, "-c", "import tagger"], env) for _ in range(args.repeats)]
     sizes = [("weights only (the default)", model.stat().st_size),
              ("with the optimizer state (`--save-optimizer`, checkpoints)", full.stat().st_size)]
@@ -127,17 +135,21 @@ def main(argv: list[str] | None = None) -> None:
         ("`python -c 'import tagger'`", statistics.median(imports)),
         ("`tagger.load` of the model file (in a process that has imported tagger)",
          load_seconds),
-        ("`tagger train sample-ner` (the quickstart's training), empty compile cache",
-         first_train),
+        ("`tagger train sample-ner` (the quickstart's training), empty compile cache "
+         "(a second process compiles ahead)", first_train),
+        ("... without compiling ahead (`TAGGER_COMPILE_AHEAD=0`)", alone),
         ("... of which compiling kernels", sum(c["seconds"] for c in compiles
                                                 if c["depth"] == 0)),
     ]
     if baseline:
         rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT,
                              capture_output=True, text=True).stdout.strip() or args.baseline
-        before = statistics.mean(baseline)
-        rows.append((f"... the same at revision `{rev}`, in this run (mean of the runs before "
-                     f"and after; now / then = {first_train / before:.2f})", before))
+        before = statistics.median(baseline)
+        rows.append((f"... the same at revision `{rev}`, alternating with the current tree in "
+                     f"this run (median of {len(baseline)}: "
+                     f"{', '.join(f'{t:.1f}' for t in baseline)} s against "
+                     f"{', '.join(f'{t:.1f}' for t in current)} s now; now / then = "
+                     f"{first_train / before:.2f})", before))
     top = sorted((c for c in compiles if c["depth"] == 0), key=lambda c: -c["seconds"])
     float64 = sum("float64, " in c["signature"] and "Array(float64" in c["signature"]
                   for c in top)
