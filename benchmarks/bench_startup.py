@@ -47,10 +47,9 @@ def _first_training(work: Path, env: dict, ahead: bool = True) -> tuple[list[dic
     tagger.kernels.ahead: its compilations are not in the list); without, every compilation."""
     import json
 
-    name = "first-cache" if ahead else "first-cache-alone"
-    env = dict(env, TAGGER_CACHE_DIR=str(work / name),
-               TAGGER_COMPILE_AHEAD="" if ahead else "0")
-    log = work / f"{name}.json"
+    name = tempfile.mkdtemp(prefix="first-cache-" if ahead else "first-cache-alone-", dir=work)
+    env = dict(env, TAGGER_CACHE_DIR=name, TAGGER_COMPILE_AHEAD="" if ahead else "0")
+    log = Path(name) / "compiles.json"
     start = time.perf_counter()
     subprocess.run([sys.executable, str(HERE / "_compile_log.py"), str(log), "train",
                     "sample-ner", "-o", str(work / "first.tagger"), "--quiet"], env=env,
@@ -66,7 +65,8 @@ def _baseline_training(work: Path, revision: str, env: dict) -> float:
     subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), revision],
                    cwd=ROOT, check=True, capture_output=True)
     try:
-        env = dict(env, PYTHONPATH=str(tree), TAGGER_CACHE_DIR=str(work / "baseline-cache"))
+        env = dict(env, PYTHONPATH=str(tree),
+                   TAGGER_CACHE_DIR=tempfile.mkdtemp(prefix="baseline-cache-", dir=work))
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "tagger.cli", "train", "sample-ner", "-o",
                         str(work / "baseline.tagger"), "--quiet"], env=env, check=True,
