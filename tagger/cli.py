@@ -185,7 +185,7 @@ _NONE_DEFAULT_TYPES = {"embeddings": str, "labels": str, "n_jobs": int, "random_
 #: Options that mean None when given as "none".
 _NONE_WORDS = {"char_encoder", "clip_norm", "class_weight"}
 #: Parameters the command line sets in its own way.
-_OWN_OPTIONS = {"verbose", "device", "n_jobs", "random_state"}
+_OWN_OPTIONS = {"verbose", "device", "n_jobs", "random_state", "char_lm"}
 
 
 def _estimator_parameters() -> dict[str, tuple[type, Any]]:
@@ -508,6 +508,11 @@ def train(
                                   help="Where a recipe's data files are."),
     save_every: int = typer.Option(None, min=1,
                                    help="Also write the model every N epochs (checkpoints)."),
+    char_lm: tuple[Path, Path] | None = typer.Option(
+        None, "--char-lm", metavar="FWD BWD",
+        help="Contextual character embeddings for a tagger: a forward and a backward "
+             "character language model file (from tagger train --task lm; the second one "
+             "trained to read backward); the tagger's model file keeps them."),
     resume: Path = typer.Option(None, help="Go on from a model file: from a checkpoint "
                                            "(--save-every), the same model as an "
                                            "uninterrupted run; from a final model, its "
@@ -555,7 +560,8 @@ def train(
     # Before any data is read: the model and its history must not land on a file read here.
     # The model may be the --resume file (a model continued in place), its history may not.
     read = {"training data": [train_file], "development data": [dev_file],
-            "recipe": [loaded.path if recipe is not None else None]}
+            "recipe": [loaded.path if recipe is not None else None],
+            "language model": list(char_lm or ())}
     _refuse_overwriting(output, read)
     _refuse_overwriting(workflows.history_path(output), {**read, "resumed model": [resume]},
                         "history file", "output")
@@ -574,6 +580,10 @@ def train(
                      " (a language model reads raw text, one document or line per line)"), 2)
         if data_format not in (None, "text"):
             _fail(f"--task lm reads raw text (--format text), not {data_format}", 2)
+    if char_lm is not None:
+        if task != "tag":
+            _fail(f"--char-lm is an option of --task tag only, not --task {task}", 2)
+        params = {**(params or {}), "char_lm": tuple(str(p) for p in char_lm)}
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
     progress = TrainingProgress(quiet, language_model=task == "lm")
     outcome: dict = {"written": True, "message": None}

@@ -171,7 +171,12 @@ class RecurrentEstimator(EstimatorBase):
         return TokenFeaturizer(
             len(self.vocabulary_), word_dim, len(SHAPES), self.shape_dim,
             len(chars) if chars is not None else 0, self.char_encoder, self.char_dim,
-            self.char_hidden_size, self.dropout)
+            self.char_hidden_size, self.dropout, self._context())
+
+    def _context(self):
+        """Features computed from a sentence's text by other models (the tagger's contextual
+        character embeddings), or None."""
+        return None
 
     def _model_for(self, word_dim: int, resolve_device: bool = True):
         featurizer = self._featurizer_for(word_dim)
@@ -205,7 +210,8 @@ class RecurrentEstimator(EstimatorBase):
                 encoder = NumericEncoder(self.feature_mean_, self.feature_scale_)
             else:
                 encoder = SentenceEncoder(self.vocabulary_, self.char_vocabulary_,
-                                          self.lowercase)
+                                          self.lowercase,
+                                          keep_tokens=self._context() is not None)
             self.__dict__["_encoder_cache"] = encoder
         return encoder
 

@@ -24,13 +24,17 @@ class SentenceEncoder:
         feature and the characters).
     max_word_chars : int
         Characters per word given to the character encoder (see :func:`clip_word`).
+    keep_tokens : bool
+        Keep the sentences in each batch (``TokenBatch.tokens``), for features computed from
+        their text.
     """
 
     def __init__(self, words: Vocabulary, chars: Vocabulary | None, lowercase: bool,
-                 max_word_chars: int = 30):
+                 max_word_chars: int = 30, keep_tokens: bool = False):
         self.words = words
         self.chars = chars
         self.lowercase = lowercase
+        self.keep_tokens = keep_tokens
         self.max_word_chars = max_word_chars
         self._char_cache: dict[str, np.ndarray] = {}
         self._token_cache: dict[str, tuple[int, int]] = {}
@@ -108,9 +112,10 @@ class SentenceEncoder:
             drop = rng.random(word_ids.shape) < unk_alpha / (unk_alpha + counts)
             word_ids[drop & (word_ids > 1)] = 1
         word_slots = np.full((B, T), -1, np.int64)
+        kept = [list(s) for s in sentences] if self.keep_tokens else None
         if self.chars is None:
             return TokenBatch(word_ids, shape_ids, lengths, word_slots,
-                              np.zeros((0, 1), np.int64), np.zeros(0, np.int64))
+                              np.zeros((0, 1), np.int64), np.zeros(0, np.int64), kept)
         slot_of: dict[str, int] = {}
         slots = []
         for tokens in sentences:
@@ -125,4 +130,5 @@ class SentenceEncoder:
         char_ids = np.zeros((len(char_lists), max(int(char_lengths.max(initial=0)), 1)), np.int64)
         for u, ids in enumerate(char_lists):
             char_ids[u, : len(ids)] = ids
-        return TokenBatch(word_ids, shape_ids, lengths, word_slots, char_ids, char_lengths)
+        return TokenBatch(word_ids, shape_ids, lengths, word_slots, char_ids, char_lengths,
+                          kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -118,6 +119,15 @@ class SequenceTagger(RecurrentEstimator):
     embeddings : str or None
         Path of a word2vec/GloVe text file whose vectors initialise the word embeddings (its
         words join the vocabulary); its dimension replaces ``word_dim``.
+    char_lm : (forward, backward) or None
+        Contextual character embeddings (Akbik et al. 2018): a pair of character language
+        models (:class:`~tagger.CharLanguageModel` files or fitted objects), one reading
+        forward and one backward. Each token gets the forward model's state after its last
+        character and the backward model's state after its first (reading from the right),
+        computed over the whole sentence, appended to its other features; the models are frozen.
+        The tagger's model file holds them (a saved tagger shows ``char_lm=None``: its models
+        are in ``char_lm_config_`` and its ``char_lm.*`` weights). CPU only. Pass file paths
+        to keep :func:`sklearn.base.clone` from copying the models unfitted.
     tokenizer : str or callable
         How raw strings given as sentences become tokens: "regex" (words, numbers and single
         punctuation marks), "whitespace", another regular expression whose matches are the
@@ -180,7 +190,7 @@ class SequenceTagger(RecurrentEstimator):
     def __init__(self, cell="lstm", hidden_size=200, num_layers=1, bidirectional=True, crf=True,
                  word_dim=100, char_encoder="cnn", char_dim=30, char_hidden_size=50,
                  shape_dim=16, lowercase=True, min_word_count=1, word_dropout=0.25,
-                 embeddings=None, tokenizer="regex", dropout=0.5, optimizer="adam",
+                 embeddings=None, char_lm=None, tokenizer="regex", dropout=0.5, optimizer="adam",
                  learning_rate=2e-3, lr_decay=0.05, max_epochs=30, batch_size=16, clip_norm=5.0,
                  early_stopping=True, patience=5, validation_fraction=0.1, tag_scheme="auto",
                  labels=None, device="auto", n_jobs=None, random_state=None, verbose=0):
@@ -198,6 +208,7 @@ class SequenceTagger(RecurrentEstimator):
         self.min_word_count = min_word_count
         self.word_dropout = word_dropout
         self.embeddings = embeddings
+        self.char_lm = char_lm
         self.tokenizer = tokenizer
         self.dropout = dropout
         self.optimizer = optimizer
@@ -225,6 +236,63 @@ class SequenceTagger(RecurrentEstimator):
     def _validate_task_params(self) -> None:
         if self.tag_scheme != "auto":
             schemes.normalize_scheme(self.tag_scheme)
+        if self.char_lm is not None:
+            pair = self.char_lm
+            if isinstance(pair, (str, bytes, os.PathLike)) or not isinstance(pair, Sequence) \
+                    or len(pair) != 2:
+                raise ValueError("char_lm must be a pair (forward, backward) of character "
+                                 "language model files or fitted CharLanguageModel objects")
+            if self.device == "cuda":
+                raise ValueError("contextual character embeddings (char_lm) run on the CPU "
+                                 "kernels only: use device='cpu' or 'auto'")
+
+    def _resolve_device(self) -> str:
+        if self.char_lm is not None or self.__dict__.get("char_lm_config_"):
+            return "cpu"  # the language models' features are computed on the CPU
+        return super()._resolve_device()
+
+    def _char_language_models(self):
+        """The ``char_lm`` pair, loaded and checked: the config a model file keeps of them and
+        their weights (as this tagger's ``char_lm.fwd.*`` and ``char_lm.bwd.*``)."""
+        from .language_model import CharLanguageModel
+
+        config, params = {}, {}
+        for side, direction, item in zip(("fwd", "bwd"), ("forward", "backward"),
+                                         self.char_lm, strict=True):
+            if isinstance(item, (str, os.PathLike)):
+                item = CharLanguageModel.load(item)
+            if not isinstance(item, CharLanguageModel):
+                raise TypeError(f"char_lm holds a {type(item).__name__}: give character "
+                                f"language model files or fitted CharLanguageModel objects")
+            check_is_fitted(item, "params_")
+            if item.direction != direction:
+                raise ValueError(f"the {direction} language model of char_lm (the "
+                                 f"{'first' if side == 'fwd' else 'second'}) reads "
+                                 f"{item.direction}: give (forward, backward)")
+            config[side] = {"cell": item.cell, "hidden_size": int(item.hidden_size),
+                            "num_layers": int(item.num_layers),
+                            "embedding_dim": int(item.embedding_dim),
+                            "vocabulary": item.vocabulary_.to_dict()}
+            params.update({f"char_lm.{side}.{name}": value.copy()
+                           for name, value in item.params_.items()})
+        return config, params
+
+    def _context(self):
+        config = self.__dict__.get("char_lm_config_")
+        if not config:
+            return None
+        from ..nn.context import CharLMFeatures
+        from ..nn.language_model import CharLMNetwork
+        from ..text.vocab import Vocabulary
+
+        networks, chars = [], []
+        for side in ("fwd", "bwd"):
+            part = config[side]
+            vocabulary = Vocabulary(part["vocabulary"]["items"], part["vocabulary"]["counts"])
+            networks.append(CharLMNetwork(len(vocabulary), part["embedding_dim"], part["cell"],
+                                          part["hidden_size"], part["num_layers"]))
+            chars.append(vocabulary.items)
+        return CharLMFeatures(*networks, *chars)
 
     def _setup_labels(self, y: list[list[str]]) -> None:
         declared = list(self.labels) if self.labels is not None else []
@@ -323,11 +391,19 @@ class SequenceTagger(RecurrentEstimator):
         elif self.early_stopping and self.validation_fraction > 0 and len(X) > 1:
             X, y, X_dev, y_dev, _ = self._split_dev(X, y, self.validation_fraction, rng)
         self._forget_fit()
+        self.__dict__.pop("char_lm_config_", None)
+        lm_params = {}
+        if self.char_lm is not None:
+            if kind != TEXT:
+                raise ValueError("char_lm (contextual character embeddings) needs text input")
+            self.char_lm_config_, lm_params = self._char_language_models()
         self._setup_labels(y + (y_dev or []))
         vectors = self._setup_inputs(kind, X)
         if kind == "numeric" and X_dev is not None:
             self._encoder.check_features(X_dev, "X_dev")
         self._init_network(rng, vectors)
+        for name, value in lm_params.items():
+            self.params_[name][...] = value
         targets = [self._internal_ids(tags) for tags in y]
         self._train_new(X, targets, X_dev, y_dev, rng, callback)
         return self
@@ -571,12 +647,16 @@ class SequenceTagger(RecurrentEstimator):
 
     def _task_config(self) -> dict:
         return {"classes": self.classes_, "tags": self.tags_, "tag_scheme": self.tag_scheme_,
-                "internal_scheme": self.internal_scheme_}
+                "internal_scheme": self.internal_scheme_,
+                "char_lm": self.__dict__.get("char_lm_config_")}
 
     def _saveable_params(self) -> dict:
         params = super()._saveable_params()
         if params["labels"] is not None:
             params["labels"] = list(params["labels"])
+        # The language models are in the file (config "char_lm" and the char_lm.* weights);
+        # the paths or objects they came from are not.
+        params["char_lm"] = None
         return params
 
     def _restore_task(self, config: dict) -> None:
@@ -595,6 +675,39 @@ class SequenceTagger(RecurrentEstimator):
         user = set(self.classes_)
         if not all(self._to_user_tag(t) in user for t in self.tags_):
             _fail("tags and classes do not match")
+        self.__dict__.pop("char_lm_config_", None)
+        lm = config.get("char_lm")
+        if lm is not None:
+            self.char_lm_config_ = _check_char_lm_config(lm)
+
+
+def _check_char_lm_config(lm) -> dict:
+    """A model file's description of its contextual language models, checked (their weights
+    are checked against it with every other array)."""
+    from ..nn.language_model import LM_CELLS
+    from ._modelfile import LIMITS, _fail, _int, _vocabulary
+
+    if not isinstance(lm, dict) or set(lm) != {"fwd", "bwd"}:
+        _fail("char_lm must hold a forward (fwd) and a backward (bwd) language model")
+    checked = {}
+    for side in ("fwd", "bwd"):
+        part = lm[side]
+        keys = {"cell", "hidden_size", "num_layers", "embedding_dim", "vocabulary"}
+        if not isinstance(part, dict) or set(part) != keys:
+            _fail(f"char_lm {side} must hold {', '.join(sorted(keys))}")
+        if part["cell"] not in LM_CELLS:
+            _fail(f"char_lm {side} cell must be one of {', '.join(LM_CELLS)}")
+        vocabulary = _vocabulary(part["vocabulary"], f"char_lm {side} vocabulary")
+        if any(len(item) != 1 for item in vocabulary.items[2:]):
+            _fail(f"char_lm {side} vocabulary must hold single characters")
+        checked[side] = {
+            "cell": part["cell"],
+            "hidden_size": _int(part["hidden_size"], "char_lm hidden_size", 1, LIMITS["width"]),
+            "num_layers": _int(part["num_layers"], "char_lm num_layers", 1, LIMITS["layers"]),
+            "embedding_dim": _int(part["embedding_dim"], "char_lm embedding_dim", 1,
+                                  LIMITS["width"]),
+            "vocabulary": vocabulary.to_dict()}
+    return checked
 
 
 def save(model, path) -> None:

@@ -40,6 +40,9 @@ class TokenBatch:
     word_slots: np.ndarray
     char_ids: np.ndarray
     char_lengths: np.ndarray
+    #: The sentences themselves (lists of tokens), for features computed from their text
+    #: (contextual character embeddings); None when nothing needs them.
+    tokens: list | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -70,12 +73,17 @@ class TokenFeaturizer:
         CNN filters, or LSTM state width per direction.
     dropout : float
         Dropout on the concatenated token vectors during training.
+    context : CharLMFeatures, optional
+        Contextual character embeddings from a pair of frozen character language models
+        (:mod:`tagger.nn.context`), appended to each token's vector; their parameters are in
+        the parameter dict but get no gradient.
     """
 
     cnn_width = 3
 
     def __init__(self, n_words: int, word_dim: int, n_shapes: int, shape_dim: int, n_chars: int,
-                 char_encoder: str | None, char_dim: int, char_hidden: int, dropout: float):
+                 char_encoder: str | None, char_dim: int, char_hidden: int, dropout: float,
+                 context=None):
         if char_encoder not in CHAR_ENCODERS:
             raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got {char_encoder!r}")
         self.n_words, self.word_dim = n_words, word_dim
@@ -85,6 +93,7 @@ class TokenFeaturizer:
         self.dropout = dropout
         self.char_rnn = (RNNStack("lstm", char_dim, char_hidden, 1, True, prefix="char.rnn")
                          if char_encoder == "lstm" else None)
+        self.context = context
 
     @property
     def char_size(self) -> int:
@@ -93,8 +102,13 @@ class TokenFeaturizer:
         return 2 * self.char_hidden if self.char_encoder == "lstm" else 0
 
     @property
+    def context_size(self) -> int:
+        return self.context.output_size if self.context is not None else 0
+
+    @property
     def output_size(self) -> int:
-        return self.word_dim + (self.shape_dim if self.shape_dim else 0) + self.char_size
+        return (self.word_dim + (self.shape_dim if self.shape_dim else 0) + self.char_size
+                + self.context_size)
 
     def param_shapes(self) -> dict[str, tuple]:
         """Name to shape of every parameter of :meth:`init_params`, in its order."""
@@ -108,6 +122,8 @@ class TokenFeaturizer:
             shapes["char.cnn.b"] = (self.char_hidden,)
         elif self.char_encoder == "lstm":
             shapes.update(self.char_rnn.param_shapes())
+        if self.context is not None:
+            shapes.update(self.context.param_shapes())
         return shapes
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -126,6 +142,9 @@ class TokenFeaturizer:
             params["char.cnn.b"] = np.zeros(self.char_hidden, dtype)
         elif self.char_encoder == "lstm":
             params.update(self.char_rnn.init_params(rng, dtype))
+        if self.context is not None:  # placeholders: the language models' weights go there
+            params.update({name: np.zeros(shape, dtype)
+                           for name, shape in self.context.param_shapes().items()})
         return params
 
     # ----------------------------------------------------------------------------------------------
@@ -197,6 +216,10 @@ class TokenFeaturizer:
         if self.char_encoder is not None:
             per_word, char_cache = self._chars_forward(params, batch)
             parts.append(self._lookup(per_word, batch.word_slots))
+        if self.context is not None:
+            if batch.tokens is None:
+                raise ValueError("contextual character embeddings need the batch's tokens")
+            parts.append(self.context.features(params, batch.tokens, T))
         x = np.concatenate(parts, axis=2) if len(parts) > 1 else parts[0]
         mask = None
         if rng is not None and self.dropout > 0:
@@ -224,8 +247,9 @@ class TokenFeaturizer:
             offset += self.shape_dim
         if self.char_encoder is not None:
             d_per_word = np.empty((batch.char_ids.shape[0], self.char_size), dx.dtype)
-            ops_cpu.embedding_backward(batch.word_slots, np.ascontiguousarray(dx[:, :, offset:]),
-                                       d_per_word)
+            ops_cpu.embedding_backward(
+                batch.word_slots, np.ascontiguousarray(dx[:, :, offset: offset + self.char_size]),
+                d_per_word)
             self._chars_backward(params, batch, char_cache, d_per_word, grads)
         return grads
 
