@@ -203,3 +203,21 @@ def test_predict_command_on_a_local_dask_cluster(model_file, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(model_file), str(corpus_dir / "*.txt"),
                                       "--engine", "dask"])
     assert result.exit_code == 2 and "--output-dir" in result.output
+
+
+def test_a_tagger_with_contextual_character_embeddings(client, tmp_path):
+    """The language models travel inside the tagger's model file: workers give the
+    single-process results."""
+    from tagger import CharLanguageModel, load
+
+    text = [" ".join(s) for s in corpus(200)]
+    lms = [CharLanguageModel(hidden_size=8, embedding_dim=4, bptt=20, batch_size=4, max_epochs=1,
+                             direction=direction, random_state=0).fit(text)
+           for direction in ("forward", "backward")]
+    X, y = ner_data(60)
+    path = tmp_path / "context.tagger"
+    SequenceTagger(**dict(SMALL, max_epochs=1, char_lm=tuple(lms))).fit(X, y).save(path)
+    X = corpus(300)
+    expected = list(tag_stream(load(path), X))
+    results = tag_bag(path, dask_bag.from_sequence(X, npartitions=3)).compute()
+    assert same(results, expected)
