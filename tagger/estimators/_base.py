@@ -57,27 +57,32 @@ class RecurrentEstimator(EstimatorBase):
     # parameters
     # ------------------------------------------------------------------------------------------
 
-    def _validate_params(self, resolve_device: bool = True) -> None:
+    def _check_training_params(self, cells) -> None:
+        """The checks every recurrent estimator shares: the positive integers, the cell (one of
+        ``cells``), dropout, the optimizer and its learning rate."""
         for name in self._positive_int_params:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.char_encoder not in CHAR_ENCODERS:
-            raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got "
-                             f"{self.char_encoder!r}")
-        if not isinstance(self.shape_dim, (int, np.integer)) or self.shape_dim < 0:
-            raise ValueError(f"shape_dim must be a non-negative integer, got {self.shape_dim!r}")
+        if self.cell not in cells:
+            raise ValueError(f"cell must be one of {', '.join(cells)}, got {self.cell!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.word_dropout >= 0:
-            raise ValueError(f"word_dropout must be non-negative, got {self.word_dropout!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
                              f"{self.optimizer!r}")
         if not self.learning_rate > 0 or not self.lr_decay >= 0:
             raise ValueError("learning_rate must be positive and lr_decay non-negative")
+
+    def _validate_params(self, resolve_device: bool = True) -> None:
+        self._check_training_params(CELLS)
+        if self.char_encoder not in CHAR_ENCODERS:
+            raise ValueError(f"char_encoder must be 'cnn', 'lstm' or None, got "
+                             f"{self.char_encoder!r}")
+        if not isinstance(self.shape_dim, (int, np.integer)) or self.shape_dim < 0:
+            raise ValueError(f"shape_dim must be a non-negative integer, got {self.shape_dim!r}")
+        if not self.word_dropout >= 0:
+            raise ValueError(f"word_dropout must be non-negative, got {self.word_dropout!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got "
                              f"{self.validation_fraction!r}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..kernels._jit import compile_seconds
 from ..nn.language_model import LM_CELLS, CharLMNetwork
-from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
+from ..nn.optim import decayed_learning_rate, make_optimizer
 from ..nn.training import apply_gradients, thread_limit
 from ..text.vocab import Vocabulary
 from ._base import _DIVERGENCE_FACTOR, RecurrentEstimator
@@ -134,22 +134,10 @@ class CharLanguageModel(RecurrentEstimator):
     # ------------------------------------------------------------------------------------------
 
     def _validate_params(self, resolve_device: bool = True) -> None:
-        for name in self._positive_int_params:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.cell not in LM_CELLS:
-            raise ValueError(f"cell must be one of {', '.join(LM_CELLS)}, got {self.cell!r}")
+        self._check_training_params(LM_CELLS)
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'forward' or 'backward', got "
                              f"{self.direction!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
-                             f"{self.optimizer!r}")
-        if not self.learning_rate > 0 or not self.lr_decay >= 0:
-            raise ValueError("learning_rate must be positive and lr_decay non-negative")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
         if not isinstance(self.early_stopping, bool):
