@@ -225,3 +225,27 @@ def test_lstm_learns_a_repeating_string_by_truncated_bptt():
         reset -= net.log_likelihood(params, x, y, None)[0] / (steps * B)
     assert carried < 0.01
     assert reset > 0.02
+
+
+@pytest.mark.parametrize("cell,num_layers", [("lstm", 1), ("lstm", 2), ("gru", 2)])
+def test_read_matches_the_forward_pass_row_by_row(cell, num_layers):
+    # read() takes an LSTM's first-layer input projections from a (V, 4H) table; every row,
+    # read up to its own length, gives what the training forward pass gives on that row alone.
+    net = CharLMNetwork(13, embedding_dim=5, cell=cell, hidden_size=6, num_layers=num_layers)
+    rng = np.random.default_rng(4)
+    params = {k: v + rng.normal(0, 0.3, v.shape) for k, v in
+              net.init_params(rng, np.float64).items()}
+    lengths = np.array([9, 1, 5, 0, 9])
+    ids = rng.integers(0, 13, (5, 9))
+    top = net.read(params, ids, lengths)
+    assert top.shape == (5, 9, 6)
+    for row, n in enumerate(lengths):
+        np.testing.assert_array_equal(top[row, n:], 0)
+        if n:
+            alone, _, _ = net._forward(params, ids[row:row + 1, :n], net.initial_state(1,
+                                       np.float64), None, False)
+            np.testing.assert_allclose(top[row, :n], alone[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="lengths"):
+        net.read(params, ids, np.array([10, 1, 1, 1, 1]))
+    with pytest.raises(ValueError, match="character ids"):
+        net.read(params, ids + 13, lengths)

@@ -378,6 +378,51 @@ def lstm_infer(x, lengths, W, U, b, h0, c0, reverse, h_out, h_last, c_last, pre)
 
 
 @kernel()
+def lstm_infer_ids(ids, lengths, P, U, b, h_state, c_state, out, pre):
+    """The forward prediction pass of an LSTM layer whose inputs are rows of a table: the input
+    projection of id ``k`` is ``P[k]`` (``P = table @ W``, computed once per table), gathered
+    instead of multiplied. For a character language model reading text this takes the input
+    product (E x 4H per character) out of every step.
+
+    Parameters
+    ----------
+    ids : ndarray (B, T) of int64
+        Row of ``P`` at each step; read up to ``lengths`` only (ids there must be valid rows).
+    lengths : ndarray (B,) of int64
+        Valid steps per sequence (right-padded, read left to right).
+    P : ndarray (V, 4H)
+        Projected inputs, without the bias.
+    U, b
+        As for :func:`lstm_forward`.
+    h_state, c_state : ndarray (B, H)
+        In: the initial states; out: the final ones.
+    out : ndarray (B, T, H)
+        Out: the outputs, zero at padding.
+    pre : ndarray (B, T, 4H)
+        Scratch.
+    """
+    B, T = ids.shape
+    H = U.shape[0]
+    N = 4 * H
+    for row in range(B):
+        for t in range(lengths[row]):
+            src = P[ids[row, t]]
+            dst = pre[row, t]
+            for j in range(N):
+                dst[j] = src[j]
+    rec = np.empty((min(B, _INFER_ROW_BLOCK), N), dtype=P.dtype)
+    Up = _step_weights(U, B, T)
+    for r0 in range(0, B, _INFER_ROW_BLOCK):
+        r1 = min(B, r0 + _INFER_ROW_BLOCK)
+        _lstm_infer_rows(lengths[r0:r1], U, Up, b, h_state[r0:r1], c_state[r0:r1], False,
+                         out[r0:r1], 0, pre[r0:r1], rec)
+    for row in range(B):
+        for t in range(lengths[row], T):
+            for j in range(H):
+                out[row, t, j] = 0
+
+
+@kernel()
 def lstm_infer_pair(x, lengths, W_f, U_f, b_f, W_b, U_b, b_b, out, pre):
     """Both directions of a bidirectional LSTM layer for prediction, from zero states, in one
     call: ``out[..., :H]`` the forward direction's outputs, ``out[..., H:]`` the reverse one's

@@ -42,6 +42,12 @@ class CharLMFeatures:
         self.networks = {"fwd": forward, "bwd": backward}
         self.chars = {"fwd": {c: i for i, c in enumerate(forward_chars)},
                       "bwd": {c: i for i, c in enumerate(backward_chars)}}
+        # Each vocabulary as sorted code points and their ids, to map whole texts at once.
+        self._code_points = {}
+        for side, chars in self.chars.items():
+            pairs = sorted((ord(c), i) for c, i in chars.items() if len(c) == 1)
+            self._code_points[side] = (np.array([p for p, _ in pairs], np.int64),
+                                       np.array([i for _, i in pairs], np.int64))
         self.prefix = prefix
         self.output_size = forward.hidden_size + backward.hidden_size
 
@@ -67,8 +73,14 @@ class CharLMFeatures:
         return START + " ".join(tokens) + END, starts, ends
 
     def _ids(self, text: str, side: str) -> np.ndarray:
-        get = self.chars[side].get
-        return np.fromiter((get(c, _UNKNOWN) for c in text), dtype=np.int64, count=len(text))
+        """The ids of the characters of ``text`` in the ``side`` model's vocabulary (unknown
+        for characters outside it)."""
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        keys, values = self._code_points[side]
+        if keys.size == 0:
+            return np.full(points.size, _UNKNOWN, np.int64)
+        at = np.minimum(np.searchsorted(keys, points), keys.size - 1)
+        return np.where(keys[at] == points, values[at], _UNKNOWN)
 
     def features(self, params: dict, sentences, T: int) -> np.ndarray:
         """(B, T, output_size) token features of ``sentences`` (lists of tokens), zero past
@@ -81,20 +93,22 @@ class CharLMFeatures:
         layouts = [self.layout(tokens) for tokens in sentences]
         L = max(len(text) for text, _, _ in layouts)
         H = self.networks["fwd"].hidden_size
+        lengths = np.array([len(text) for text, _, _ in layouts], np.int64)
+        inside = np.arange(L) < lengths[:, None]  # right-padded: padding after every state read
+        # Where each token's two states are read: (sentence, token) and the step in each text.
+        rows = np.concatenate([np.full(len(starts), b, np.int64)
+                               for b, (_, starts, _) in enumerate(layouts)])
+        tokens = np.concatenate([np.arange(len(starts)) for _, starts, _ in layouts])
+        ends = np.concatenate([np.asarray(ends, np.int64) for _, _, ends in layouts])
+        starts = np.concatenate([np.asarray(starts, np.int64) for _, starts, _ in layouts])
+        steps = {"fwd": ends - 1,  # after the token's last character
+                 "bwd": lengths[rows] - 1 - starts}  # from the right: after its first one
         for side, column in (("fwd", 0), ("bwd", H)):
             network = self.networks[side]
-            ids = np.zeros((B, L), np.int64)  # right-padded: padding comes after every state read
-            for b, (text, _, _) in enumerate(layouts):
-                ids[b, :len(text)] = self._ids(text if side == "fwd" else text[::-1], side)
-            top, _, _ = network._forward(self._side_params(params, side), ids,
-                                         network.initial_state(B, dtype), None, False)
-            width = network.hidden_size
-            for b, (text, starts, ends) in enumerate(layouts):
-                if not starts:
-                    continue
-                if side == "fwd":  # after the token's last character
-                    positions = np.array(ends) - 1
-                else:  # reading from the right: after the token's first character
-                    positions = len(text) - 1 - np.array(starts)
-                out[b, :len(starts), column:column + width] = top[b, positions]
+            texts = (text if side == "fwd" else text[::-1] for text, _, _ in layouts)
+            ids = np.zeros((B, L), np.int64)
+            ids[inside] = self._ids("".join(texts), side)
+            # Each row is read up to its own text's end, not over the padding.
+            top = network.read(self._side_params(params, side), ids, lengths)
+            out[rows, tokens, column:column + network.hidden_size] = top[rows, steps[side]]
         return out

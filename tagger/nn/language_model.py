@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import ops_cpu
+from ..kernels import ops_cpu, rnn_cpu
 from . import init
 from .heads import linear_backward, linear_forward
 from .recurrent import (
@@ -165,8 +165,13 @@ class CharLMNetwork:
     # Forward and backward
 
     def _forward(self, params: dict, ids: np.ndarray, state: State,
-                 rng: np.random.Generator | None, need_backward: bool):
+                 rng: np.random.Generator | None, need_backward: bool,
+                 lengths: np.ndarray | None = None):
         """Embeddings and recurrent layers over one segment.
+
+        ``lengths`` (B,), when given, says how many steps of each row to read (right-padded
+        rows of several texts): outputs past a row's length are zero and its state is the one
+        after its last step. Training segments have none (every row is read whole).
 
         Returns the top layer's outputs (B, T, H) after output dropout, the new state, and what
         the backward pass needs (the input mask and cache of every layer, and the output mask).
@@ -174,7 +179,7 @@ class CharLMNetwork:
         table = params["emb.char"]
         dtype = table.dtype
         B, T = ids.shape
-        lengths = np.full(B, T, np.int64)
+        lengths = np.full(B, T, np.int64) if lengths is None else lengths
         x = np.empty((B, T, self.embedding_dim), dtype)
         ops_cpu.embedding_lookup(table, ids, x)
         train = rng is not None and self.dropout > 0
@@ -197,6 +202,37 @@ class CharLMNetwork:
             out_mask = dropout_mask(rng, x.shape, self.dropout, dtype)
             x = x * out_mask
         return x, new_state, (layers, out_mask)
+
+    def read(self, params: dict, ids, lengths) -> np.ndarray:
+        """The top layer's outputs (B, T, H) over right-padded rows of character ids, each read
+        from the zero state up to its length (zero past it), for prediction.
+
+        An LSTM's first layer takes its input projections from ``emb.char @ W``, a (V, 4H)
+        table made once per call, instead of multiplying every character's embedding: the
+        same values up to float rounding, with a third less work per character at the default
+        sizes of a feature model.
+        """
+        ids = self._ids(ids, "ids")
+        B, T = ids.shape
+        lengths = np.ascontiguousarray(lengths, np.int64)
+        if lengths.shape != (B,) or (lengths < 0).any() or (lengths > T).any():
+            raise ValueError(f"lengths must be {B} integers in [0, {T}]")
+        if self.cell != "lstm":
+            top, _, _ = self._forward(params, ids, self.initial_state(B, params["emb.char"].dtype),
+                                      None, False, lengths=lengths)
+            return top
+        layer = self._layer_params(params, 0)
+        dtype = layer["U"].dtype
+        H = self.hidden_size
+        projected = np.ascontiguousarray(params["emb.char"] @ layer["W"], dtype)
+        h, c = np.zeros((B, H), dtype), np.zeros((B, H), dtype)
+        x = np.empty((B, T, H), dtype)
+        rnn_cpu.lstm_infer_ids(ids, lengths, projected, layer["U"], layer["b"], h, c, x,
+                               np.empty((B, T, 4 * H), dtype))
+        for layer in range(1, self.num_layers):
+            x, _, _, _ = direction_forward(self.cell, self._layer_params(params, layer), x,
+                                           lengths, need_backward=False)
+        return x
 
     def loss_and_grads(self, params: dict, inputs, targets, state: State | None,
                        rng: np.random.Generator | None = None):
