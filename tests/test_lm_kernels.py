@@ -142,9 +142,11 @@ def test_wrapper_matches_kernel_and_reference_at_extreme_temperatures(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_temperature_zero_is_greedy_next_logits(cell, num_layers):
     net, params = make_model(cell, num_layers, seed=10 + num_layers)
-    # Strong inputs and no output bias: the greedy path depends on what it reads (no fixed point
-    # from the first step on).
-    params["emb.char"] = (3 * params["emb.char"]).astype(np.float32)
+    # Inputs that move the state without saturating it, and no output bias: the greedy path
+    # depends on what it reads (these embeddings give no fixed point for any of the four
+    # networks; most draws lead one of them to repeat a single character).
+    rng = np.random.default_rng(33)
+    params["emb.char"] = rng.normal(0, 1.5, (V, E)).astype(np.float32)
     params["out.b"][:] = 0
     prompt = np.array([[3, 1, 4, 1, 5, 9, 2, 6]])
     # The sampler starts from the state before the prompt's last character, which it reads.

@@ -98,11 +98,19 @@ class CharLMNetwork:
         return shapes
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
-        """Fresh parameters: embeddings uniform in ±sqrt(3 / E) (unit variance per vector),
+        """Fresh parameters: embeddings uniform in ±sqrt(3) (unit variance per component),
         recurrent layers as :func:`~tagger.nn.recurrent.init_direction`, Glorot output weights
-        and zero output biases."""
+        and zero output biases.
+
+        The embeddings are the recurrent layer's only input, and they start as large as PyTorch's
+        N(0, 1): with unit variance per vector instead (components of variance 1/E), the input
+        projections started about 8 times weaker than the recurrent ones, and early in training
+        the model read text from the zero state far worse than the loss of its carried training
+        state suggested (tiny-shakespeare after 200 steps: dev 3.78 nats per character at a
+        training loss of 2.04, against 1.82 with these embeddings).
+        """
         params = {"emb.char": init.uniform(rng, (self.vocab_size, self.embedding_dim),
-                                           np.sqrt(3.0 / self.embedding_dim), dtype)}
+                                           np.sqrt(3.0), dtype)}
         for layer in range(self.num_layers):
             for name, value in init_direction(self.cell, self._input_size(layer),
                                               self.hidden_size, rng, dtype).items():
