@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Prediction on the {len(X_dev):,} UD EWT dev sentences ({tokens:,} tokens), best of "
         f"{args.repeats}: {base:.2f} s without ({tokens / base:,.0f} tokens/s), {with_lm:.2f} s "
-        f"with the two language models ({tokens / with_lm:,.0f} tokens/s): **{with_lm / base:.2f}x** "
-        f"the time.",
+        f"with the two language models ({tokens / with_lm:,.0f} tokens/s): "
+        f"**{with_lm / base:.2f}x** the time.",
     ]
     body = "\n".join(lines)
     print(body)

@@ -109,13 +109,22 @@ def test_bad_training_text(X, error, match):
 @pytest.mark.parametrize("params, match", [
     ({"cell": "rnn"}, "cell must be one of lstm, gru"),
     ({"direction": "sideways"}, "direction"),
-    ({"device": "cuda"}, "CPU kernels only"),
+    ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda'"),
     ({"bptt": 0}, "bptt must be a positive integer"),
     ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):
         small(**params).fit(TEXT)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from tagger.kernels.backend import cuda_usable
+
+    if cuda_usable():
+        pytest.skip("a GPU is usable here (tests/cuda run the model on it)")
+    with pytest.raises(RuntimeError, match="device='cuda' was requested, but"):
+        small(device="cuda").fit(TEXT)
 
 
 def test_scikit_learn_contract():

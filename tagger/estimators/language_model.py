@@ -77,8 +77,11 @@ class CharLanguageModel(RecurrentEstimator):
     patience : int
     min_char_count : int
         Characters seen fewer times in training are read as the unknown symbol.
-    device : {"auto", "cpu"}
-        The language model runs on the CPU kernels ("auto" chooses the CPU).
+    device : {"auto", "cpu", "cuda"}
+        Where training, scoring and sampling run: "cuda" on the GPU (parameters, optimizer
+        state and the carried state stay on the device; sampling runs in one launch), "auto"
+        the GPU when one is usable, else the CPU (see
+        :func:`tagger.kernels.backend.resolve_device`).
     n_jobs : int or None
         Threads for the kernels (None: all cores).
     random_state : int, numpy Generator or None
@@ -147,12 +150,6 @@ class CharLanguageModel(RecurrentEstimator):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if resolve_device:
             self._resolve_device()
-
-    def _resolve_device(self) -> str:
-        if self.device == "cuda":
-            raise ValueError("the character language model runs on the CPU kernels only: use "
-                             "device='cpu' or 'auto'")
-        return "cpu"
 
     # ------------------------------------------------------------------------------------------
     # inputs
@@ -291,6 +288,7 @@ class CharLanguageModel(RecurrentEstimator):
         inputs = ids[:B * N].reshape(B, N)
         targets = ids[1:B * N + 1].reshape(B, N)
         starts = list(range(0, N, self.bptt))
+        gpu = self._resolve_device() == "cuda"
         first_epoch = len(self.history_)
         best_score, best_progress, waited = (-math.inf,), (), 0
         kept = {k: v.copy() for k, v in params.items()} if first_epoch else None
@@ -304,12 +302,24 @@ class CharLanguageModel(RecurrentEstimator):
                     start, total, compiled_before = time.perf_counter(), 0.0, compile_seconds()
                     if callback is not None:
                         callback("epoch_start", {"epoch": epoch, "n_batches": len(starts)})
-                    state = model.initial_state(B)
+                    engine = None
+                    if gpu:  # the epoch on the device; the host weights after it
+                        from ..nn.lm_resident import LMDeviceEngine
+
+                        engine = LMDeviceEngine(model, params, self._optimizer)
+                        state = engine.initial_state(B)
+                    else:
+                        state = model.initial_state(B)
                     for number, s in enumerate(starts, 1):
                         x, y = inputs[:, s:s + self.bptt], targets[:, s:s + self.bptt]
-                        loss, grads, state = model.loss_and_grads(params, x, y, state, rng)
                         try:
-                            apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                            if engine is not None:
+                                loss = engine.step(x, y, state, rng, self.clip_norm)
+                            else:
+                                loss, grads, state = model.loss_and_grads(params, x, y, state,
+                                                                          rng)
+                                apply_gradients(params, grads, loss, self._optimizer,
+                                                self.clip_norm)
                         except FloatingPointError as exc:
                             raise FloatingPointError(
                                 f"training diverged in epoch {epoch}: {exc}") from None
@@ -318,6 +328,9 @@ class CharLanguageModel(RecurrentEstimator):
                             callback("batch", {"epoch": epoch, "batch": number,
                                                "n_batches": len(starts), "loss": loss,
                                                "tokens": x.size})
+                    if engine is not None:
+                        engine.download()
+                        del engine
                     mean_loss = total / (B * N)
                     if mean_loss > _DIVERGENCE_FACTOR * chance:
                         raise FloatingPointError(
@@ -381,23 +394,38 @@ class CharLanguageModel(RecurrentEstimator):
         if n < 1:
             raise ValueError("the text has no character to score")
         model, params = self._model, self.params_
+        if self._resolve_device() == "cuda":
+            from ..nn.lm_resident import LMDeviceEngine
+
+            engine = LMDeviceEngine(model, params)
+            initial_state = engine.initial_state
+
+            def log_likelihood(x, y, state):
+                total, k = engine.log_likelihood(x, y, state)
+                return total, k, state
+        else:
+            initial_state = model.initial_state
+
+            def log_likelihood(x, y, state):
+                return model.log_likelihood(params, x, y, state)
+
         streams = 1 if n <= _SCORE_STREAM_CHARS else 16
         N = n // streams
         total, count = 0.0, 0
         if N > 0:
             inputs = ids[:streams * N].reshape(streams, N)
             targets = ids[1:streams * N + 1].reshape(streams, N)
-            state = model.initial_state(streams)
+            state = initial_state(streams)
             segment = max(self.bptt, 1000)
             for s in range(0, N, segment):
-                logp, k, state = model.log_likelihood(params, inputs[:, s:s + segment],
-                                                      targets[:, s:s + segment], state)
+                logp, k, state = log_likelihood(inputs[:, s:s + segment],
+                                                targets[:, s:s + segment], state)
                 total += logp
                 count += k
         rest = n - streams * N  # the characters that do not fill a stream: one more, alone
         if rest:
             tail = ids[streams * N:]
-            logp, k, _ = model.log_likelihood(params, tail[None, :-1], tail[None, 1:], None)
+            logp, k, _ = log_likelihood(tail[None, :-1], tail[None, 1:], initial_state(1))
             total += logp
             count += k
         return total / count
@@ -477,6 +505,14 @@ class CharLanguageModel(RecurrentEstimator):
         if self.direction == "backward":
             context = context[::-1] if prefix else context
         ids = self.vocabulary_.encode(context)
+        banned = np.array([0, 1], np.int64)  # padding and unknown are never drawn
+        if self._resolve_device() == "cuda":
+            from ..kernels import lm_cuda
+
+            generated, _ = lm_cuda.sample(self.cell, self.params_, self.num_layers, None,
+                                          int(ids[-1]), int(n_chars), float(temperature),
+                                          int(top_k or 0), banned, seed, read=ids[:-1])
+            return self._sampled_text(generated, prefix)
         model = self._model
         state = None
         if len(ids) > 1:
@@ -484,8 +520,10 @@ class CharLanguageModel(RecurrentEstimator):
         generated, _ = lm_cpu.sample(self.cell, self.params_, self.num_layers,
                                      state if state is not None
                                      else model.initial_state(1), int(ids[-1]), int(n_chars),
-                                     float(temperature), int(top_k or 0),
-                                     np.array([0, 1], np.int64), seed)
+                                     float(temperature), int(top_k or 0), banned, seed)
+        return self._sampled_text(generated, prefix)
+
+    def _sampled_text(self, generated, prefix: str) -> str:
         items = self.vocabulary_.items
         text = "".join(items[i] for i in generated)
         if self.direction == "backward":

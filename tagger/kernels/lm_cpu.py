@@ -324,43 +324,19 @@ def _state_part(value, name: str, H: int, dtype) -> np.ndarray:
     return a.reshape(H).astype(dtype)  # a copy: the caller's array is never written
 
 
-def sample(cell: str, params: dict, num_layers: int, state, first: int, n: int,
-           temperature: float = 1.0, top_k: int = 0, banned: Iterable[int] | None = None,
-           seed: int = 0):
-    """Sample ``n`` characters of a character language model with the compiled kernels.
-
-    Parameters
-    ----------
-    cell : {"lstm", "gru"}
-        Recurrent cell of the network.
-    params : dict
-        The parameters of a :class:`~tagger.nn.language_model.CharLMNetwork` (``emb.char``,
-        ``rnn.{l}.fwd.W/U/b[/b_rn]``, ``out.W``, ``out.b``), all float32 or all float64.
-    num_layers : int
-        Recurrent layers.
-    state : list of (h, c), or None
-        The network's state of one stream (``h`` and ``c`` of shape (1, H) or (H,), ``c`` None
-        for the GRU) *before* reading ``first``; None for zeros. Not modified.
-    first : int
-        The first step's input: the last character of the text read so far.
-    n : int
-        Characters to draw (>= 0).
-    temperature : float
-        Softmax temperature (finite, >= 0); 0 draws the best-scoring allowed id.
-    top_k : int
-        Draw only among the ``top_k`` best-scoring allowed ids (>= 0; 0 for no limit).
-    banned : iterable of int, optional
-        Ids never drawn (padding, unknown symbols).
-    seed : int
-        In [0, 2**64): the same seed gives the same characters.
+def prepare_sampling(cell: str, params: dict, num_layers: int, state, first: int, n: int,
+                     temperature: float = 1.0, top_k: int = 0,
+                     banned: Iterable[int] | None = None, seed: int = 0) -> dict:
+    """The checks of :func:`sample` (shared with the GPU sampler, :mod:`.lm_cuda`), before any
+    kernel runs: a clear ``ValueError`` for anything a kernel could not read safely.
 
     Returns
     -------
-    ids : ndarray (n,) of int64
-        The drawn characters.
-    new_state : list of (h, c)
-        One (1, H) pair per layer (``c`` None for the GRU): the state after reading ``first``
-        and ``ids[:-1]``, to continue with ``first = ids[-1]`` (the given state when n == 0).
+    dict
+        ``arrays``: (table, W, U, b, b_rn, out_W, out_b, h, c) with W, U, b, b_rn lists of one
+        array per layer (b_rn empty for the LSTM), h and c (L, H) copies of the state (c None
+        for the GRU); and the checked ``first``, ``n``, ``temperature``, ``top_k``, ``banned``
+        (int64 array) and ``seed``.
     """
     if cell not in _GATES:
         raise ValueError(f"cell must be one of {', '.join(_GATES)}, got {cell!r}")
@@ -441,13 +417,60 @@ def sample(cell: str, params: dict, num_layers: int, state, first: int, n: int,
                 raise ValueError(f"state of layer {layer}: the GRU has no cell state (c must be "
                                  f"None)")
 
+    return {"arrays": (table, W, U, b, b_rn, out_W, out_b, h, c), "first": first, "n": n,
+            "temperature": temperature, "top_k": top_k, "banned": banned_ids, "seed": seed}
+
+
+def sample(cell: str, params: dict, num_layers: int, state, first: int, n: int,
+           temperature: float = 1.0, top_k: int = 0, banned: Iterable[int] | None = None,
+           seed: int = 0):
+    """Sample ``n`` characters of a character language model with the compiled kernels.
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru"}
+        Recurrent cell of the network.
+    params : dict
+        The parameters of a :class:`~tagger.nn.language_model.CharLMNetwork` (``emb.char``,
+        ``rnn.{l}.fwd.W/U/b[/b_rn]``, ``out.W``, ``out.b``), all float32 or all float64.
+    num_layers : int
+        Recurrent layers.
+    state : list of (h, c), or None
+        The network's state of one stream (``h`` and ``c`` of shape (1, H) or (H,), ``c`` None
+        for the GRU) *before* reading ``first``; None for zeros. Not modified.
+    first : int
+        The first step's input: the last character of the text read so far.
+    n : int
+        Characters to draw (>= 0).
+    temperature : float
+        Softmax temperature (finite, >= 0); 0 draws the best-scoring allowed id.
+    top_k : int
+        Draw only among the ``top_k`` best-scoring allowed ids (>= 0; 0 for no limit).
+    banned : iterable of int, optional
+        Ids never drawn (padding, unknown symbols).
+    seed : int
+        In [0, 2**64): the same seed gives the same characters.
+
+    Returns
+    -------
+    ids : ndarray (n,) of int64
+        The drawn characters.
+    new_state : list of (h, c)
+        One (1, H) pair per layer (``c`` None for the GRU): the state after reading ``first``
+        and ``ids[:-1]``, to continue with ``first = ids[-1]`` (the given state when n == 0).
+    """
+    args = prepare_sampling(cell, params, num_layers, state, first, n, temperature, top_k, banned,
+                            seed)
+    table, W, U, b, b_rn, out_W, out_b, h, c = args["arrays"]
+    n = args["n"]
     ids = np.empty(n, np.int64)
-    args = (np.int64(first), np.int64(n), np.float64(temperature), np.int64(top_k), banned_ids,
-            np.uint64(seed), ids)
+    call_args = (np.int64(args["first"]), np.int64(n), np.float64(args["temperature"]),
+                 np.int64(args["top_k"]), args["banned"], np.uint64(args["seed"]), ids)
     if cell == "lstm":
-        sample_lstm(table, tuple(W), tuple(U), tuple(b), out_W, out_b, h, c, *args)
+        sample_lstm(table, tuple(W), tuple(U), tuple(b), out_W, out_b, h, c, *call_args)
     else:
-        sample_gru(table, tuple(W), tuple(U), tuple(b), tuple(b_rn), out_W, out_b, h, *args)
+        sample_gru(table, tuple(W), tuple(U), tuple(b), tuple(b_rn), out_W, out_b, h,
+                   *call_args)
     new_state = [(h[layer:layer + 1].copy(), None if c is None else c[layer:layer + 1].copy())
                  for layer in range(num_layers)]
     return ids, new_state

@@ -27,8 +27,10 @@ if not _cuda_usable():
 
 
 def pytest_collection_modifyitems(items):
-    # The simulator runs the dropout kernel's SplitMix64 on NumPy uint64 scalars, which warn on
-    # the wrap-around that the generator relies on (a GPU wraps silently, as the CPU kernel does).
+    # The simulator runs SplitMix64 (the dropout masks, the sampler's draws) on NumPy uint64
+    # scalars, which warn on the wrap-around that the generator relies on (a GPU wraps silently,
+    # as the CPU kernels do).
     for item in items:
         item.add_marker(pytest.mark.filterwarnings(
-            "ignore:overflow encountered in scalar:RuntimeWarning:tagger.kernels.ops_cuda"))
+            "ignore:overflow encountered in scalar:RuntimeWarning:"
+            r"tagger\.kernels\.(ops|lm)_cuda"))
