@@ -882,6 +882,7 @@ def generate(
                               show_default="all"),
     seed: int = typer.Option(None, min=0, help="Random seed (the same seed gives the same "
                                                "text).", show_default="random"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: int = typer.Option(None, min=1, help="CPU threads.", show_default="all"),
 ) -> None:
     """Write text with a character language model: the prefix and what follows it."""
@@ -889,7 +890,7 @@ def generate(
 
     if not math.isfinite(temperature):
         _fail(f"--temperature must be a finite number >= 0, got {temperature}", 2)
-    model = _load_model(model_file, "auto", threads)
+    model = _load_model(model_file, device, threads)
     text = workflows.generate(model, prefix, length, temperature, top_k, seed)
     if sys.stdout is None:  # started with file descriptor 1 closed
         _fail("standard output is closed")

@@ -197,6 +197,18 @@ def test_generate_refuses_bad_values(lm_file, option, value):
 # -- refusals -------------------------------------------------------------------------------------
 
 
+def test_generate_on_cuda_without_a_gpu_is_one_error_line(lm_file):
+    from tagger.kernels.backend import cuda_usable
+
+    if cuda_usable():
+        pytest.skip("a GPU is usable here")
+    out, _ = lm_file
+    result = invoke("generate", out, "--device", "cuda", "--length", "5")
+    assert result.exit_code == 1, result.output
+    assert "error: device='cuda' was requested, but" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_generate_refuses_a_tagger(ner_file):
     result = invoke("generate", ner_file)
     assert result.exit_code == 1
