@@ -94,9 +94,11 @@ def run_ours(seconds: float, threads: int, seed: int) -> dict:
     from tagger.kernels import lm_cpu
     from tagger.nn.language_model import CharLMNetwork
     from tagger.nn.optim import make_optimizer
-    from tagger.nn.training import apply_gradients
+    from tagger.nn.training import apply_gradients, thread_limit
 
-    numba.set_num_threads(threads)
+    # As CharLanguageModel(n_jobs=threads) trains: that many kernel threads, BLAS on one.
+    limit = thread_limit(threads)
+    limit.__enter__()
     ids, dev, V = data()
     inputs, targets = segments(ids)
     rng = np.random.default_rng(seed)
@@ -122,6 +124,7 @@ def run_ours(seconds: float, threads: int, seed: int) -> dict:
                                             dy[:, k:k + EVAL_SEGMENT], state)
         total += logp
         count += n
+    limit.__exit__(None, None, None)
     numba.set_num_threads(1)
     lm_cpu.sample("lstm", params, 1, None, 0, 10, 1.0, 0, [0, 1], seed)  # compiled and warm
     start = time.perf_counter()

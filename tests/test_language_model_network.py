@@ -249,3 +249,39 @@ def test_read_matches_the_forward_pass_row_by_row(cell, num_layers):
         net.read(params, ids, np.array([10, 1, 1, 1, 1]))
     with pytest.raises(ValueError, match="character ids"):
         net.read(params, ids + 13, lengths)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_streams_split_over_threads_give_the_one_thread_step(cell):
+    # With two threads a segment's streams are split in two blocks (each on a thread of its
+    # own) and the gradients added: the same step as one thread, with the same dropout masks.
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    from tagger.nn import language_model
+
+    net = CharLMNetwork(V, embedding_dim=4, cell=cell, hidden_size=5, num_layers=2,
+                        dropout=0.3)
+    params = perturbed_params(net, 6)
+    x, y = char_stream(7, 2 * language_model._MIN_ROWS_PER_THREAD + 1, 6)
+    assert len(language_model._row_parts(x.shape[0], 6, 2)) == 2
+    results = []
+    for threads in (1, 2):
+        saved = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            state = net.initial_state(x.shape[0], np.float64)
+            state = [(h + 0.1, None if c is None else c - 0.2) for h, c in state]
+            results.append(net.loss_and_grads(params, x, y, state, np.random.default_rng(3)))
+        finally:
+            numba.set_num_threads(saved)
+    (loss1, grads1, state1), (loss2, grads2, state2) = results
+    assert loss2 == pytest.approx(loss1, rel=1e-13)
+    for name in params:
+        np.testing.assert_allclose(grads2[name], grads1[name], rtol=1e-11, atol=1e-14,
+                                   err_msg=name)
+    for (h1, c1), (h2, c2) in zip(state1, state2, strict=True):
+        np.testing.assert_array_equal(h1, h2)
+        if c1 is not None:
+            np.testing.assert_array_equal(c1, c2)

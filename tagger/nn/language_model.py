@@ -11,6 +11,7 @@ of the call). Parameters are plain dicts of NumPy arrays, as for
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..kernels import ops_cpu, rnn_cpu
@@ -25,6 +26,7 @@ from .recurrent import (
     dropout_mask,
     init_direction,
 )
+from .training import thread_pool
 
 LM_CELLS = ("lstm", "gru")
 
@@ -174,12 +176,14 @@ class CharLMNetwork:
 
     def _forward(self, params: dict, ids: np.ndarray, state: State,
                  rng: np.random.Generator | None, need_backward: bool,
-                 lengths: np.ndarray | None = None):
+                 lengths: np.ndarray | None = None, masks=None):
         """Embeddings and recurrent layers over one segment.
 
         ``lengths`` (B,), when given, says how many steps of each row to read (right-padded
         rows of several texts): outputs past a row's length are zero and its state is the one
         after its last step. Training segments have none (every row is read whole).
+        ``masks``, when given, are the dropout masks (:meth:`_draw_masks`) instead of draws
+        from ``rng``.
 
         Returns the top layer's outputs (B, T, H) after output dropout, the new state, and what
         the backward pass needs (the input mask and cache of every layer, and the output mask).
@@ -190,12 +194,14 @@ class CharLMNetwork:
         lengths = np.full(B, T, np.int64) if lengths is None else lengths
         x = np.empty((B, T, self.embedding_dim), dtype)
         ops_cpu.embedding_lookup(table, ids, x)
-        train = rng is not None and self.dropout > 0
+        if masks is None:
+            masks = self._draw_masks(rng, B, T, dtype)
+        layer_masks, out_mask = masks if masks is not None else (None, None)
         layers, new_state = [], []
         for layer in range(self.num_layers):
             mask = None
-            if train:
-                mask = dropout_mask(rng, x.shape, self.dropout, dtype)
+            if layer_masks is not None:
+                mask = layer_masks[layer]
                 x = x * mask
             h0, c0 = state[layer]
             x, h_last, c_last, cache = direction_forward(
@@ -205,11 +211,18 @@ class CharLMNetwork:
             layers.append((mask, cache))
             # h_last and c_last are new arrays that no cache refers to: the caller may keep them.
             new_state.append((h_last, c_last))
-        out_mask = None
-        if train:
-            out_mask = dropout_mask(rng, x.shape, self.dropout, dtype)
+        if out_mask is not None:
             x = x * out_mask
         return x, new_state, (layers, out_mask)
+
+    def _draw_masks(self, rng: np.random.Generator | None, B: int, T: int, dtype):
+        """The dropout masks of a training segment, in the order of their draws: one on the
+        input of every layer, then one on the top layer's output (None without dropout)."""
+        if rng is None or self.dropout <= 0:
+            return None
+        layer_masks = [dropout_mask(rng, (B, T, self._input_size(layer)), self.dropout, dtype)
+                       for layer in range(self.num_layers)]
+        return layer_masks, dropout_mask(rng, (B, T, self.hidden_size), self.dropout, dtype)
 
     def read(self, params: dict, ids, lengths) -> np.ndarray:
         """The top layer's outputs (B, T, H) over right-padded rows of character ids, each read
@@ -277,13 +290,52 @@ class CharLMNetwork:
             raise ValueError(f"targets have shape {targets.shape}, inputs {inputs.shape}")
         table = params["emb.char"]
         B, T = inputs.shape
+        n = B * T
         state = self._state(state, B, table.dtype)
-        top, new_state, (layers, out_mask) = self._forward(params, inputs, state, rng, True)
+        masks = self._draw_masks(rng, B, T, table.dtype)
+        parts = _row_parts(B, T, numba.get_num_threads())
+        if len(parts) == 1:
+            total, grads, new_state = self._segment(params, inputs, targets, state, masks, n)
+        else:
+            # The streams are independent: each thread runs a block of them, with the masks
+            # drawn above (the same draws whatever the number of threads); their gradients,
+            # already divided by n, add up.
+            def run(rows):
+                saved = numba.get_num_threads()
+                numba.set_num_threads(1)
+                try:
+                    return self._segment(params, inputs[rows], targets[rows],
+                                         [(h[rows], None if c is None else c[rows])
+                                          for h, c in state], _mask_rows(masks, rows), n)
+                finally:
+                    numba.set_num_threads(saved)
+
+            pool = thread_pool("lm-rows", max(1, len(parts) - 1))
+            futures = [pool.submit(run, rows) for rows in parts[1:]]
+            results = [run(parts[0])] + [f.result() for f in futures]
+            total = sum(r[0] for r in results)
+            grads = results[0][1]
+            for _, more, _ in results[1:]:
+                for name, value in more.items():
+                    grads[name] += value
+            new_state = [(np.concatenate([r[2][layer][0] for r in results]),
+                          None if state[layer][1] is None
+                          else np.concatenate([r[2][layer][1] for r in results]))
+                         for layer in range(self.num_layers)]
+        return -total / n, grads, new_state
+
+    def _segment(self, params: dict, inputs: np.ndarray, targets: np.ndarray, state: State,
+                 masks, n: int):
+        """Forward and backward over the rows given: (sum of the log-probabilities of the
+        targets, the gradients of the loss summed over these rows and divided by ``n``, the
+        rows' new state)."""
+        table = params["emb.char"]
+        top, new_state, (layers, out_mask) = self._forward(params, inputs, state, None, True,
+                                                           masks=masks)
         logits = linear_forward(top, params["out.W"], params["out.b"])
         logp = _log_softmax(logits)
-        n = B * T
         picked = np.take_along_axis(logp, targets[..., None], axis=-1)
-        loss = -float(picked.sum(dtype=np.float64)) / n
+        total = float(picked.sum(dtype=np.float64))
         # d loss / d logits = (softmax - one-hot) / n, built in place of the log-probabilities.
         d_logits = np.exp(logp, out=logp)
         np.put_along_axis(d_logits, targets[..., None],
@@ -307,7 +359,7 @@ class CharLMNetwork:
         d_table = np.empty_like(table)
         ops_cpu.embedding_backward(inputs, np.ascontiguousarray(d), d_table)
         grads["emb.char"] = d_table
-        return loss, {name: grads[name] for name in params}, new_state
+        return total, {name: grads[name] for name in params}, new_state
 
     def log_likelihood(self, params: dict, inputs, targets, state: State | None):
         """Log-probability of the next characters of one segment, without dropout and without
@@ -368,6 +420,26 @@ class CharLMNetwork:
         # The top layer's final state is its output at the last step: only it is projected.
         logits = new_state[-1][0] @ params["out.W"] + params["out.b"]
         return logits, new_state
+
+
+# Rows per thread below which a segment is not split: a block of streams must keep the kernels'
+# matrix products wide enough to run near their best speed.
+_MIN_ROWS_PER_THREAD = 8
+
+
+def _row_parts(B: int, T: int, threads: int) -> list[slice]:
+    """The blocks of streams that the threads of a training step take (one block: no split)."""
+    k = max(1, min(threads, B // _MIN_ROWS_PER_THREAD))
+    bounds = [round(i * B / k) for i in range(k + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _mask_rows(masks, rows: slice):
+    if masks is None:
+        return None
+    layer_masks, out_mask = masks
+    return [np.ascontiguousarray(m[rows]) for m in layer_masks], \
+        np.ascontiguousarray(out_mask[rows])
 
 
 def _log_softmax(scores: np.ndarray) -> np.ndarray:
