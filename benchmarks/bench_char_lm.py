@@ -117,7 +117,7 @@ def prediction_cost(without: SequenceTagger, with_lm: SequenceTagger, X, repeats
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lm-hidden", type=int, default=128)
-    parser.add_argument("--lm-epochs", type=int, default=5)
+    parser.add_argument("--lm-epochs", type=int, default=8)
     parser.add_argument("--ud-sentences", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)

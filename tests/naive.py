@@ -590,3 +590,45 @@ def sample_reference(cell, table, W, U, b, b_rn, out_W, out_b, h, c, first, n, t
             prev = int(candidates[pick])
         ids[s] = prev
     return ids, h, c
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoder-decoder attention (one decoder step), written independently of the kernels: masked
+# whole-array softmax and the softmax Jacobian as a matrix; float64. enc is (B, S, D) right-padded,
+# lengths (B,), q (B, D); an empty source gives zero weights and a zero context.
+# --------------------------------------------------------------------------------------------------
+
+
+def attention(enc, lengths, q):
+    """Returns (alpha (B, S), ctx (B, D))."""
+    enc = np.asarray(enc, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    B, S, D = enc.shape
+    alpha = np.zeros((B, S))
+    for n, L in enumerate(lengths):
+        if L > 0:
+            scores = enc[n, :L] @ q[n]
+            e = np.exp(scores - scores.max())
+            alpha[n, :L] = e / e.sum()
+    ctx = np.einsum("bs,bsd->bd", alpha, np.where(_valid(lengths, S)[..., None], enc, 0.0))
+    return alpha, ctx
+
+
+def attention_backward(enc, lengths, q, d_ctx):
+    """Returns (d_enc (B, S, D), d_q (B, D)) of the loss whose gradient w.r.t. ctx is d_ctx."""
+    enc = np.asarray(enc, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    d_ctx = np.asarray(d_ctx, dtype=np.float64)
+    alpha, _ = attention(enc, lengths, q)
+    B, S, D = enc.shape
+    d_enc = np.zeros((B, S, D))
+    d_q = np.zeros((B, D))
+    for n, L in enumerate(lengths):
+        if L == 0:
+            continue
+        a = alpha[n, :L]
+        jacobian = np.diag(a) - np.outer(a, a)  # d alpha / d scores
+        d_scores = jacobian @ (enc[n, :L] @ d_ctx[n])
+        d_enc[n, :L] = np.outer(a, d_ctx[n]) + np.outer(d_scores, q[n])
+        d_q[n] = d_scores @ enc[n, :L]
+    return d_enc, d_q

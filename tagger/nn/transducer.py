@@ -1,0 +1,458 @@
+"""The network of an encoder–decoder with attention (N→M): a bidirectional LSTM reads the source
+symbols (with optional per-example categorical features), and an LSTM decoder writes the target
+symbols one at a time, attending to the encoder states at every step (Luong, Pham & Manning 2015).
+
+One decoder step, from the previous target symbol ``y`` and the previous attentional state
+``a`` (zero before the first step; *input feeding*)::
+
+    h, c  = LSTM([emb(y); a], (h, c))
+    alpha = softmax_s(enc_s . (h W_att))             # over the source's valid steps
+    ctx   = sum_s alpha_s enc_s
+    a     = tanh([ctx; h] W_comb + b_comb)
+    p(next symbol) = softmax(a W_out + b_out)
+
+The encoder's outputs are (B, S, 2H): each direction's H states side by side. The decoder's
+state H starts from the encoder's summary, ``h0 = tanh([fwd state after the last symbol; bwd
+state after the first] W_init + b_init)``, ``c0 = 0``. Training reads the gold targets (teacher
+forcing); the loss is the mean cross-entropy over the target symbols (the end symbol included).
+
+Parameters are a plain dict of NumPy arrays, as for the other networks; everything runs on the
+CPU kernels (:mod:`tagger.kernels.rnn_cpu` for the recurrences, :mod:`tagger.kernels.attention_cpu`
+for the attention).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import attention_cpu, ops_cpu
+from . import init
+from .recurrent import RNNStack, direction_backward, direction_forward, dropout_mask
+
+
+class TransducerNetwork:
+    """Encoder–decoder with attention over symbol ids.
+
+    Parameters
+    ----------
+    source_size, target_size : int
+        Source and target vocabulary sizes (ids ``0 .. size-1``).
+    feature_sizes : sequence of int
+        Vocabulary size of each per-example categorical feature (none by default).
+    embedding_dim : int
+        Width of the source and target symbol embeddings.
+    feature_dim : int
+        Width of each feature's embedding (appended to every source step's input).
+    hidden_size : int
+        H: the state of each encoder direction and of the decoder.
+    num_layers : int
+        Encoder layers.
+    dropout : float
+        Inverted-dropout rate on the encoder's input, between its layers and on the decoder's
+        attentional state before the output layer, in training.
+    """
+
+    def __init__(self, source_size: int, target_size: int, feature_sizes=(),
+                 embedding_dim: int = 64, feature_dim: int = 16, hidden_size: int = 128,
+                 num_layers: int = 1, dropout: float = 0.0):
+        sizes = [source_size, target_size, embedding_dim, hidden_size, num_layers,
+                 *feature_sizes]
+        if feature_sizes:
+            sizes.append(feature_dim)
+        if min(int(s) for s in sizes) < 1:
+            raise ValueError("vocabulary sizes, widths and num_layers must be positive")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.source_size = int(source_size)
+        self.target_size = int(target_size)
+        self.feature_sizes = tuple(int(n) for n in feature_sizes)
+        self.embedding_dim = int(embedding_dim)
+        self.feature_dim = int(feature_dim)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.dropout = float(dropout)
+        self.input_size = self.embedding_dim + len(self.feature_sizes) * self.feature_dim
+        self.encoder = RNNStack("lstm", self.input_size, self.hidden_size, self.num_layers,
+                                bidirectional=True, dropout=self.dropout, prefix="enc")
+
+    # ----------------------------------------------------------------------------------------------
+    # parameters
+
+    def param_shapes(self) -> dict[str, tuple]:
+        """Name to shape of every parameter."""
+        E, H = self.embedding_dim, self.hidden_size
+        shapes = {"src.emb": (self.source_size, E)}
+        for i, n in enumerate(self.feature_sizes):
+            shapes[f"feat.{i}.emb"] = (n, self.feature_dim)
+        shapes.update(self.encoder.param_shapes())
+        shapes.update({
+            "init.W": (2 * H, H), "init.b": (H,),
+            "tgt.emb": (self.target_size, E),
+            "dec.W": (E + H, 4 * H), "dec.U": (H, 4 * H), "dec.b": (4 * H,),
+            "att.W": (H, 2 * H),
+            "comb.W": (3 * H, H), "comb.b": (H,),
+            "out.W": (H, self.target_size), "out.b": (self.target_size,),
+        })
+        return shapes
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Fresh parameters: embeddings of unit variance per component, recurrent layers as
+        :func:`~tagger.nn.recurrent.init_direction`, Glorot elsewhere, zero biases (the
+        decoder's forget gate at 1)."""
+        from .recurrent import init_direction
+
+        params = {}
+        for name, shape in self.param_shapes().items():
+            if name.endswith(".emb"):
+                params[name] = init.uniform(rng, shape, np.sqrt(3.0), dtype)
+            elif name.startswith("enc."):
+                continue
+            elif name.endswith(".b"):
+                params[name] = np.zeros(shape, dtype)
+            else:
+                params[name] = init.glorot_uniform(rng, shape, dtype)
+        params.update(self.encoder.init_params(rng, dtype))
+        decoder = init_direction("lstm", self.embedding_dim + self.hidden_size,
+                                 self.hidden_size, rng, dtype)
+        for name, value in decoder.items():
+            params[f"dec.{name}"] = value
+        return {name: params[name] for name in self.param_shapes()}
+
+    # ----------------------------------------------------------------------------------------------
+    # encoder
+
+    def _encode(self, params, src, src_lengths, features, rng, need_backward: bool):
+        """Encoder states (B, S, 2H), the decoder's initial state and what the backward pass
+        needs."""
+        dtype = params["src.emb"].dtype
+        B, S = src.shape
+        E, H = self.embedding_dim, self.hidden_size
+        ids = np.where(np.arange(S)[None, :] < src_lengths[:, None], src, -1)
+        x = np.empty((B, S, E), dtype)
+        ops_cpu.embedding_lookup(params["src.emb"], np.ascontiguousarray(ids), x)  # 0 at -1
+        if self.feature_sizes:
+            valid = (ids >= 0)[..., None]
+            parts = [x]
+            for i in range(len(self.feature_sizes)):
+                rows = params[f"feat.{i}.emb"][features[:, i]]  # (B, F)
+                parts.append(np.where(valid, rows[:, None, :], 0).astype(dtype))
+            x = np.concatenate(parts, axis=2)
+        mask = None
+        if rng is not None and self.dropout > 0:
+            mask = dropout_mask(rng, x.shape, self.dropout, dtype)
+            x = x * mask
+        enc, caches = self.encoder.forward(params, x, src_lengths, rng, need_backward)
+        rows = np.arange(B)
+        summary = np.concatenate([enc[rows, src_lengths - 1, :H], enc[:, 0, H:]], axis=1)
+        h0 = np.tanh(summary @ params["init.W"] + params["init.b"])
+        return enc, h0, (ids, mask, caches, summary, h0)
+
+    # ----------------------------------------------------------------------------------------------
+    # decoder
+
+    def _dec_params(self, params: dict) -> dict:
+        return {"W": params["dec.W"], "U": params["dec.U"], "b": params["dec.b"]}
+
+    def _step(self, params, enc, src_lengths, y_prev, a_prev, h, c, need_backward: bool):
+        """One decoder step for every row: the new (h, c), the attentional state and what the
+        backward pass needs."""
+        dtype = enc.dtype
+        B = y_prev.shape[0]
+        u = np.concatenate([params["tgt.emb"][y_prev], a_prev], axis=1)
+        ones = np.ones(B, np.int64)
+        _, h_new, c_new, cache = direction_forward("lstm", self._dec_params(params),
+                                                   u[:, None, :], ones, h0=h, c0=c,
+                                                   need_backward=need_backward)
+        q = np.ascontiguousarray(h_new @ params["att.W"], dtype)
+        alpha = np.empty(enc.shape[:2], dtype)
+        ctx = np.empty((B, enc.shape[2]), dtype)
+        attention_cpu.attention_forward(enc, src_lengths, q, alpha, ctx)
+        joined = np.concatenate([ctx, h_new], axis=1)
+        a = np.tanh(joined @ params["comb.W"] + params["comb.b"])
+        return h_new, c_new, a, (u, cache, h_new, q, alpha, joined, a)
+
+    # ----------------------------------------------------------------------------------------------
+    # training
+
+    def loss_and_grads(self, params: dict, src, src_lengths, tgt_in, tgt_out, tgt_lengths,
+                       features=None, rng: np.random.Generator | None = None):
+        """Mean cross-entropy of the target symbols under teacher forcing, and its gradients.
+
+        Parameters
+        ----------
+        params : dict
+        src : ndarray (B, S) of int
+            Source ids, right-padded (padding ids are never read).
+        src_lengths : ndarray (B,) of int
+            Valid source steps, each at least 1.
+        tgt_in, tgt_out : ndarray (B, T) of int
+            The decoder's inputs (the start symbol, then the target) and the symbols it must
+            write (the target, then the end symbol).
+        tgt_lengths : ndarray (B,) of int
+            Valid target steps, each at least 1.
+        features : ndarray (B, n_features) of int, optional
+            Per-example feature ids.
+        rng : numpy.random.Generator, optional
+            Given during training: draws the dropout masks.
+
+        Returns
+        -------
+        loss : float
+            Mean over the B * valid target symbols, in nats.
+        grads : dict
+            Gradients with the keys of ``params``.
+        """
+        src, src_lengths, tgt_in, tgt_out, tgt_lengths, features = self._check(
+            src, src_lengths, tgt_in, tgt_out, tgt_lengths, features)
+        dtype = params["src.emb"].dtype
+        B, T = tgt_in.shape
+        H = self.hidden_size
+        enc, h, (ids, in_mask, enc_caches, summary, h0) = self._encode(
+            params, src, src_lengths, features, rng, True)
+        c = np.zeros((B, H), dtype)
+        a = np.zeros((B, H), dtype)
+        valid = np.arange(T)[None, :] < tgt_lengths[:, None]
+        n = int(valid.sum())
+        total = 0.0
+        steps = []
+        for t in range(T):
+            h, c, a, saved = self._step(params, enc, src_lengths, tgt_in[:, t], a, h, c, True)
+            out_mask = None
+            if rng is not None and self.dropout > 0:
+                out_mask = dropout_mask(rng, a.shape, self.dropout, dtype)
+                a_out = a * out_mask
+            else:
+                a_out = a
+            logits = a_out @ params["out.W"] + params["out.b"]
+            logp = logits - logits.max(axis=1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+            rows = np.arange(B)
+            w = valid[:, t]
+            total += float(logp[rows, tgt_out[:, t]][w].sum(dtype=np.float64))
+            d_logits = np.exp(logp)
+            d_logits[rows, tgt_out[:, t]] -= 1
+            d_logits *= (w / n).astype(dtype)[:, None]
+            steps.append((saved, out_mask, a_out, d_logits))
+        grads = {name: np.zeros_like(value) for name, value in params.items()}
+        d_enc = np.zeros_like(enc)
+        d_h = np.zeros((B, H), dtype)
+        d_c = np.zeros((B, H), dtype)
+        d_a_next = np.zeros((B, H), dtype)
+        d_q = np.empty((B, 2 * H), dtype)
+        E = self.embedding_dim
+        for t in range(T - 1, -1, -1):
+            (u, cache, h_t, q, alpha, joined, a_t), out_mask, a_out, d_logits = steps[t]
+            grads["out.W"] += a_out.T @ d_logits
+            grads["out.b"] += d_logits.sum(axis=0)
+            d_a = d_logits @ params["out.W"].T
+            if out_mask is not None:
+                d_a *= out_mask
+            d_a += d_a_next
+            d_pre = d_a * (1 - a_t * a_t)
+            grads["comb.W"] += joined.T @ d_pre
+            grads["comb.b"] += d_pre.sum(axis=0)
+            d_joined = d_pre @ params["comb.W"].T
+            d_ctx = np.ascontiguousarray(d_joined[:, :2 * H])
+            attention_cpu.attention_backward(enc, src_lengths, q, alpha, d_ctx, d_enc, d_q)
+            d_h_out = d_joined[:, 2 * H:] + d_q @ params["att.W"].T
+            grads["att.W"] += h_t.T @ d_q
+            du, g, dh0, dc0 = direction_backward(self._dec_params(params), cache,
+                                                 np.ascontiguousarray(d_h_out[:, None, :]),
+                                                 d_h_last=d_h, d_c_last=d_c)
+            for name, value in g.items():
+                grads[f"dec.{name}"] += value
+            du = du[:, 0, :]
+            np.add.at(grads["tgt.emb"], tgt_in[:, t], du[:, :E])
+            d_a_next = np.ascontiguousarray(du[:, E:])
+            d_h, d_c = dh0, dc0
+        # The decoder's initial state came from the encoder's summary (c0 is a constant).
+        d_init = d_h * (1 - h0 * h0)
+        grads["init.W"] += summary.T @ d_init
+        grads["init.b"] += d_init.sum(axis=0)
+        d_summary = d_init @ params["init.W"].T
+        rows = np.arange(B)
+        d_enc[rows, src_lengths - 1, :H] += d_summary[:, :H]
+        d_enc[:, 0, H:] += d_summary[:, H:]
+        dx, enc_grads = self.encoder.backward(params, enc_caches, d_enc)
+        for name, value in enc_grads.items():
+            grads[name] += value
+        if in_mask is not None:
+            dx = dx * in_mask
+        d_table = np.empty_like(params["src.emb"])
+        ops_cpu.embedding_backward(ids, np.ascontiguousarray(dx[:, :, :E]), d_table)
+        grads["src.emb"] += d_table
+        F = self.feature_dim
+        for i in range(len(self.feature_sizes)):
+            per_row = dx[:, :, E + i * F:E + (i + 1) * F].sum(axis=1)  # padding holds zeros
+            np.add.at(grads[f"feat.{i}.emb"], features[:, i], per_row)
+        return -total / n, grads
+
+    # ----------------------------------------------------------------------------------------------
+    # prediction
+
+    def encode(self, params: dict, src, src_lengths, features=None):
+        """The encoder states and the decoder's initial state of a batch, for decoding."""
+        src, src_lengths, features = self._check(src, src_lengths, features=features)
+        enc, h0, _ = self._encode(params, src, src_lengths, features, None, False)
+        return enc, src_lengths, h0
+
+    def _next(self, params, enc, src_lengths, y_prev, a, h, c):
+        """One decoder step without dropout: log-probabilities of the next symbol (B, V) in
+        float64 and the new (a, h, c)."""
+        h, c, a, _ = self._step(params, enc, src_lengths, y_prev, a, h, c, False)
+        logits = (a @ params["out.W"] + params["out.b"]).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return logits, a, h, c
+
+    def log_likelihood(self, params: dict, src, src_lengths, tgt_in, tgt_out, tgt_lengths,
+                       features=None) -> np.ndarray:
+        """Log-probability (natural log, float64) of each row's target under teacher forcing:
+        the sum over its valid target symbols."""
+        src, src_lengths, tgt_in, tgt_out, tgt_lengths, features = self._check(
+            src, src_lengths, tgt_in, tgt_out, tgt_lengths, features)
+        enc, h, _ = self._encode(params, src, src_lengths, features, None, False)
+        B, T = tgt_in.shape
+        dtype = enc.dtype
+        c = np.zeros((B, self.hidden_size), dtype)
+        a = np.zeros((B, self.hidden_size), dtype)
+        total = np.zeros(B)
+        rows = np.arange(B)
+        for t in range(T):
+            logp, a, h, c = self._next(params, enc, src_lengths, tgt_in[:, t], a, h, c)
+            total += np.where(t < tgt_lengths, logp[rows, tgt_out[:, t]], 0.0)
+        return total
+
+    def greedy(self, params: dict, src, src_lengths, bos: int, eos: int, max_length: int,
+               features=None) -> list[list[int]]:
+        """The most probable symbol at every step, for every row at once, until each row has
+        written ``eos`` or ``max_length`` symbols (``eos`` not included in the result)."""
+        enc, src_lengths, h = self.encode(params, src, src_lengths, features)
+        B = enc.shape[0]
+        dtype = enc.dtype
+        c = np.zeros((B, self.hidden_size), dtype)
+        a = np.zeros((B, self.hidden_size), dtype)
+        y = np.full(B, bos, np.int64)
+        out: list[list[int]] = [[] for _ in range(B)]
+        done = np.zeros(B, bool)
+        for _ in range(max_length):
+            logp, a, h, c = self._next(params, enc, src_lengths, y, a, h, c)
+            y = logp.argmax(axis=1)
+            for b in np.flatnonzero(~done):
+                if y[b] == eos:
+                    done[b] = True
+                else:
+                    out[b].append(int(y[b]))
+            if done.all():
+                break
+        return out
+
+    def beam_search(self, params: dict, src, src_length: int, bos: int, eos: int,
+                    max_length: int, beam_size: int = 5, length_penalty: float = 0.0,
+                    features=None, n_best: int = 1) -> list[tuple[list[int], float, bool]]:
+        """Beam search for one source (``src`` (S,) ids).
+
+        Every step extends each live hypothesis by every symbol and keeps the ``beam_size``
+        best extensions by total log-probability; one that ends with ``eos`` is finished.
+        The search stops when ``beam_size`` hypotheses are finished or after ``max_length``
+        steps. Finished hypotheses are ranked by ``log p / length ** length_penalty`` (the
+        length counts ``eos``; 0 ranks by log-probability alone).
+
+        Returns
+        -------
+        list of (symbols, score, finished)
+            The ``n_best`` best, best first: symbols without ``eos``, the ranking score, and
+            whether the hypothesis ended with ``eos`` (False only when none did within
+            ``max_length`` steps: the best live ones are returned then).
+        """
+        enc, src_lengths, h = self.encode(params, np.asarray(src)[None, :], [src_length],
+                                          None if features is None
+                                          else np.asarray(features)[None, :])
+        dtype = enc.dtype
+        H = self.hidden_size
+        c = np.zeros((1, H), dtype)
+        a = np.zeros((1, H), dtype)
+        live = [([], 0.0)]
+        y = np.array([bos], np.int64)
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_length):
+            m = len(live)
+            logp, a, h, c = self._next(params, np.repeat(enc, m, axis=0) if m > 1 else enc,
+                                       np.repeat(src_lengths, m), y, a, h, c)
+            totals = np.array([score for _, score in live])[:, None] + logp
+            flat = totals.ravel()
+            k = min(beam_size, flat.size)
+            best = np.argpartition(-flat, k - 1)[:k]
+            best = best[np.lexsort((best, -flat[best]))]  # by score, ties to lower index
+            keep_rows, keep_symbols, new_live = [], [], []
+            for index in best:
+                row, symbol = divmod(int(index), logp.shape[1])
+                score = float(flat[index])
+                if symbol == eos:
+                    finished.append((live[row][0], score))
+                else:
+                    new_live.append((live[row][0] + [symbol], score))
+                    keep_rows.append(row)
+                    keep_symbols.append(symbol)
+            if len(finished) >= beam_size or not new_live:
+                break
+            live = new_live
+            rows = np.array(keep_rows)
+            a, h, c = a[rows], h[rows], c[rows]
+            y = np.array(keep_symbols, np.int64)
+        if finished:
+            ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
+                             for symbols, score in finished), key=lambda r: -r[1])
+        else:
+            ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
+                             for symbols, score in live), key=lambda r: -r[1])
+        return ranked[:n_best]
+
+    # ----------------------------------------------------------------------------------------------
+    # checks
+
+    def _check(self, src, src_lengths, tgt_in=None, tgt_out=None, tgt_lengths=None,
+               features=None):
+        src = _int_array(src, "src", 2)
+        B, S = src.shape
+        src_lengths = _int_array(src_lengths, "src_lengths", 1)
+        if src_lengths.shape != (B,) or (src_lengths < 1).any() or (src_lengths > S).any():
+            raise ValueError(f"src_lengths must be {B} integers in [1, {S}]")
+        valid = np.arange(S)[None, :] < src_lengths[:, None]
+        _check_ids(src[valid], self.source_size, "src")
+        if self.feature_sizes:
+            features = _int_array(features, "features", 2)
+            if features.shape != (B, len(self.feature_sizes)):
+                raise ValueError(f"features must have shape {(B, len(self.feature_sizes))}, "
+                                 f"got {features.shape}")
+            for i, n in enumerate(self.feature_sizes):
+                _check_ids(features[:, i], n, f"feature {i}")
+        elif features is not None and np.size(features):
+            raise ValueError("this network has no features")
+        if tgt_in is None:
+            return src, src_lengths, features
+        tgt_in = _int_array(tgt_in, "tgt_in", 2)
+        tgt_out = _int_array(tgt_out, "tgt_out", 2)
+        if tgt_in.shape[0] != B or tgt_out.shape != tgt_in.shape:
+            raise ValueError(f"tgt_in and tgt_out must both have shape ({B}, T)")
+        T = tgt_in.shape[1]
+        tgt_lengths = _int_array(tgt_lengths, "tgt_lengths", 1)
+        if tgt_lengths.shape != (B,) or (tgt_lengths < 1).any() or (tgt_lengths > T).any():
+            raise ValueError(f"tgt_lengths must be {B} integers in [1, {T}]")
+        _check_ids(tgt_in, self.target_size, "tgt_in")
+        _check_ids(tgt_out, self.target_size, "tgt_out")
+        return src, src_lengths, tgt_in, tgt_out, tgt_lengths, features
+
+
+def _int_array(a, name: str, ndim: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != ndim or (a.size and a.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be a {ndim}-d integer array, got shape {a.shape} and "
+                         f"dtype {a.dtype}")
+    return np.ascontiguousarray(a, np.int64)
+
+
+def _check_ids(ids: np.ndarray, size: int, name: str) -> None:
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= size):
+        raise ValueError(f"{name} holds ids in [{int(ids.min())}, {int(ids.max())}]; the "
+                         f"vocabulary has ids 0 to {size - 1}")
