@@ -3,5 +3,7 @@
 from .classifier import SequenceClassifier
 from .language_model import CharLanguageModel
 from .tagger import SequenceTagger, load, save
+from .transducer import SequenceTransducer
 
-__all__ = ["CharLanguageModel", "SequenceClassifier", "SequenceTagger", "load", "save"]
+__all__ = ["CharLanguageModel", "SequenceClassifier", "SequenceTagger", "SequenceTransducer",
+           "load", "save"]

@@ -17,8 +17,10 @@ from ..nn.features import NumericBatch
 
 TEXT = "text"
 NUMERIC = "numeric"
-#: A character language model's input: one stream of characters.
+#: A character language model's input: one stream of characters; a transducer's: strings.
 CHARS = "chars"
+#: A transducer's input of token sequences (lists of strings).
+SYMBOLS = "symbols"
 
 
 def _kind_of(item) -> str:

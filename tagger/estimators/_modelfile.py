@@ -22,7 +22,7 @@ from ..nn.optim import OPTIMIZERS
 from ..nn.recurrent import CELLS
 from ..text.tokenize import TOKENIZERS
 from ..text.vocab import PAD, UNK, Vocabulary
-from ._inputs import CHARS, NUMERIC, TEXT
+from ._inputs import CHARS, NUMERIC, SYMBOLS, TEXT
 
 #: Upper limits on what a model file may ask for. Far above any useful model, low enough that a
 #: hostile config cannot make the loader or the first prediction allocate gigabytes.
@@ -35,6 +35,8 @@ LIMITS = {
     "features": 1_000_000,  # numeric inputs per step
     "history": 100_000,     # epochs recorded
     "steps": 1_000_000,     # a language model's segment length and parallel streams
+    "beam": 1_000,          # a transducer's beam
+    "output": 100_000,      # a transducer's longest output
 }
 
 #: Parameter dtype of every estimator.
@@ -113,7 +115,8 @@ def check_params(cls, params, trust_tokenizer: bool):
     estimator = cls(**params)
     limits = {"hidden_size": "width", "word_dim": "width", "char_dim": "width",
               "char_hidden_size": "width", "embedding_dim": "width", "num_layers": "layers",
-              "bptt": "steps", "batch_size": "steps"}
+              "bptt": "steps", "batch_size": "steps", "feature_dim": "width",
+              "beam_size": "beam"}
     for name in estimator._positive_int_params:
         _int(getattr(estimator, name), name, 1, LIMITS[limits[name]] if name in limits
              else 2**31)
@@ -212,6 +215,9 @@ def restore_from_config(cls, config: dict, trust_tokenizer: bool = False):
             _fail("a character vocabulary must hold single characters")
         estimator.vocabulary_ = vocabulary
         word_dim = 0
+    elif kind == SYMBOLS:
+        estimator.vocabulary_ = _vocabulary(config.get("vocabulary"), "vocabulary")
+        word_dim = 0
     elif kind == TEXT:
         estimator.vocabulary_ = _vocabulary(config.get("vocabulary"), "vocabulary")
         chars = config.get("char_vocabulary")
@@ -227,6 +233,30 @@ def restore_from_config(cls, config: dict, trust_tokenizer: bool = False):
                                  len(estimator.history_))
     estimator._restore_task(config)
     return estimator, word_dim
+
+
+def restore_transducer(estimator, config: dict) -> None:
+    """A transducer's own config (see :meth:`SequenceTransducer._task_config`), checked."""
+    kind = config.get("target_type")
+    if kind not in (CHARS, SYMBOLS):
+        _fail("target_type must be 'chars' or 'symbols'")
+    estimator.target_type_ = kind
+    target = _vocabulary(config.get("target_vocabulary"), "target_vocabulary")
+    if len(target) < 3:
+        _fail("target_vocabulary is empty")
+    if kind == CHARS and any(len(item) != 1 for item in target.items[2:]):
+        _fail("a character target vocabulary must hold single characters")
+    estimator.target_vocabulary_ = target
+    features = config.get("feature_vocabularies")
+    if not isinstance(features, list) or len(features) > 64:
+        _fail("feature_vocabularies must be a list of at most 64 vocabularies")
+    estimator.feature_vocabularies_ = [_vocabulary(v, f"feature_vocabularies[{i}]")
+                                       for i, v in enumerate(features)]
+    estimator.max_output_length_ = _int(config.get("max_output_length"), "max_output_length",
+                                        1, LIMITS["output"])
+    if estimator.max_output_length is not None:
+        _int(estimator.max_output_length, "max_output_length", 1, LIMITS["output"])
+    _number(estimator.length_penalty, "length_penalty")
 
 
 def _history(history) -> list[dict]:
@@ -341,7 +371,7 @@ def save_estimator(estimator, path, optimizer_state: bool) -> None:
     """Write a fitted estimator (see :meth:`RecurrentEstimator.save`)."""
     config = {"params": estimator._saveable_params(), "input_type": estimator.input_type_,
               "history": estimator.history_, "best_epoch": estimator.best_epoch_}
-    if estimator.input_type_ == CHARS:
+    if estimator.input_type_ in (CHARS, SYMBOLS):
         config.update(vocabulary=estimator.vocabulary_.to_dict())
     elif estimator.input_type_ == NUMERIC:
         config.update(n_features=estimator.n_features_,

@@ -720,9 +720,10 @@ def load(path, trust_tokenizer: bool = False):
     :meth:`SequenceTagger.load`)."""
     from .classifier import SequenceClassifier
     from .language_model import CharLanguageModel
+    from .transducer import SequenceTransducer
 
     kind = persist.read_config(path).get("kind")
-    for cls in (SequenceTagger, SequenceClassifier, CharLanguageModel):
+    for cls in (SequenceTagger, SequenceClassifier, CharLanguageModel, SequenceTransducer):
         if kind == cls._kind:
             return cls.load(path, trust_tokenizer=trust_tokenizer)
     raise ModelFileError(f"{path}: unknown model kind {str(kind)[:40]!r}")

@@ -1,0 +1,559 @@
+"""SequenceTransducer: an encoder–decoder with attention (N→M) with the scikit-learn API."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from ..kernels._jit import compile_seconds
+from ..nn.optim import decayed_learning_rate, make_optimizer
+from ..nn.training import apply_gradients, thread_limit
+from ..nn.transducer import TransducerNetwork
+from ..text.vocab import Vocabulary
+from ._base import _DIVERGENCE_FACTOR, RecurrentEstimator
+from ._inputs import CHARS, SYMBOLS
+from ._protocol import check_is_fitted
+
+_KIND = "SequenceTransducer"
+
+# The target vocabulary's two reserved ids (its padding and unknown entries) are the decoder's
+# start and end symbols: no target symbol is ever unknown (partial_fit refuses new ones).
+BOS, EOS = 0, 1
+
+
+class SequenceTransducer(RecurrentEstimator):
+    """An encoder–decoder with attention: a sequence in, a sequence of another length out.
+
+    X and y are lists of strings (read character by character: lemmas, pronunciations written
+    as text, transliterations) or of token sequences (lists of strings: phonemes, words). A
+    bidirectional LSTM reads each source; an LSTM decoder writes the target one symbol at a
+    time, attending to the source at every step (Luong et al. 2015, dot-product scores of a
+    learned query, with input feeding). Per-example categorical features (a word's part of
+    speech, say) can be given to ``fit`` and ``predict``: their embeddings join every source
+    step's input.
+
+    Parameters
+    ----------
+    cell : {"lstm"}
+        Recurrent cell of the encoder and the decoder.
+    hidden_size : int
+        State width of each encoder direction and of the decoder.
+    num_layers : int
+        Encoder layers.
+    embedding_dim : int
+        Width of the source and target symbol embeddings.
+    feature_dim : int
+        Width of each feature's embedding.
+    dropout : float
+        Dropout on the encoder's input and between its layers, and on the decoder's output.
+    optimizer : {"adam", "sgd"}
+    learning_rate : float
+    lr_decay : float
+        The learning rate of epoch ``e`` is ``learning_rate / (1 + lr_decay * (e - 1))``.
+    clip_norm : float or None
+        Clip the global gradient norm to this value.
+    batch_size : int
+    max_epochs : int
+    early_stopping : bool
+        With development data, keep the weights of the epoch with the best exact-match
+        accuracy and stop after ``patience`` epochs without a better one.
+    patience : int
+    beam_size : int
+        Hypotheses kept by :meth:`predict`'s beam search; 1 is greedy decoding.
+    length_penalty : float
+        Beam search ranks finished hypotheses by ``log p / length ** length_penalty`` (0: by
+        probability alone; 1: per symbol).
+    max_output_length : int or None
+        The longest output :meth:`predict` writes; None: twice the longest training target
+        plus 10. Outputs cut there are reported by a warning.
+    min_count : int
+        Source symbols seen fewer times in training are read as unknown.
+    device : {"auto", "cpu"}
+        The transducer runs on the CPU kernels for now ("auto" chooses the CPU).
+    n_jobs : int or None
+        Threads for the kernels (None: all cores).
+    random_state : int, numpy Generator or None
+    verbose : int
+        1 prints a line per epoch to standard error.
+
+    Attributes
+    ----------
+    vocabulary_ : Vocabulary
+        Source symbols.
+    target_vocabulary_ : Vocabulary
+        Target symbols (ids 0 and 1 are the decoder's start and end symbols).
+    feature_vocabularies_ : list of Vocabulary
+        One per feature (values not seen in training are read as unknown).
+    history_ : list of dict
+        Per epoch: loss, dev accuracy, seconds.
+    best_epoch_ : int
+    """
+
+    _kind = _KIND
+    _positive_int_params = ("hidden_size", "num_layers", "embedding_dim", "feature_dim",
+                            "batch_size", "max_epochs", "patience", "beam_size", "min_count")
+
+    def __init__(self, cell="lstm", hidden_size=128, num_layers=1, embedding_dim=64,
+                 feature_dim=16, dropout=0.3, optimizer="adam", learning_rate=0.002,
+                 lr_decay=0.0, clip_norm=5.0, batch_size=32, max_epochs=30,
+                 early_stopping=True, patience=5, beam_size=1, length_penalty=0.0,
+                 max_output_length=None, min_count=1, device="auto", n_jobs=None,
+                 random_state=None, verbose=0):
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding_dim = embedding_dim
+        self.feature_dim = feature_dim
+        self.dropout = dropout
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.lr_decay = lr_decay
+        self.clip_norm = clip_norm
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.max_output_length = max_output_length
+        self.min_count = min_count
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------------------------------
+
+    def _validate_params(self, resolve_device: bool = True) -> None:
+        self._check_training_params(("lstm",))
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
+        if not isinstance(self.early_stopping, bool):
+            raise ValueError(f"early_stopping must be True or False, got "
+                             f"{self.early_stopping!r}")
+        if isinstance(self.length_penalty, bool) or not isinstance(
+                self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty) \
+                or self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be a finite number >= 0, got "
+                             f"{self.length_penalty!r}")
+        m = self.max_output_length
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer))
+                              or m < 1):
+            raise ValueError(f"max_output_length must be a positive integer or None, got "
+                             f"{m!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if resolve_device:
+            self._resolve_device()
+
+    def _resolve_device(self) -> str:
+        if self.device == "cuda":
+            raise ValueError("the sequence transducer runs on the CPU kernels for now: use "
+                             "device='cpu' or 'auto'")
+        return "cpu"
+
+    # ------------------------------------------------------------------------------------------
+    # inputs
+    # ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sequences(X, name: str) -> tuple[list[tuple[str, ...]], str]:
+        """``X`` as tuples of symbols, and whether it held strings (CHARS) or token sequences
+        (SYMBOLS). Every sequence must be non-empty and of one kind."""
+        if isinstance(X, str):
+            raise TypeError(f"{name} must be a list of strings or of token sequences, not one "
+                            f"string: wrap it in a list")
+        try:
+            items = list(X)
+        except TypeError:
+            raise TypeError(f"{name} must be a list, got {type(X).__name__}") from None
+        kinds, out = set(), []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                kinds.add(CHARS)
+                seq = tuple(item)
+            elif isinstance(item, (list, tuple)) and all(isinstance(t, str) and t
+                                                         for t in item):
+                kinds.add(SYMBOLS)
+                seq = tuple(item)
+            else:
+                raise TypeError(f"{name}[{i}] must be a string or a list of non-empty strings, "
+                                f"got {type(item).__name__}")
+            if not seq:
+                raise ValueError(f"{name}[{i}] is empty: every sequence needs a symbol")
+            out.append(seq)
+        if len(kinds) > 1:
+            raise TypeError(f"{name} mixes strings and token sequences")
+        return out, kinds.pop() if kinds else CHARS
+
+    @staticmethod
+    def _feature_rows(features, n: int, name: str, width: int | None) -> list[tuple[str, ...]]:
+        """Per-example feature values as tuples of strings, all of one width."""
+        if features is None:
+            if width:
+                raise ValueError(f"this model was trained with {width} feature(s) per example: "
+                                 f"pass {name}")
+            return [() for _ in range(n)]
+        rows = list(features)
+        if len(rows) != n:
+            raise ValueError(f"{name} has {len(rows)} rows for {n} examples")
+        out = []
+        for i, row in enumerate(rows):
+            values = (row,) if isinstance(row, str) else tuple(row)
+            if not values or not all(isinstance(v, str) for v in values):
+                raise TypeError(f"{name}[{i}] must be a string or a tuple of strings")
+            out.append(values)
+        widths = {len(v) for v in out}
+        if len(widths) > 1:
+            raise ValueError(f"{name} rows have different numbers of values: "
+                             f"{sorted(widths)}")
+        if width is not None and out and len(out[0]) != width:
+            raise ValueError(f"{name} rows have {len(out[0])} value(s); the model was trained "
+                             f"with {width}")
+        return out
+
+    def _model_for(self, word_dim: int = 0, resolve_device: bool = True) -> TransducerNetwork:
+        if resolve_device:
+            self._resolve_device()
+        return TransducerNetwork(len(self.vocabulary_), len(self.target_vocabulary_),
+                                 [len(v) for v in self.feature_vocabularies_],
+                                 self.embedding_dim, self.feature_dim, self.hidden_size,
+                                 self.num_layers, self.dropout)
+
+    def _word_dim(self) -> int:
+        return 0
+
+    @property
+    def _model(self) -> TransducerNetwork:
+        model = self.__dict__.get("_model_cache")
+        if model is None:
+            model = self.__dict__["_model_cache"] = self._model_for()
+        return model
+
+    def _encode_sources(self, seqs, feats):
+        """Padded source ids (B, S), lengths and feature ids (B, n_features)."""
+        lengths = np.array([len(s) for s in seqs], np.int64)
+        src = np.zeros((len(seqs), int(lengths.max()) if len(seqs) else 1), np.int64)
+        for i, s in enumerate(seqs):
+            src[i, :len(s)] = self.vocabulary_.encode(s)
+        features = np.array([[v.index(x) if x in v else 1
+                              for v, x in zip(self.feature_vocabularies_, row, strict=True)]
+                             for row in feats], np.int64).reshape(len(seqs),
+                                                                  len(self.feature_vocabularies_))
+        return src, lengths, features
+
+    def _encode_targets(self, seqs):
+        """Decoder inputs and outputs (B, T) and lengths (the end symbol included)."""
+        lengths = np.array([len(s) + 1 for s in seqs], np.int64)
+        T = int(lengths.max())
+        tgt_in = np.zeros((len(seqs), T), np.int64)
+        tgt_out = np.zeros((len(seqs), T), np.int64)
+        for i, s in enumerate(seqs):
+            ids = self.target_vocabulary_.encode(s)
+            if (ids == 1).any():
+                unknown = sorted({t for t in s if t not in self.target_vocabulary_})
+                raise ValueError(f"target symbols not in the model's vocabulary: "
+                                 f"{unknown[:10]} (a new model must be fitted to learn them)")
+            tgt_in[i, 0] = BOS
+            tgt_in[i, 1:len(s) + 1] = ids
+            tgt_out[i, :len(s)] = ids
+            tgt_out[i, len(s)] = EOS
+        return tgt_in, tgt_out, lengths
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+
+    def fit(self, X, y, X_dev=None, y_dev=None, features=None, features_dev=None,
+            callback=None):
+        """Train on the pairs (``X[i]``, ``y[i]``).
+
+        Parameters
+        ----------
+        X, y : list of str, or list of lists of str
+            Sources and their targets (each non-empty).
+        X_dev, y_dev : optional
+            Development pairs: scored (exact match) after every epoch; they drive early
+            stopping.
+        features, features_dev : list of str or of tuples of str, optional
+            Per-example categorical features of X and X_dev (one value, or several of a fixed
+            number).
+        callback : callable, optional
+            ``callback(event, info)`` hears ``"epoch_start"``, ``"batch"`` and ``"epoch_end"``.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        sources, self.input_type_ = self._sequences(X, "X")
+        targets, self.target_type_ = self._sequences(y, "y")
+        if len(sources) != len(targets):
+            raise ValueError(f"X has {len(sources)} examples, y {len(targets)}")
+        if not sources:
+            raise ValueError("X is empty: nothing to learn from")
+        feats = self._feature_rows(features, len(sources), "features", None)
+        dev = self._dev(X_dev, y_dev, features_dev, len(feats[0]))
+        self._forget_fit()
+        self.vocabulary_ = Vocabulary.build((t for s in sources for t in s),
+                                            min_count=self.min_count)
+        self.target_vocabulary_ = Vocabulary.build(t for s in targets for t in s)
+        self.feature_vocabularies_ = [Vocabulary.build(row[k] for row in feats)
+                                      for k in range(len(feats[0]))]
+        self.max_output_length_ = (int(self.max_output_length) if self.max_output_length
+                                   else 2 * max(len(t) for t in targets) + 10)
+        rng = np.random.default_rng(self._seed())
+        model = self._model_for()
+        self.__dict__["_model_cache"] = model
+        self.params_ = model.init_params(rng)
+        self.history_ = []
+        self.best_epoch_ = 0
+        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
+        try:
+            self._train_pairs(sources, targets, feats, dev, self.max_epochs, rng,
+                              self.early_stopping, callback)
+            self.optimizer_state_ = self._optimizer.state_dict()
+        finally:
+            del self._optimizer
+        return self
+
+    def partial_fit(self, X, y, X_dev=None, y_dev=None, features=None, features_dev=None,
+                    callback=None):
+        """One more epoch on (X, y) (the first call fits a new model on them), from the
+        optimizer state of the last training; the vocabularies stay those of the first fit
+        (target symbols it never saw are refused).
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "params_"):
+            saved = self.max_epochs, self.early_stopping
+            self.max_epochs, self.early_stopping = 1, False
+            try:
+                return self.fit(X, y, X_dev, y_dev, features, features_dev, callback)
+            finally:
+                self.max_epochs, self.early_stopping = saved
+        self._validate_params()
+        sources, _ = self._sequences(X, "X")
+        targets, _ = self._sequences(y, "y")
+        if len(sources) != len(targets):
+            raise ValueError(f"X has {len(sources)} examples, y {len(targets)}")
+        width = len(self.feature_vocabularies_)
+        feats = self._feature_rows(features, len(sources), "features", width)
+        dev = self._dev(X_dev, y_dev, features_dev, width)
+        self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
+        state = getattr(self, "optimizer_state_", None)
+        if state:
+            self._optimizer.load_state_dict(state)
+        rng = np.random.default_rng(self._seed() + len(self.history_))
+        try:
+            self._train_pairs(sources, targets, feats, dev, 1, rng, False, callback)
+            self.optimizer_state_ = self._optimizer.state_dict()
+        finally:
+            del self._optimizer
+        return self
+
+    def _dev(self, X_dev, y_dev, features_dev, width):
+        if X_dev is None and y_dev is None:
+            return None
+        if X_dev is None or y_dev is None:
+            raise ValueError("give both X_dev and y_dev, or neither")
+        sources, _ = self._sequences(X_dev, "X_dev")
+        targets, _ = self._sequences(y_dev, "y_dev")
+        if len(sources) != len(targets):
+            raise ValueError(f"X_dev has {len(sources)} examples, y_dev {len(targets)}")
+        feats = self._feature_rows(features_dev, len(sources), "features_dev", width or None)
+        return list(X_dev), list(y_dev), feats if width else None
+
+    def _train_pairs(self, sources, targets, feats, dev, epochs: int, rng, early_stop: bool,
+                     callback) -> None:
+        model, params = self._model, self.params_
+        n = len(sources)
+        src, src_lengths, feature_ids = self._encode_sources(sources, feats)
+        tgt_in, tgt_out, tgt_lengths = self._encode_targets(targets)
+        first_epoch = len(self.history_)
+        best_score, best_progress, waited = (-math.inf,), (), 0
+        kept = {k: v.copy() for k, v in params.items()} if first_epoch else None
+        best_params = None
+        chance = math.log(max(len(self.target_vocabulary_) - 1, 2))
+        try:
+            with thread_limit(self.n_jobs):
+                for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
+                    lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
+                    self._optimizer.learning_rate = lr
+                    start, compiled_before = time.perf_counter(), compile_seconds()
+                    order = rng.permutation(n)
+                    batches = [order[k:k + self.batch_size]
+                               for k in range(0, n, self.batch_size)]
+                    if callback is not None:
+                        callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
+                    total, symbols = 0.0, 0
+                    for number, idx in enumerate(batches, 1):
+                        S = int(src_lengths[idx].max())
+                        T = int(tgt_lengths[idx].max())
+                        loss, grads = model.loss_and_grads(
+                            params, src[idx, :S], src_lengths[idx], tgt_in[idx, :T],
+                            tgt_out[idx, :T], tgt_lengths[idx], feature_ids[idx], rng)
+                        try:
+                            apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                        except FloatingPointError as exc:
+                            raise FloatingPointError(
+                                f"training diverged in epoch {epoch}: {exc}") from None
+                        count = int(tgt_lengths[idx].sum())
+                        total += loss * count
+                        symbols += count
+                        if callback is not None:
+                            callback("batch", {"epoch": epoch, "batch": number,
+                                               "n_batches": len(batches), "loss": loss,
+                                               "tokens": count})
+                    mean_loss = total / symbols
+                    if mean_loss > _DIVERGENCE_FACTOR * chance:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: the mean loss "
+                            f"{mean_loss:.4g} is over {_DIVERGENCE_FACTOR:g} times that of a "
+                            f"uniform guess ({chance:.4g})")
+                    seconds = time.perf_counter() - start
+                    compiling = min(compile_seconds() - compiled_before, seconds)
+                    dev_score = None
+                    if dev is not None:
+                        dev_score = self._exact_match(dev[0], dev[1], dev[2], beam_size=1)
+                    self.history_.append({
+                        "epoch": epoch, "loss": mean_loss, "dev_score": dev_score,
+                        "seconds": seconds, "compile_seconds": compiling,
+                        "learning_rate": lr})
+                    if self.verbose:
+                        shown = "" if dev_score is None else f"  dev exact {dev_score:.4f}"
+                        print(f"epoch {epoch:3d}  loss {mean_loss:.4f}{shown}  {seconds:.1f}s",
+                              file=sys.stderr)
+                    stop = False
+                    if dev_score is None or not early_stop:
+                        self.best_epoch_ = epoch
+                        kept = None
+                    else:
+                        best_score, best_progress, waited, stop = self._early_stopping_step(
+                            epoch, (dev_score,), (), best_score, best_progress, waited)
+                        if self.best_epoch_ == epoch:
+                            best_params = kept = {k: v.copy() for k, v in params.items()}
+                    if callback is not None:
+                        callback("epoch_end", {**self.history_[-1],
+                                               "best_epoch": self.best_epoch_,
+                                               "estimator": self})
+                    if stop:
+                        break
+        except (KeyboardInterrupt, FloatingPointError) as exc:
+            if kept is not None:
+                for k, v in kept.items():
+                    params[k][...] = v
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            note = (f"the weights are those of epoch {self.best_epoch_}, the best so far"
+                    if self.best_epoch_ > 0 else "no epoch had finished")
+            raise FloatingPointError(f"{exc}; {note} (try a lower learning_rate or a "
+                                     f"clip_norm)") from None
+        if best_params is not None:
+            for k, v in best_params.items():
+                params[k][...] = v
+
+    # ------------------------------------------------------------------------------------------
+    # prediction
+    # ------------------------------------------------------------------------------------------
+
+    def _decode(self, X, features, beam_size: int, n_best: int = 1):
+        """Per example, a list of (target symbols, score, finished)."""
+        check_is_fitted(self, "params_")
+        sources, kind = self._sequences(X, "X")
+        if sources and kind != self.input_type_:
+            names = {CHARS: "strings", SYMBOLS: "token sequences"}
+            raise TypeError(f"this model reads {names[self.input_type_]}, X holds "
+                            f"{names[kind]}")
+        feats = self._feature_rows(features, len(sources), "features",
+                                   len(self.feature_vocabularies_))
+        out: list = [None] * len(sources)
+        if not sources:
+            return out
+        model, params = self._model, self.params_
+        items = self.target_vocabulary_.items
+        limit = self.max_output_length_
+        with thread_limit(self.n_jobs):
+            src, src_lengths, feature_ids = self._encode_sources(sources, feats)
+            if beam_size == 1 and n_best == 1:
+                order = np.argsort(-src_lengths, kind="stable")
+                for k in range(0, len(order), 256):
+                    idx = order[k:k + 256]
+                    S = int(src_lengths[idx].max())
+                    found = model.greedy(params, src[idx, :S], src_lengths[idx], BOS, EOS,
+                                         limit, feature_ids[idx])
+                    for i, ids in zip(idx, found, strict=True):
+                        out[i] = [([items[t] for t in ids], None, len(ids) < limit)]
+            else:
+                for i in range(len(sources)):
+                    L = int(src_lengths[i])
+                    found = model.beam_search(params, src[i, :L], L, BOS, EOS, limit,
+                                              beam_size, self.length_penalty,
+                                              feature_ids[i], n_best)
+                    out[i] = [([items[t] for t in ids], score, done)
+                              for ids, score, done in found]
+        cut = sum(1 for hyps in out if not hyps[0][2])
+        if cut:
+            warnings.warn(f"{cut} output(s) reached max_output_length={limit} without the end "
+                          f"symbol: they are cut there", UserWarning, stacklevel=3)
+        return out
+
+    def _as_output(self, symbols: list[str]):
+        return "".join(symbols) if self.target_type_ == CHARS else list(symbols)
+
+    def predict(self, X, features=None) -> list:
+        """The output for every source: strings if the model was trained on strings, lists of
+        symbols otherwise (beam search with ``beam_size``, greedy when it is 1)."""
+        return [self._as_output(hyps[0][0])
+                for hyps in self._decode(X, features, self.beam_size)]
+
+    def predict_n_best(self, X, n: int = 5, features=None) -> list[list[tuple]]:
+        """The ``n`` best outputs of every source by beam search (a beam of at least ``n``),
+        best first, each with its score (the log-probability, divided by the output length to
+        the power ``length_penalty``)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        return [[(self._as_output(symbols), score) for symbols, score, _ in hyps]
+                for hyps in self._decode(X, features, max(self.beam_size, int(n)), int(n))]
+
+    def _exact_match(self, X, y, features, beam_size=None) -> float:
+        targets, _ = self._sequences(y, "y")
+        found = self._decode(X, features, beam_size or self.beam_size)
+        if len(found) != len(targets):
+            raise ValueError(f"X has {len(found)} examples, y {len(targets)}")
+        hits = sum(tuple(hyps[0][0]) == tuple(t) for hyps, t in zip(found, targets,
+                                                                    strict=True))
+        return hits / max(len(targets), 1)
+
+    def score(self, X, y, features=None) -> float:
+        """Exact-match accuracy of :meth:`predict` on (X, y)."""
+        return self._exact_match(X, y, features)
+
+    # ------------------------------------------------------------------------------------------
+    # model files
+    # ------------------------------------------------------------------------------------------
+
+    def _saveable_params(self) -> dict:
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, np.integer, type(None))):
+            params["random_state"] = None
+        return params
+
+    def _task_config(self) -> dict:
+        return {"target_type": self.target_type_,
+                "target_vocabulary": self.target_vocabulary_.to_dict(),
+                "feature_vocabularies": [v.to_dict() for v in self.feature_vocabularies_],
+                "max_output_length": self.max_output_length_}
+
+    def _restore_task(self, config: dict) -> None:
+        from ._modelfile import restore_transducer
+
+        restore_transducer(self, config)

@@ -1,0 +1,151 @@
+"""SequenceTransducer: it learns string transductions (reversal; a suffix chosen by a feature)
+to near-perfect exact match, beam search and n-best lists, token sequences, model files that
+read back the same predictions, partial_fit, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+from tagger import SequenceTransducer, load
+
+ALPHABET = "abcdef"
+
+
+def words(seed, n, low=2, high=6):
+    rng = random.Random(seed)
+    return ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(low, high)))
+            for _ in range(n)]
+
+
+def small(**kwargs):
+    defaults = dict(hidden_size=48, embedding_dim=16, feature_dim=4, dropout=0.0,
+                    learning_rate=0.005, lr_decay=0.1, batch_size=32, max_epochs=40,
+                    patience=8, random_state=0)
+    return SequenceTransducer(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def reverser():
+    X = words(0, 1200)
+    X_dev = words(1, 300)
+    model = small().fit(X, [x[::-1] for x in X], X_dev=X_dev, y_dev=[x[::-1] for x in X_dev])
+    return model
+
+
+def test_learns_to_reverse_strings(reverser):
+    X_test = words(2, 300)
+    assert reverser.score(X_test, [x[::-1] for x in X_test]) >= 0.99
+    assert reverser.predict(["abc", "fed"]) == ["cba", "def"]
+    assert reverser.best_epoch_ >= 1 and len(reverser.history_) >= reverser.best_epoch_
+
+
+def test_beam_search_and_n_best(reverser):
+    X_test = words(3, 50)
+    greedy = reverser.predict(X_test)
+    beam = reverser.set_params(beam_size=4).predict(X_test)
+    reverser.set_params(beam_size=1)
+    assert np.mean([b == x[::-1] for b, x in zip(beam, X_test, strict=True)]) >= 0.98
+    assert np.mean([b == g for b, g in zip(beam, greedy, strict=True)]) >= 0.95
+    best = reverser.predict_n_best(["abcd"], n=3)[0]
+    assert len(best) == 3 and best[0][0] == "dcba"
+    scores = [score for _, score in best]
+    assert scores == sorted(scores, reverse=True) and len({text for text, _ in best}) == 3
+
+
+def test_a_feature_chooses_the_suffix():
+    X = words(4, 800, 2, 5)
+    feats = [random.Random(i).choice(["SG", "PL", "DIM"]) for i in range(len(X))]
+    suffix = {"SG": "", "PL": "s", "DIM": "let"}
+    y = [x + suffix[f] for x, f in zip(X, feats, strict=True)]
+    model = small(max_epochs=25).fit(X, y, features=feats)
+    test = words(5, 60, 2, 5)
+    for f in ("SG", "PL", "DIM"):
+        assert model.score(test, [x + suffix[f] for x in test], features=[f] * 60) >= 0.95
+    with pytest.raises(ValueError, match="trained with 1 feature"):
+        model.predict(test)
+
+
+def test_token_sequences_in_and_out_and_model_files(tmp_path):
+    X = [list(w) for w in words(6, 600, 1, 4)]
+    y = [[c.upper() + "1" for c in x] + ["END"] for x in X]
+    model = small(max_epochs=30).fit(X, y)
+    out = model.predict([["a", "b"], ["f"]])
+    assert out == [["A1", "B1", "END"], ["F1", "END"]]
+    path = tmp_path / "seq.tagger"
+    model.save(path)
+    again = load(path)
+    assert isinstance(again, SequenceTransducer)
+    test = [list(w) for w in words(7, 40, 1, 4)]
+    assert again.predict(test) == model.predict(test)
+    assert again.predict_n_best(test[:3], 2) == model.predict_n_best(test[:3], 2)
+    with pytest.raises(TypeError, match="reads token sequences"):
+        again.predict(["ab"])
+
+
+def test_string_model_file_round_trip_and_partial_fit(reverser, tmp_path):
+    path = tmp_path / "rev.tagger"
+    reverser.save(path, optimizer_state=True)
+    again = SequenceTransducer.load(path)
+    test = words(8, 50)
+    assert again.predict(test) == reverser.predict(test)
+    X = words(9, 64)
+    again.partial_fit(X, [x[::-1] for x in X])
+    assert len(again.history_) == len(reverser.history_) + 1
+    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+        again.partial_fit(["ab"], ["xy"])
+
+
+def test_over_long_outputs_are_cut_with_a_warning(reverser):
+    model = small(max_epochs=1, max_output_length=3).fit(["abcdef"] * 8, ["fedcba"] * 8)
+    model.params_["out.b"][1] = -1e4  # the end symbol (id 1) is never the most probable
+    with pytest.warns(UserWarning, match="reached max_output_length=3"):
+        out = model.predict(["abcdef"])
+    assert len(out[0]) == 3
+    with pytest.warns(UserWarning, match="reached max_output_length=3"):
+        assert len(model.predict_n_best(["abcdef"], 2)[0][0][0]) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reverser.predict(["abc"])  # outputs that end in time: no warning
+
+
+@pytest.mark.parametrize("X, y, error, match", [
+    ("abc", ["cba"], TypeError, "not one string"),
+    (["abc", ""], ["cba", "x"], ValueError, r"X\[1\] is empty"),
+    (["abc"], [""], ValueError, r"y\[0\] is empty"),
+    (["abc", ["a", "b"]], ["x", "y"], TypeError, "mixes strings and token sequences"),
+    (["abc", 3], ["x", "y"], TypeError, r"X\[1\] must be a string"),
+    (["abc"], ["x", "y"], ValueError, "X has 1 examples, y 2"),
+    ([], [], ValueError, "X is empty"),
+])
+def test_bad_training_data(X, y, error, match):
+    with pytest.raises(error, match=match):
+        small(max_epochs=1).fit(X, y)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"cell": "gru"}, "cell must be one of lstm"),
+    ({"beam_size": 0}, "beam_size must be a positive integer"),
+    ({"length_penalty": -1}, "length_penalty"),
+    ({"max_output_length": 0}, "max_output_length"),
+    ({"device": "cuda"}, "CPU kernels for now"),
+])
+def test_bad_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        small(**params).fit(["ab"], ["ba"])
+
+
+def test_feature_checks_and_scikit_learn_contract():
+    from sklearn.base import clone
+
+    with pytest.raises(ValueError, match="different numbers of values"):
+        small(max_epochs=1).fit(["ab", "cd"], ["ba", "dc"], features=[("x",), ("x", "y")])
+    with pytest.raises(ValueError, match="features has 1 rows for 2 examples"):
+        small(max_epochs=1).fit(["ab", "cd"], ["ba", "dc"], features=["x"])
+    model = small(hidden_size=24)
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(Exception, match="not fitted"):
+        model.predict(["ab"])
