@@ -6,13 +6,13 @@ on first use.
 
 from ._version import __version__
 
-__all__ = ["CharLanguageModel", "SequenceClassifier", "SequenceTagger", "SequenceTransducer",
-           "__version__", "load", "save"]
+__all__ = ["CharLanguageModel", "Lemmatizer", "SequenceClassifier", "SequenceTagger",
+           "SequenceTransducer", "__version__", "load", "save"]
 
 
 def __getattr__(name: str):
     # PEP 562 lazy attributes: `import tagger` stays fast (no Numba, no scikit-learn).
-    if name in ("CharLanguageModel", "SequenceClassifier", "SequenceTagger",
+    if name in ("CharLanguageModel", "Lemmatizer", "SequenceClassifier", "SequenceTagger",
                 "SequenceTransducer", "load", "save"):
         from . import estimators
 

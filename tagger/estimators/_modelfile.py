@@ -259,6 +259,34 @@ def restore_transducer(estimator, config: dict) -> None:
     _number(estimator.length_penalty, "length_penalty")
 
 
+def restore_lemmatizer(estimator, config: dict) -> None:
+    """A lemmatizer's dictionary (see :meth:`Lemmatizer._task_config`), checked."""
+    uses = config.get("uses_upos")
+    if not isinstance(uses, bool):
+        _fail("uses_upos must be true or false")
+    if uses != bool(estimator.feature_vocabularies_):
+        _fail("uses_upos must be true exactly when the transducer has one feature")
+    rows = config.get("pair_lemmas")
+    if not isinstance(rows, list) or len(rows) > LIMITS["vocabulary"]:
+        _fail(f"pair_lemmas must be a list of at most {LIMITS['vocabulary']:,} entries")
+    pairs = {}
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3):
+            _fail("pair_lemmas entries must be [form, tag, lemma]")
+        form, tag, lemma = row
+        for value, name in ((form, "form"), (lemma, "lemma")):
+            if not isinstance(value, str) or not 0 < len(value) <= 1000:
+                _fail(f"a pair_lemmas {name} must be a string of 1 to 1000 characters")
+        if (tag is None) == uses or (tag is not None and (not isinstance(tag, str)
+                                                           or not 0 < len(tag) <= 100)):
+            _fail("a pair_lemmas tag must be a short string with UPOS, null without")
+        if (form, tag) in pairs:
+            _fail(f"pair_lemmas repeats the pair {[form[:40], tag]}")
+        pairs[(form, tag)] = lemma
+    estimator.pair_lemmas_ = pairs
+    estimator.uses_upos_ = uses
+
+
 def _history(history) -> list[dict]:
     """A file's training history, checked: what reports and resumed training read from it."""
     if not isinstance(history, list) or len(history) > LIMITS["history"]:

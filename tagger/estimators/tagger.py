@@ -720,10 +720,12 @@ def load(path, trust_tokenizer: bool = False):
     :meth:`SequenceTagger.load`)."""
     from .classifier import SequenceClassifier
     from .language_model import CharLanguageModel
+    from .lemmatizer import Lemmatizer
     from .transducer import SequenceTransducer
 
     kind = persist.read_config(path).get("kind")
-    for cls in (SequenceTagger, SequenceClassifier, CharLanguageModel, SequenceTransducer):
+    for cls in (SequenceTagger, SequenceClassifier, CharLanguageModel, SequenceTransducer,
+                Lemmatizer):
         if kind == cls._kind:
             return cls.load(path, trust_tokenizer=trust_tokenizer)
     raise ModelFileError(f"{path}: unknown model kind {str(kind)[:40]!r}")

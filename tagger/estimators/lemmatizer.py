@@ -1,0 +1,168 @@
+"""Lemmatizer: what training shows, then an encoder–decoder for the rest (as Stanza does)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ._protocol import check_is_fitted
+from .transducer import SequenceTransducer
+
+_KIND = "Lemmatizer"
+
+
+class Lemmatizer(SequenceTransducer):
+    """Lemmas of the words of tagged sentences.
+
+    A word whose (form, UPOS) pair training showed gets the lemma it had most often there.
+    Every other word goes to a character-level :class:`SequenceTransducer` trained on the
+    distinct (form, UPOS) → lemma pairs of the training data, the UPOS tag as its feature: it
+    writes the lemma character by character (suffixes stripped, irregular forms, copies of
+    names and numbers).
+
+    Parameters are those of :class:`SequenceTransducer`, for its transducer.
+
+    Attributes
+    ----------
+    pair_lemmas_ : dict
+        (form, UPOS) → lemma: the most frequent lemma of each pair in training (ties to the
+        lemma seen first).
+    """
+
+    _kind = _KIND
+
+    @staticmethod
+    def _tokens(X, tags, name: str, tags_name: str) -> list[tuple[str, str | None]]:
+        """The (form, tag) pairs of sentences ``X`` (lists of tokens) in order."""
+        if isinstance(X, str):
+            raise TypeError(f"{name} must be a list of sentences (lists of tokens)")
+        sentences = list(X)
+        tag_rows = None if tags is None else list(tags)
+        if tag_rows is not None and len(tag_rows) != len(sentences):
+            raise ValueError(f"{tags_name} has {len(tag_rows)} sentences, {name} "
+                             f"{len(sentences)}")
+        pairs = []
+        for i, sentence in enumerate(sentences):
+            if isinstance(sentence, str) or not all(isinstance(t, str) and t
+                                                    for t in sentence):
+                raise TypeError(f"{name}[{i}] must be a list of non-empty strings (tokens)")
+            row = None if tag_rows is None else list(tag_rows[i])
+            if row is not None and (len(row) != len(sentence) or not all(
+                    isinstance(t, str) and t for t in row)):
+                raise ValueError(f"{tags_name}[{i}] must hold one non-empty tag per token of "
+                                 f"{name}[{i}]")
+            pairs.extend(zip(sentence, row if row is not None else [None] * len(sentence),
+                             strict=True))
+        return pairs
+
+    @staticmethod
+    def _lemma_rows(y, X) -> list[str]:
+        lemmas = []
+        for i, (row, sentence) in enumerate(zip(y, X, strict=True)):
+            row = list(row)
+            if len(row) != len(sentence) or not all(isinstance(t, str) and t for t in row):
+                raise ValueError(f"y[{i}] must hold one non-empty lemma per token of X[{i}]")
+            lemmas.extend(row)
+        return lemmas
+
+    def fit(self, X, y, upos=None, X_dev=None, y_dev=None, upos_dev=None, callback=None):
+        """Learn from tagged sentences.
+
+        Parameters
+        ----------
+        X : list of lists of str
+            Sentences (their tokens' forms).
+        y : list of lists of str
+            The lemma of every token.
+        upos : list of lists of str, optional
+            The UPOS tag of every token (then also required by :meth:`predict`).
+        X_dev, y_dev, upos_dev : optional
+            Development sentences: the transducer's early stopping reads their pairs that
+            training did not show.
+        callback : callable, optional
+            Passed to :meth:`SequenceTransducer.fit`.
+
+        Returns
+        -------
+        self
+        """
+        if isinstance(X, str) or isinstance(y, str):
+            raise TypeError("X and y must be lists of sentences (lists of tokens)")
+        X, y = list(X), list(y)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} sentences, y {len(y)}")
+        tokens = self._tokens(X, upos, "X", "upos")
+        lemmas = self._lemma_rows(y, X)
+        if not tokens:
+            raise ValueError("X holds no tokens to learn from")
+        counts: dict[tuple, Counter] = {}
+        for pair, lemma in zip(tokens, lemmas, strict=True):
+            counts.setdefault(pair, Counter())[lemma] += 1
+        pair_lemmas = {pair: c.most_common(1)[0][0] for pair, c in counts.items()}
+        words = [form for form, _ in pair_lemmas]
+        targets = list(pair_lemmas.values())
+        tags = None if upos is None else [tag for _, tag in pair_lemmas]
+        dev = {}
+        if X_dev is not None or y_dev is not None:
+            if X_dev is None or y_dev is None:
+                raise ValueError("give both X_dev and y_dev, or neither")
+            X_dev, y_dev = list(X_dev), list(y_dev)
+            dev_tokens = self._tokens(X_dev, upos_dev if upos is not None else None, "X_dev",
+                                      "upos_dev")
+            dev_lemmas = self._lemma_rows(y_dev, X_dev)
+            unseen = {pair: lemma for pair, lemma in zip(dev_tokens, dev_lemmas, strict=True)
+                      if pair not in pair_lemmas}
+            if unseen:
+                dev = {"X_dev": [form for form, _ in unseen], "y_dev": list(unseen.values()),
+                       "features_dev": None if upos is None else [t for _, t in unseen]}
+        super().fit(words, targets, features=tags, callback=callback, **dev)
+        self.pair_lemmas_ = pair_lemmas
+        self.uses_upos_ = upos is not None
+        return self
+
+    def partial_fit(self, *args, **kwargs):
+        raise NotImplementedError("a Lemmatizer is fitted in one go: call fit")
+
+    def predict(self, X, upos=None) -> list[list[str]]:
+        """The lemma of every token of every sentence."""
+        check_is_fitted(self, "pair_lemmas_")
+        if self.uses_upos_ and upos is None:
+            raise ValueError("this lemmatizer was trained with UPOS tags: pass upos")
+        X = list(X)
+        tokens = self._tokens(X, upos if self.uses_upos_ else None, "X", "upos")
+        unseen = list(dict.fromkeys(pair for pair in tokens if pair not in self.pair_lemmas_))
+        written = {}
+        if unseen:
+            outputs = SequenceTransducer.predict(
+                self, [form for form, _ in unseen],
+                features=[tag for _, tag in unseen] if self.uses_upos_ else None)
+            written = dict(zip(unseen, outputs, strict=True))
+        flat = [self.pair_lemmas_.get(pair) or written[pair] for pair in tokens]
+        out, k = [], 0
+        for sentence in X:
+            out.append(flat[k:k + len(sentence)])
+            k += len(sentence)
+        return out
+
+    def score(self, X, y, upos=None) -> float:
+        """Token accuracy of :meth:`predict`."""
+        predicted = self.predict(X, upos)
+        gold = self._lemma_rows(y, list(X))
+        flat = [lemma for row in predicted for lemma in row]
+        return sum(a == b for a, b in zip(flat, gold, strict=True)) / max(len(gold), 1)
+
+    # ------------------------------------------------------------------------------------------
+    # model files
+    # ------------------------------------------------------------------------------------------
+
+    def _task_config(self) -> dict:
+        config = super()._task_config()
+        config["uses_upos"] = self.uses_upos_
+        config["pair_lemmas"] = [[form, tag, lemma] for (form, tag), lemma
+                                 in self.pair_lemmas_.items()]
+        return config
+
+    def _restore_task(self, config: dict) -> None:
+        from ._modelfile import restore_lemmatizer
+
+        super()._restore_task(config)
+        restore_lemmatizer(self, config)

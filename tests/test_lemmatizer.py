@@ -1,0 +1,102 @@
+"""Lemmatizer: the training dictionary answers for (form, UPOS) pairs it saw (irregular forms
+included), the transducer for the others (it learns suffix rules that depend on the UPOS tag),
+model files round trip, and bad input gets clear errors."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+
+from tagger import Lemmatizer, load
+
+
+def stems(seed, n):
+    """Distinct made-up stems of 3 to 5 letters."""
+    rng = random.Random(seed)
+    out = set()
+    while len(out) < n:
+        out.add("".join(rng.choice("bcdfgklmnprst") + rng.choice("aeiou")
+                        for _ in range(rng.randint(1, 2))) + rng.choice("bcdfgklmnprst"))
+    return sorted(out)
+
+
+STEMS = stems(0, 330)  # 300 for training, 20 for development, 10 never seen
+
+
+def corpus(seed, n, stems):
+    """Sentences of (form, UPOS, lemma): NOUN plural -s, VERB -ing and -ed, and 'went'."""
+    rng = random.Random(seed)
+    X, y, tags = [], [], []
+    for _ in range(n):
+        forms, lemmas, upos = [], [], []
+        for _ in range(rng.randint(2, 6)):
+            stem = rng.choice(stems)
+            kind = rng.choice(["NOUN", "NOUNS", "ING", "ED", "WENT"])
+            form, tag = {"NOUN": (stem, "NOUN"), "NOUNS": (stem + "s", "NOUN"),
+                         "ING": (stem + "ing", "VERB"), "ED": (stem + "ed", "VERB"),
+                         "WENT": ("went", "VERB")}[kind]
+            forms.append(form)
+            upos.append(tag)
+            lemmas.append("go" if form == "went" else stem)
+        X.append(forms)
+        y.append(lemmas)
+        tags.append(upos)
+    return X, y, tags
+
+
+@pytest.fixture(scope="module")
+def lemmatizer():
+    X, y, tags = corpus(0, 400, STEMS[:300])
+    X_dev, y_dev, tags_dev = corpus(1, 40, STEMS[300:320])
+    model = Lemmatizer(hidden_size=32, embedding_dim=16, feature_dim=4, dropout=0.0,
+                       learning_rate=0.005, lr_decay=0.1, max_epochs=40, patience=8,
+                       random_state=0)
+    return model.fit(X, y, tags, X_dev=X_dev, y_dev=y_dev, upos_dev=tags_dev)
+
+
+def test_seen_pairs_come_from_the_dictionary(lemmatizer):
+    assert lemmatizer.pair_lemmas_[("went", "VERB")] == "go"
+    stem = STEMS[0]
+    assert lemmatizer.pair_lemmas_[(stem + "s", "NOUN")] == stem
+    assert lemmatizer.predict([["went", stem + "s"]], [["VERB", "NOUN"]]) == [["go", stem]]
+
+
+def test_unseen_words_get_the_transducers_lemmas(lemmatizer):
+    X, y, tags = corpus(2, 60, STEMS[320:])  # stems training never showed
+    assert all(form not in {f for f, _ in lemmatizer.pair_lemmas_} or form == "went"
+               for sentence in X for form in sentence)
+    assert lemmatizer.score(X, y, tags) >= 0.95
+
+
+def test_model_file_round_trip(lemmatizer, tmp_path):
+    path = tmp_path / "lemma.tagger"
+    lemmatizer.save(path)
+    again = load(path)
+    assert isinstance(again, Lemmatizer)
+    assert again.pair_lemmas_ == lemmatizer.pair_lemmas_
+    X, _, tags = corpus(3, 20, STEMS)
+    assert again.predict(X, tags) == lemmatizer.predict(X, tags)
+
+
+def test_bad_input_is_refused(lemmatizer):
+    with pytest.raises(ValueError, match="trained with UPOS tags: pass upos"):
+        lemmatizer.predict([["walks"]])
+    with pytest.raises(ValueError, match=r"upos\[0\] must hold one non-empty tag per token"):
+        lemmatizer.predict([["walks", "talked"]], [["NOUN"]])
+    with pytest.raises(ValueError, match=r"y\[0\] must hold one non-empty lemma per token"):
+        Lemmatizer(max_epochs=1).fit([["a", "b"]], [["a"]])
+    with pytest.raises(TypeError, match="lists of sentences"):
+        Lemmatizer(max_epochs=1).fit("walks", "walk")
+    with pytest.raises(NotImplementedError, match="call fit"):
+        lemmatizer.partial_fit([["a"]], [["a"]])
+
+
+def test_without_upos():
+    X, y, _ = corpus(4, 30, STEMS[:5])
+    model = Lemmatizer(hidden_size=16, embedding_dim=8, max_epochs=2, random_state=0).fit(X, y)
+    assert model.predict([["went"]]) == [["go"]]  # from the dictionary
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two epochs: the end symbol may not come in time
+        assert len(model.predict([["zzz"]])[0]) == 1
