@@ -783,6 +783,10 @@ def predict(
     output_dir: Path = typer.Option(None, help="With --engine dask: where the outputs go (not "
                                                "a folder of input files)."),
     trust_tokenizer: bool = typer.Option(False, "--trust-tokenizer", help=_TRUST_HELP),
+    lemmatizer_file: Path = typer.Option(
+        None, "--lemmatizer", metavar="LEMMA_MODEL",
+        help="A Lemmatizer run after the model (a UPOS tagger) on its tags: CoNLL-U output gets "
+             "UPOS and LEMMA filled, JSONL pred_lemmas, CoNLL a lemma column."),
 ) -> None:
     """Tag or classify text: files or standard input, streamed batch by batch to the output."""
     from . import workflows
@@ -793,6 +797,8 @@ def predict(
         _fail(f"--on-error must be stop or skip, got {on_error!r}", 2)
     if engine not in ("local", "dask"):
         _fail(f"--engine must be local or dask, got {engine!r}", 2)
+    if engine == "dask" and lemmatizer_file is not None:
+        _fail("--lemmatizer runs with --engine local", 2)
     if engine == "dask":
         _predict_on_dask(model_file, inputs or [], output_dir, scheduler, workers, data_format,
                          output_format, batch_size, on_error, trust_tokenizer)
@@ -801,9 +807,14 @@ def predict(
         _fail("standard output is closed; give --output FILE")
     paths = inputs or ["-"]
     if output is not None:
-        _refuse_overwriting(output, {"model": [model_file],
+        _refuse_overwriting(output, {"model": [model_file, *([lemmatizer_file]
+                                                             if lemmatizer_file else [])],
                                      "input": workflows.expand_inputs(paths, data_format)})
     model = _load_model(model_file, device, threads, trust_tokenizer)
+    lemmatizer = None
+    if lemmatizer_file is not None:
+        lemmatizer = _load_model(lemmatizer_file, "cpu", threads)
+        workflows.check_lemmatizer(model, lemmatizer)
     errors = ReadErrors()
     # The throughput report (with -o) keeps kernel loading out of its time; to standard output,
     # kernels load as the input needs them (one sentence loads only those of its own path).
@@ -814,7 +825,8 @@ def predict(
         out = sys.stdout if output is None else stack.enter_context(atomic_output(output))
         count = workflows.predict_files(model, paths, out, data_format, output_format,
                                         batch_size, on_error, errors, text_column, stats,
-                                        max_line_length=max_line_length)
+                                        max_line_length=max_line_length,
+                                        lemmatizer=lemmatizer)
     if errors.count:
         typer.echo(f"skipped {errors.count} malformed record(s):", err=True)
         for error in errors.skipped[:20]:

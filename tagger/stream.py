@@ -46,7 +46,7 @@ def _records(model, items: Iterable) -> Iterator[Record]:
 
 
 def tag_stream(model, items: Iterable, batch_size: int = 256,
-               n_jobs: int | None = None) -> Iterator[dict]:
+               n_jobs: int | None = None, lemmatizer=None) -> Iterator[dict]:
     """Predictions for ``items``, lazily, batch by batch, in input order.
 
     Parameters
@@ -60,6 +60,9 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
     n_jobs : int, optional
         CPU threads for the duration of each batch (restored afterwards); the model's own
         ``n_jobs`` when omitted.
+    lemmatizer : Lemmatizer, optional
+        Run on each batch after a UPOS tagger: every result also has ``"lemmas"`` (JSON
+        records: ``"pred_lemmas"``), one per token.
 
     Yields
     ------
@@ -77,7 +80,8 @@ def tag_stream(model, items: Iterable, batch_size: int = 256,
     if n_jobs is not None:
         model.n_jobs = n_jobs
     try:
-        for record, prediction in predict_records(model, _records(model, items), batch_size):
+        for record, prediction in predict_records(model, _records(model, items), batch_size,
+                                                  lemmatizer=lemmatizer):
             if record.fields is not None:
                 yield prediction_record(record, prediction)
             else:

@@ -171,8 +171,14 @@ _LM_COMMANDS = ("this is a character language model: use `tagger generate` to wr
 
 
 def _check_tagger_or_classifier(model) -> None:
+    from .estimators import SequenceTransducer
+
     if is_language_model(model):
         raise TaggerError(_LM_COMMANDS)
+    if isinstance(model, SequenceTransducer):
+        raise TaggerError(f"this is a {type(model).__name__}: the command line runs it after a "
+                          f"UPOS tagger (tagger predict UPOS_MODEL --lemmatizer LEMMA_MODEL); "
+                          f"other transducers run from Python")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -531,8 +537,20 @@ def is_classifier(model) -> bool:
 READ_AHEAD = 8
 
 
+def check_lemmatizer(model, lemmatizer) -> None:
+    """A lemmatizer chained after ``model`` must be a fitted :class:`~tagger.Lemmatizer` and
+    ``model`` a tagger (whose tags are the lemmatizer's UPOS)."""
+    from .estimators.lemmatizer import Lemmatizer
+
+    if not isinstance(lemmatizer, Lemmatizer):
+        raise TaggerError(f"the lemmatizer must be a Lemmatizer model, got a "
+                          f"{type(lemmatizer).__name__}")
+    if is_classifier(model):
+        raise TaggerError("a lemmatizer follows a tagger (its UPOS tags), not a classifier")
+
+
 def predict_records(model, records: Iterable[Record], batch_size: int = 256,
-                    spans: bool = True) -> Iterator[tuple[Record, dict]]:
+                    spans: bool = True, lemmatizer=None) -> Iterator[tuple[Record, dict]]:
     """Predictions for a stream of records, in input order.
 
     Records are read ``READ_AHEAD`` batches at a time and predicted together (sorted by length
@@ -545,8 +563,25 @@ def predict_records(model, records: Iterable[Record], batch_size: int = 256,
         exclusive, ``label`` and ``score``, for entity tags, and ``start_char``, ``end_char``
         into the record's text when its tokens come from raw text); for a classifier
         ``{"label": ..., "proba": {class: probability}}``. With ``spans=False`` a tagger's
-        predictions have tags only (no marginals are computed: faster).
+        predictions have tags only (no marginals are computed: faster). With a
+        ``lemmatizer`` (see :func:`check_lemmatizer`) a tagger's predictions also have
+        ``"lemmas"``: one per token, from the lemmatizer given the predicted tags as UPOS.
     """
+    if lemmatizer is not None:
+        check_lemmatizer(model, lemmatizer)
+        for batch in _batched(_predict_records(model, records, batch_size, spans),
+                              batch_size * READ_AHEAD):
+            filled = [(r, p) for r, p in batch if r.tokens]
+            lemmas = iter(lemmatizer.predict([r.tokens for r, _ in filled],
+                                             [p["tags"] for _, p in filled]) if filled else [])
+            for record, prediction in batch:
+                prediction["lemmas"] = next(lemmas) if record.tokens else []
+                yield record, prediction
+        return
+    yield from _predict_records(model, records, batch_size, spans)
+
+
+def _predict_records(model, records, batch_size, spans):
     classifier = is_classifier(model)
     entity = not classifier and model.tag_scheme_ != "none"
     for batch in _batched(records, batch_size * READ_AHEAD):
@@ -615,7 +650,8 @@ def default_output_format(classifier: bool, input_formats: Iterable[str]) -> str
 
 #: The key of each part of a prediction in a JSONL output record: predictions never take the
 #: name of something the input may carry (gold ``tags``, a gold ``label``).
-PREDICTION_KEYS = {"tags": "pred_tags", "spans": "spans", "label": "pred_label", "proba": "proba"}
+PREDICTION_KEYS = {"tags": "pred_tags", "spans": "spans", "label": "pred_label", "proba": "proba",
+                   "lemmas": "pred_lemmas"}
 
 
 def prediction_record(record: Record, prediction: dict) -> dict[str, Any]:
@@ -716,18 +752,29 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
 
             lines = retag_conllu_lines(record.raw.split("\n"), prediction["tags"],
                                        line=record.line)
+            if "lemmas" in prediction:
+                lines = _with_lemmas(lines, prediction["lemmas"], record)
             out.write("\n".join(lines) + "\n\n")
             return
         from .io import Sentence, write_conllu
 
         text = record.text
         meta = {"text": text} if text is not None and not _LINE_BREAK.search(text) else {}
-        write_conllu([Sentence(record.tokens, None, None, record.line, meta)], out,
+        columns = None
+        if "lemmas" in prediction:
+            columns = [[str(i), token, lemma, "_", "_", "_", "_", "_", "_", "_"]
+                       for i, (token, lemma) in enumerate(zip(record.tokens,
+                                                              prediction["lemmas"],
+                                                              strict=True), 1)]
+        write_conllu([Sentence(record.tokens, None, columns, record.line, meta)], out,
                      tags=[prediction["tags"]])
     else:  # conll
         if not record.tokens:
             return
         rows = record.columns or [[t] for t in record.tokens]
+        if "lemmas" in prediction:  # the lemma after the tag
+            rows = [[*row, tag] for row, tag in zip(rows, prediction["tags"], strict=True)]
+            prediction = {**prediction, "tags": prediction["lemmas"]}
         lines = ["\t".join([*row, tag]) for row, tag in zip(rows, prediction["tags"],
                                                            strict=True)]
         text = "\n".join(lines)
@@ -742,6 +789,23 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
                         tags=[prediction["tags"]])
             return
         out.write(text + "\n\n")
+
+
+def _with_lemmas(lines: list[str], lemmas: list[str], record: Record) -> list[str]:
+    """CoNLL-U word lines with their LEMMA column set (every other line and column kept)."""
+    from .io import UnwritableError
+    from .io.conllu import is_word_line
+
+    out = list(lines)
+    words = [i for i, text in enumerate(lines) if is_word_line(text)]
+    for position, lemma in zip(words, lemmas, strict=True):
+        if not lemma or any(c in lemma for c in "\t\n\r"):
+            raise UnwritableError(f"{record.source}:{record.line}: a lemma CoNLL-U cannot hold: "
+                                  f"{lemma[:40]!r}")
+        fields = out[position].split("\t")
+        fields[2] = lemma
+        out[position] = "\t".join(fields)
+    return out
 
 
 def _check_tsv_prediction(record: Record, text: str, label: str) -> None:
@@ -835,9 +899,13 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
                   output_format: str | None = None, batch_size: int = 256,
                   on_error: str = "stop", errors: ReadErrors | None = None,
                   text_column: int = -1, stats: dict | None = None,
-                  max_line_length: int | None = None) -> int:
+                  max_line_length: int | None = None, lemmatizer=None) -> int:
     """Predict every record of ``paths`` (``"-"``: standard input) and write them to ``out``,
     flushing batch by batch (constant memory; output order and count are the input's).
+
+    ``lemmatizer``, a :class:`~tagger.Lemmatizer` run on the tagger's predictions as UPOS,
+    adds lemmas: the LEMMA column of CoNLL-U output, ``pred_lemmas`` in JSONL, a column after
+    the tag in CoNLL.
 
     ``max_line_length`` bounds input lines (default :data:`tagger.io.MAX_LINE_LENGTH`
     characters); a longer line is a malformed record (see :func:`tagger.records.iter_records`).
@@ -867,6 +935,11 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     formats = [input_format(path, fmt) for path in paths]  # every name checked before reading
     output_format = output_format or default_output_format(classifier, formats)
     check_output_format(output_format, classifier)
+    if lemmatizer is not None:
+        check_lemmatizer(model, lemmatizer)
+        if output_format not in ("conllu", "conll", "jsonl"):
+            raise TaggerError(f"lemmas go to CoNLL-U, CoNLL or JSONL output, not "
+                              f"{output_format}")
 
     def records() -> Iterator[Record]:
         for path, path_format in zip(paths, formats, strict=True):
@@ -884,7 +957,7 @@ def predict_files(model, paths: list[str], out: TextIO, fmt: str | None = None,
     if stats is not None:
         warm_up(model, spans)  # one-off costs of the process, out of the measured time
     start = time.perf_counter()
-    predictions = predict_records(model, records(), batch_size, spans)
+    predictions = predict_records(model, records(), batch_size, spans, lemmatizer)
     for batch in _batched(predictions, batch_size):
         for record, prediction in batch:
             write_prediction(out, record, prediction, output_format, classifier)

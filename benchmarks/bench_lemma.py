@@ -1,0 +1,138 @@
+"""Lemma accuracy on UD English EWT dev: the Lemmatizer with its defaults, beside the baselines.
+
+Trained on ``ud_ewt/train.conllu`` (FORM, UPOS, LEMMA), scored on ``dev.conllu`` (token accuracy,
+every word counted; the test split is not read):
+
+* baselines: the form itself, the lowercased form, and the training dictionary -- the most
+  frequent lemma of the (form, UPOS) pair, then of the form, else the lowercased form;
+* ``Lemmatizer(random_state=seed)`` with gold UPOS, and with the UPOS of a
+  ``SequenceTagger(random_state=seed)`` trained on the same training file (saved under
+  ``--work`` and reused by later runs);
+* each also on the dev tokens whose (form, UPOS) pair training never showed.
+
+Usage::
+
+    python benchmarks/bench_lemma.py                # update RESULTS.md
+    python benchmarks/bench_lemma.py --no-tagger --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+import _results  # noqa: E402
+
+from tagger import Lemmatizer, SequenceTagger, load  # noqa: E402
+from tagger.io import read_conllu  # noqa: E402
+
+DATA = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def read(path: Path):
+    X, upos, lemmas = [], [], []
+    for s in read_conllu(path):
+        X.append(s.tokens)
+        upos.append(s.tags)
+        lemmas.append([columns[2] for columns in s.columns])
+    return X, upos, lemmas
+
+
+def flat(rows):
+    return [item for row in rows for item in row]
+
+
+def accuracy(predicted, gold, mask=None):
+    pairs = list(zip(predicted, gold, strict=True))
+    if mask is not None:
+        pairs = [p for p, keep in zip(pairs, mask, strict=True) if keep]
+    return 100 * sum(a == b for a, b in pairs) / max(len(pairs), 1)
+
+
+def baselines(X, upos, lemmas, X_dev, upos_dev):
+    by_pair, by_form = {}, {}
+    for form, tag, lemma in zip(flat(X), flat(upos), flat(lemmas), strict=True):
+        by_pair.setdefault((form, tag), Counter())[lemma] += 1
+        by_form.setdefault(form, Counter())[lemma] += 1
+    forms, tags = flat(X_dev), flat(upos_dev)
+    dictionary = []
+    for form, tag in zip(forms, tags, strict=True):
+        counts = by_pair.get((form, tag)) or by_form.get(form)
+        dictionary.append(counts.most_common(1)[0][0] if counts else form.lower())
+    return {"identity": forms, "lowercase": [f.lower() for f in forms],
+            "training dictionary, lowercase fallback": dictionary}, set(by_pair)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default=str(ROOT / ".bench_work"))
+    parser.add_argument("--no-tagger", action="store_true",
+                        help="skip the run with predicted UPOS")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    folder = DATA / "ud_ewt"
+    if not folder.is_dir():
+        sys.exit(f"{folder} is missing: this benchmark needs the shared data folder")
+    X, upos, lemmas = read(folder / "train.conllu")
+    X_dev, upos_dev, lemmas_dev = read(folder / "dev.conllu")
+    gold = flat(lemmas_dev)
+    rows, seen = baselines(X, upos, lemmas, X_dev, upos_dev)
+    unseen = [(f, t) not in seen for f, t in zip(flat(X_dev), flat(upos_dev), strict=True)]
+
+    start = time.perf_counter()
+    model = Lemmatizer(random_state=args.seed, verbose=1)
+    model.fit(X, lemmas, upos, X_dev=X_dev, y_dev=lemmas_dev, upos_dev=upos_dev)
+    train_minutes = (time.perf_counter() - start) / 60
+    start = time.perf_counter()
+    rows["Lemmatizer, gold UPOS"] = flat(model.predict(X_dev, upos_dev))
+    predict_seconds = time.perf_counter() - start
+    tagger_note = ""
+    if not args.no_tagger:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        path = work / f"upos_s{args.seed}.tagger"
+        if path.exists():
+            tagger = load(path)
+        else:
+            tagger = SequenceTagger(random_state=args.seed, verbose=1)
+            tagger.fit(X, upos, X_dev=X_dev, y_dev=upos_dev)
+            tagger.save(path)
+        predicted_upos = tagger.predict(X_dev)
+        upos_accuracy = accuracy(flat(predicted_upos), flat(upos_dev))
+        rows["Lemmatizer, predicted UPOS"] = flat(model.predict(X_dev, predicted_upos))
+        tagger_note = (f" Predicted UPOS: `SequenceTagger(random_state={args.seed})` trained on "
+                       f"the same file, {upos_accuracy:.2f} dev accuracy.")
+    n_unseen = sum(unseen)
+    lines = [
+        "## Lemmas on UD English EWT (`benchmarks/bench_lemma.py`)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on 2 cores: `Lemmatizer(random_state="
+        f"{args.seed})` defaults, trained on `ud_ewt/train.conllu` ({len(flat(X)):,} tokens, "
+        f"{len(model.pair_lemmas_):,} distinct (form, UPOS) pairs) in {train_minutes:.1f} "
+        f"minutes ({len(model.history_)} epochs of its transducer, best {model.best_epoch_}); "
+        f"token accuracy on `dev.conllu` ({len(gold):,} tokens, of which {n_unseen:,} = "
+        f"{100 * n_unseen / len(gold):.1f}% have a (form, UPOS) pair training never showed). "
+        f"Lemmatizing the dev set with gold UPOS took {predict_seconds:.1f} s.{tagger_note}",
+        "",
+        "| method | dev accuracy | on unseen (form, UPOS) pairs |",
+        "|---|---:|---:|",
+        *[f"| {name} | {accuracy(pred, gold):.2f} | {accuracy(pred, gold, unseen):.2f} |"
+          for name, pred in rows.items()],
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        _results.write_section("bench_lemma", body)
+
+
+if __name__ == "__main__":
+    main()

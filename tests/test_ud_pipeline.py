@@ -1,0 +1,115 @@
+"""A UPOS tagger and a lemmatizer chained: ``tagger predict UPOS_MODEL --lemmatizer LEMMA_MODEL``
+writes CoNLL-U with UPOS and LEMMA filled and every other line and column kept; raw text and
+JSONL work too, and tag_stream takes the lemmatizer from Python."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_lemmatizer import STEMS, corpus
+from typer.testing import CliRunner
+
+from tagger import Lemmatizer, SequenceTagger
+from tagger.cli import app
+from tagger.stream import tag_stream
+
+WIDE = {"COLUMNS": "220", "TERMINAL_WIDTH": "220"}
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env=WIDE, prog_name="tagger")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ud")
+    X, y, tags = corpus(0, 300, STEMS[:200])
+    tagger = SequenceTagger(hidden_size=16, word_dim=16, char_dim=8, char_hidden_size=8,
+                            max_epochs=3, random_state=0).fit(X, tags)
+    lemmatizer = Lemmatizer(hidden_size=24, embedding_dim=12, feature_dim=4, dropout=0.0,
+                            learning_rate=0.005, max_epochs=6, random_state=0).fit(X, y, tags)
+    tagger.save(folder / "pos.tagger")
+    lemmatizer.save(folder / "lemma.tagger")
+    return folder, tagger, lemmatizer
+
+
+CONLLU = """# sent_id = a1
+# text = went dogs
+1-2\twentdogs\t_\t_\t_\t_\t_\t_\t_\tSpaceAfter=No
+1\twent\t_\tX\tXP\tTense=Past\t0\troot\t_\t_
+2\t{w2}\t_\t_\t_\t_\t1\tobj\t_\tNote=kept
+
+# sent_id = a2
+1\t{w3}\tOLD\tX\t_\t_\t0\troot\t_\t_
+
+"""
+
+
+def expected(tagger, lemmatizer, sentences):
+    tags = tagger.predict(sentences)
+    return tags, lemmatizer.predict(sentences, tags)
+
+
+def test_conllu_in_conllu_out_fills_upos_and_lemma_and_keeps_the_rest(models, tmp_path):
+    folder, tagger, lemmatizer = models
+    w2, w3 = STEMS[1] + "s", STEMS[250] + "ing"
+    source = tmp_path / "in.conllu"
+    source.write_text(CONLLU.format(w2=w2, w3=w3), encoding="utf-8")
+    result = invoke("predict", folder / "pos.tagger", source, "--lemmatizer",
+                    folder / "lemma.tagger")
+    assert result.exit_code == 0, result.output
+    tags, lemmas = expected(tagger, lemmatizer, [["went", w2], [w3]])
+    lines = result.stdout.split("\n")
+    assert lines[:3] == ["# sent_id = a1", "# text = went dogs",
+                         "1-2\twentdogs\t_\t_\t_\t_\t_\t_\t_\tSpaceAfter=No"]
+    first = lines[3].split("\t")
+    assert first[1:4] == ["went", lemmas[0][0], tags[0][0]]
+    assert first[4:] == ["XP", "Tense=Past", "0", "root", "_", "_"]
+    second = lines[4].split("\t")
+    assert second[2:4] == [lemmas[0][1], tags[0][1]] and second[9] == "Note=kept"
+    third = lines[7].split("\t")
+    assert lines[6] == "# sent_id = a2" and third[2:4] == [lemmas[1][0], tags[1][0]]
+    assert lemmas[0][0] == "go"  # from the lemmatizer's dictionary
+
+
+def test_raw_text_and_jsonl(models, tmp_path):
+    folder, tagger, lemmatizer = models
+    words = ["went", STEMS[3] + "ed"]
+    text = tmp_path / "in.txt"
+    text.write_text(" ".join(words) + "\n", encoding="utf-8")
+    result = invoke("predict", folder / "pos.tagger", text, "--lemmatizer",
+                    folder / "lemma.tagger", "--output-format", "conllu")
+    assert result.exit_code == 0, result.output
+    tags, lemmas = expected(tagger, lemmatizer, [words])
+    rows = [line.split("\t") for line in result.stdout.split("\n") if line[:1].isdigit()]
+    assert [r[2] for r in rows] == lemmas[0] and [r[3] for r in rows] == tags[0]
+    result = invoke("predict", folder / "pos.tagger", text, "--lemmatizer",
+                    folder / "lemma.tagger", "--output-format", "jsonl")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["pred_lemmas"] == lemmas[0] and record["pred_tags"] == tags[0]
+
+
+def test_tag_stream_takes_the_lemmatizer(models):
+    _, tagger, lemmatizer = models
+    items = [["went", STEMS[5]], [STEMS[6] + "s"]]
+    results = list(tag_stream(tagger, items, lemmatizer=lemmatizer))
+    tags, lemmas = expected(tagger, lemmatizer, items)
+    assert [r["lemmas"] for r in results] == lemmas
+    assert [r["tags"] for r in results] == tags
+
+
+def test_refusals(models, tmp_path):
+    folder, _, _ = models
+    text = tmp_path / "in.txt"
+    text.write_text("went\n", encoding="utf-8")
+    result = invoke("predict", folder / "pos.tagger", text, "--lemmatizer",
+                    folder / "pos.tagger")
+    assert result.exit_code == 1 and "must be a Lemmatizer model" in result.output
+    result = invoke("predict", folder / "lemma.tagger", text)
+    assert result.exit_code == 1 and "--lemmatizer LEMMA_MODEL" in result.output
+    result = invoke("predict", folder / "pos.tagger", text, "--lemmatizer",
+                    folder / "lemma.tagger", "--output-format", "html")
+    assert result.exit_code == 1 and "not html" in result.output
+    assert "Traceback" not in result.output
