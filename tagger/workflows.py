@@ -1197,6 +1197,16 @@ def model_info(path) -> dict:
             "direction": model.direction,
             "best_dev_bits_per_char": None if dev is None else -dev / math.log(2),
             "characters": list(model.vocabulary_.items[2:])}
+    from .estimators import SequenceTransducer
+
+    if isinstance(model, SequenceTransducer):
+        info["transducer"] = {
+            "target_type": model.target_type_,
+            "target_symbols": len(model.target_vocabulary_) - 2,
+            "features": [len(v) - 2 for v in model.feature_vocabularies_],
+            "max_output_length": model.max_output_length_}
+        if hasattr(model, "pair_lemmas_"):
+            info["transducer"]["dictionary_pairs"] = len(model.pair_lemmas_)
     return info
 
 
@@ -1233,6 +1243,16 @@ def _info_lines(info: dict) -> list[str]:
         # that the line reads back as the vocabulary, one character after another.
         lines.append(f"  {'characters':<22} {len(lm['characters'])}: "
                      f"{''.join(repr(c)[1:-1] for c in lm['characters'])}")
+    elif info.get("transducer") is not None:
+        t = info["transducer"]
+        kind = "strings" if t["target_type"] == "chars" else "token sequences"
+        lines.append(f"  {'output':<22} {kind} of {t['target_symbols']} symbols, at most "
+                     f"{t['max_output_length']}")
+        lines.append(f"  {'features':<22} {len(t['features'])}"
+                     + (f" (values: {', '.join(map(str, t['features']))})" if t["features"]
+                        else ""))
+        if "dictionary_pairs" in t:
+            lines.append(f"  {'dictionary':<22} {t['dictionary_pairs']:,} (form, UPOS) pairs")
     else:
         labels = [str(label) for label in info["labels"]]
         lines.append(f"  {'labels':<22} {len(labels)}: {', '.join(labels)}")

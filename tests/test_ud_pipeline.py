@@ -113,3 +113,12 @@ def test_refusals(models, tmp_path):
                     folder / "lemma.tagger", "--output-format", "html")
     assert result.exit_code == 1 and "not html" in result.output
     assert "Traceback" not in result.output
+
+
+def test_info_describes_a_lemmatizer(models):
+    folder, _, lemmatizer = models
+    result = invoke("info", folder / "lemma.tagger")
+    assert result.exit_code == 0, result.output
+    assert "Lemmatizer" in result.output
+    assert f"{len(lemmatizer.pair_lemmas_):,} (form, UPOS) pairs" in result.output
+    assert "features               1 (values: 2)" in result.output
