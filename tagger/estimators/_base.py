@@ -529,6 +529,101 @@ class RecurrentEstimator(EstimatorBase):
         finally:
             self._model.release_workspaces()
 
+    def _train_epochs(self, epochs: int, early_stop: bool, callback, n_batches: int,
+                      train_epoch, dev_score, chance: float, speed, describe) -> None:
+        """The epoch loop of the estimators that train on one kind of step (the language
+        model, the transducer): the learning-rate schedule, the divergence check, the history
+        and verbose line, early stopping on the dev score with the best epoch's weights kept,
+        the callback's epoch events; on divergence or Ctrl-C the best weights so far are put
+        back (the same file is never left with worse ones).
+
+        Parameters
+        ----------
+        epochs : int
+            Epochs to run after those of ``history_``.
+        early_stop : bool
+            Stop after ``patience`` epochs without a better dev score, and keep the best.
+        callback : callable or None
+            Hears ``"epoch_start"`` and ``"epoch_end"`` here (``train_epoch`` sends
+            ``"batch"``).
+        n_batches : int
+            Batches per epoch, for ``"epoch_start"``.
+        train_epoch : callable
+            ``train_epoch(epoch) -> mean loss``; raises FloatingPointError on a non-finite
+            step.
+        dev_score : callable or None
+            ``dev_score() -> float`` (greater is better) after each epoch.
+        chance : float
+            The loss of a uniform guess: an epoch's mean loss over ``_DIVERGENCE_FACTOR`` times
+            it is divergence.
+        speed : callable
+            ``speed(seconds) -> dict``: throughput entries of the history, from the epoch's
+            seconds without compiling.
+        describe : callable
+            ``describe(entry) -> str``: the middle of the verbose line.
+        """
+        params = self.params_
+        first_epoch = len(self.history_)
+        best_score, best_progress, waited = (-math.inf,), (), 0
+        kept = {k: v.copy() for k, v in params.items()} if first_epoch else None
+        best_params = None
+        try:
+            with thread_limit(self.n_jobs):
+                for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
+                    lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
+                    self._optimizer.learning_rate = lr
+                    start, compiled_before = time.perf_counter(), compile_seconds()
+                    if callback is not None:
+                        callback("epoch_start", {"epoch": epoch, "n_batches": n_batches})
+                    try:
+                        mean_loss = train_epoch(epoch)
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: {exc}") from None
+                    if mean_loss > _DIVERGENCE_FACTOR * chance:
+                        raise FloatingPointError(
+                            f"training diverged in epoch {epoch}: the mean loss "
+                            f"{mean_loss:.4g} is over {_DIVERGENCE_FACTOR:g} times that of a "
+                            f"uniform guess ({chance:.4g})")
+                    seconds = time.perf_counter() - start
+                    compiling = min(compile_seconds() - compiled_before, seconds)
+                    score = dev_score() if dev_score is not None else None
+                    self.history_.append({
+                        "epoch": epoch, "loss": mean_loss, "dev_score": score,
+                        "seconds": seconds, "compile_seconds": compiling,
+                        **speed(max(seconds - compiling, 1e-9)), "learning_rate": lr})
+                    if self.verbose:
+                        print(f"epoch {epoch:3d}  loss {mean_loss:.4f}"
+                              f"{describe(self.history_[-1])}", file=sys.stderr)
+                    stop = False
+                    if score is None or not early_stop:
+                        self.best_epoch_ = epoch
+                        kept = None
+                    else:
+                        best_score, best_progress, waited, stop = self._early_stopping_step(
+                            epoch, (score,), (), best_score, best_progress, waited)
+                        if self.best_epoch_ == epoch:
+                            best_params = kept = {k: v.copy() for k, v in params.items()}
+                    if callback is not None:
+                        callback("epoch_end", {**self.history_[-1],
+                                               "best_epoch": self.best_epoch_,
+                                               "estimator": self})
+                    if stop:
+                        break
+        except (KeyboardInterrupt, FloatingPointError) as exc:
+            if kept is not None:
+                for k, v in kept.items():
+                    params[k][...] = v
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            note = (f"the weights are those of epoch {self.best_epoch_}, the best so far"
+                    if self.best_epoch_ > 0 else "no epoch had finished")
+            raise FloatingPointError(f"{exc}; {note} (try a lower learning_rate or a "
+                                     f"clip_norm)") from None
+        if best_params is not None:
+            for k, v in best_params.items():
+                params[k][...] = v
+
     def _early_stopping_step(self, epoch, dev_key, progress, best_score, best_progress, waited):
         """Book-keeping of early stopping after an epoch: the new bests, the patience count, and
         whether to stop. A better ``dev_key`` makes this epoch the best one."""

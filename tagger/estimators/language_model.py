@@ -8,17 +8,14 @@ perplexity) and generates it one character after another.
 from __future__ import annotations
 
 import math
-import sys
-import time
 
 import numpy as np
 
-from ..kernels._jit import compile_seconds
 from ..nn.language_model import LM_CELLS, CharLMNetwork
-from ..nn.optim import decayed_learning_rate, make_optimizer
-from ..nn.training import apply_gradients, thread_limit
+from ..nn.optim import make_optimizer
+from ..nn.training import apply_gradients
 from ..text.vocab import Vocabulary
-from ._base import _DIVERGENCE_FACTOR, RecurrentEstimator
+from ._base import RecurrentEstimator
 from ._inputs import CHARS
 from ._protocol import check_is_fitted
 
@@ -289,99 +286,42 @@ class CharLanguageModel(RecurrentEstimator):
         targets = ids[1:B * N + 1].reshape(B, N)
         starts = list(range(0, N, self.bptt))
         gpu = self._resolve_device() == "cuda"
-        first_epoch = len(self.history_)
-        best_score, best_progress, waited = (-math.inf,), (), 0
-        kept = {k: v.copy() for k, v in params.items()} if first_epoch else None
-        best_params = None
         chance = math.log(len(self.vocabulary_) - 2) if len(self.vocabulary_) > 3 else 1.0
-        try:
-            with thread_limit(self.n_jobs):
-                for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
-                    lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
-                    self._optimizer.learning_rate = lr
-                    start, total, compiled_before = time.perf_counter(), 0.0, compile_seconds()
-                    if callback is not None:
-                        callback("epoch_start", {"epoch": epoch, "n_batches": len(starts)})
-                    engine = None
-                    if gpu:  # the epoch on the device; the host weights after it
-                        from ..nn.lm_resident import LMDeviceEngine
 
-                        engine = LMDeviceEngine(model, params, self._optimizer)
-                        state = engine.initial_state(B)
-                    else:
-                        state = model.initial_state(B)
-                    for number, s in enumerate(starts, 1):
-                        x, y = inputs[:, s:s + self.bptt], targets[:, s:s + self.bptt]
-                        try:
-                            if engine is not None:
-                                loss = engine.step(x, y, state, rng, self.clip_norm)
-                            else:
-                                loss, grads, state = model.loss_and_grads(params, x, y, state,
-                                                                          rng)
-                                apply_gradients(params, grads, loss, self._optimizer,
-                                                self.clip_norm)
-                        except FloatingPointError as exc:
-                            raise FloatingPointError(
-                                f"training diverged in epoch {epoch}: {exc}") from None
-                        total += loss * x.size
-                        if callback is not None:
-                            callback("batch", {"epoch": epoch, "batch": number,
-                                               "n_batches": len(starts), "loss": loss,
-                                               "tokens": x.size})
-                    if engine is not None:
-                        engine.download()
-                        del engine
-                    mean_loss = total / (B * N)
-                    if mean_loss > _DIVERGENCE_FACTOR * chance:
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch}: the mean loss "
-                            f"{mean_loss:.4g} is over {_DIVERGENCE_FACTOR:g} times that of a "
-                            f"uniform guess ({chance:.4g})")
-                    seconds = time.perf_counter() - start
-                    compiling = min(compile_seconds() - compiled_before, seconds)
-                    dev_score = None
-                    if dev_ids is not None:
-                        dev_score = self._mean_log_likelihood(dev_ids)
-                    self.history_.append({
-                        "epoch": epoch, "loss": mean_loss, "dev_score": dev_score,
-                        "seconds": seconds, "compile_seconds": compiling,
-                        "chars_per_s": B * N / max(seconds - compiling, 1e-9),
-                        "learning_rate": lr})
-                    if self.verbose:
-                        dev = ("" if dev_score is None
-                               else f"  dev {-dev_score:.4f} nats/char "
-                                    f"({-dev_score / math.log(2):.3f} bits)")
-                        print(f"epoch {epoch:3d}  loss {mean_loss:.4f}{dev}  {seconds:.1f}s  "
-                              f"{self.history_[-1]['chars_per_s']:,.0f} chars/s",
-                              file=sys.stderr)
-                    stop = False
-                    if dev_score is None or not early_stop:
-                        self.best_epoch_ = epoch
-                        kept = None
-                    else:
-                        best_score, best_progress, waited, stop = self._early_stopping_step(
-                            epoch, (dev_score,), (), best_score, best_progress, waited)
-                        if self.best_epoch_ == epoch:
-                            best_params = kept = {k: v.copy() for k, v in params.items()}
-                    if callback is not None:
-                        callback("epoch_end", {**self.history_[-1],
-                                               "best_epoch": self.best_epoch_,
-                                               "estimator": self})
-                    if stop:
-                        break
-        except (KeyboardInterrupt, FloatingPointError) as exc:
-            if kept is not None:
-                for k, v in kept.items():
-                    params[k][...] = v
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            note = (f"the weights are those of epoch {self.best_epoch_}, the best so far"
-                    if self.best_epoch_ > 0 else "no epoch had finished")
-            raise FloatingPointError(f"{exc}; {note} (try a lower learning_rate or a "
-                                     f"clip_norm)") from None
-        if best_params is not None:
-            for k, v in best_params.items():
-                params[k][...] = v
+        def train_epoch(epoch: int) -> float:
+            engine, total = None, 0.0
+            if gpu:  # the epoch on the device; the host weights after it
+                from ..nn.lm_resident import LMDeviceEngine
+
+                engine = LMDeviceEngine(model, params, self._optimizer)
+                state = engine.initial_state(B)
+            else:
+                state = model.initial_state(B)
+            for number, s in enumerate(starts, 1):
+                x, y = inputs[:, s:s + self.bptt], targets[:, s:s + self.bptt]
+                if engine is not None:
+                    loss = engine.step(x, y, state, rng, self.clip_norm)
+                else:
+                    loss, grads, state = model.loss_and_grads(params, x, y, state, rng)
+                    apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                total += loss * x.size
+                if callback is not None:
+                    callback("batch", {"epoch": epoch, "batch": number, "n_batches": len(starts),
+                                       "loss": loss, "tokens": x.size})
+            if engine is not None:
+                engine.download()
+            return total / (B * N)
+
+        def describe(entry: dict) -> str:
+            dev = entry["dev_score"]
+            shown = "" if dev is None else (f"  dev {-dev:.4f} nats/char "
+                                            f"({-dev / math.log(2):.3f} bits)")
+            return f"{shown}  {entry['seconds']:.1f}s  {entry['chars_per_s']:,.0f} chars/s"
+
+        self._train_epochs(
+            epochs, early_stop, callback, len(starts), train_epoch,
+            (lambda: self._mean_log_likelihood(dev_ids)) if dev_ids is not None else None,
+            chance, lambda seconds: {"chars_per_s": B * N / seconds}, describe)
 
     # ------------------------------------------------------------------------------------------
     # scoring

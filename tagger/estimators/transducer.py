@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 import warnings
 
 import numpy as np
 
-from ..kernels._jit import compile_seconds
-from ..nn.optim import decayed_learning_rate, make_optimizer
+from ..nn.optim import make_optimizer
 from ..nn.training import apply_gradients, thread_limit
 from ..nn.transducer import TransducerNetwork
 from ..text.vocab import Vocabulary
-from ._base import _DIVERGENCE_FACTOR, RecurrentEstimator
+from ._base import RecurrentEstimator
 from ._inputs import CHARS, SYMBOLS
 from ._protocol import check_is_fitted
 
@@ -378,88 +375,38 @@ class SequenceTransducer(RecurrentEstimator):
         n = len(sources)
         src, src_lengths, feature_ids = self._encode_sources(sources, feats)
         tgt_in, tgt_out, tgt_lengths = self._encode_targets(targets)
-        first_epoch = len(self.history_)
-        best_score, best_progress, waited = (-math.inf,), (), 0
-        kept = {k: v.copy() for k, v in params.items()} if first_epoch else None
-        best_params = None
         chance = math.log(max(len(self.target_vocabulary_) - 1, 2))
-        try:
-            with thread_limit(self.n_jobs):
-                for epoch in range(first_epoch + 1, first_epoch + epochs + 1):
-                    lr = decayed_learning_rate(self.learning_rate, self.lr_decay, epoch - 1)
-                    self._optimizer.learning_rate = lr
-                    start, compiled_before = time.perf_counter(), compile_seconds()
-                    order = rng.permutation(n)
-                    batches = [order[k:k + self.batch_size]
-                               for k in range(0, n, self.batch_size)]
-                    if callback is not None:
-                        callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
-                    total, symbols = 0.0, 0
-                    for number, idx in enumerate(batches, 1):
-                        S = int(src_lengths[idx].max())
-                        T = int(tgt_lengths[idx].max())
-                        loss, grads = model.loss_and_grads(
-                            params, src[idx, :S], src_lengths[idx], tgt_in[idx, :T],
-                            tgt_out[idx, :T], tgt_lengths[idx], feature_ids[idx], rng)
-                        try:
-                            apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
-                        except FloatingPointError as exc:
-                            raise FloatingPointError(
-                                f"training diverged in epoch {epoch}: {exc}") from None
-                        count = int(tgt_lengths[idx].sum())
-                        total += loss * count
-                        symbols += count
-                        if callback is not None:
-                            callback("batch", {"epoch": epoch, "batch": number,
-                                               "n_batches": len(batches), "loss": loss,
-                                               "tokens": count})
-                    mean_loss = total / symbols
-                    if mean_loss > _DIVERGENCE_FACTOR * chance:
-                        raise FloatingPointError(
-                            f"training diverged in epoch {epoch}: the mean loss "
-                            f"{mean_loss:.4g} is over {_DIVERGENCE_FACTOR:g} times that of a "
-                            f"uniform guess ({chance:.4g})")
-                    seconds = time.perf_counter() - start
-                    compiling = min(compile_seconds() - compiled_before, seconds)
-                    dev_score = None
-                    if dev is not None:
-                        dev_score = self._exact_match(dev[0], dev[1], dev[2], beam_size=1)
-                    self.history_.append({
-                        "epoch": epoch, "loss": mean_loss, "dev_score": dev_score,
-                        "seconds": seconds, "compile_seconds": compiling,
-                        "learning_rate": lr})
-                    if self.verbose:
-                        shown = "" if dev_score is None else f"  dev exact {dev_score:.4f}"
-                        print(f"epoch {epoch:3d}  loss {mean_loss:.4f}{shown}  {seconds:.1f}s",
-                              file=sys.stderr)
-                    stop = False
-                    if dev_score is None or not early_stop:
-                        self.best_epoch_ = epoch
-                        kept = None
-                    else:
-                        best_score, best_progress, waited, stop = self._early_stopping_step(
-                            epoch, (dev_score,), (), best_score, best_progress, waited)
-                        if self.best_epoch_ == epoch:
-                            best_params = kept = {k: v.copy() for k, v in params.items()}
-                    if callback is not None:
-                        callback("epoch_end", {**self.history_[-1],
-                                               "best_epoch": self.best_epoch_,
-                                               "estimator": self})
-                    if stop:
-                        break
-        except (KeyboardInterrupt, FloatingPointError) as exc:
-            if kept is not None:
-                for k, v in kept.items():
-                    params[k][...] = v
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            note = (f"the weights are those of epoch {self.best_epoch_}, the best so far"
-                    if self.best_epoch_ > 0 else "no epoch had finished")
-            raise FloatingPointError(f"{exc}; {note} (try a lower learning_rate or a "
-                                     f"clip_norm)") from None
-        if best_params is not None:
-            for k, v in best_params.items():
-                params[k][...] = v
+        n_batches = -(-n // self.batch_size)
+
+        def train_epoch(epoch: int) -> float:
+            order = rng.permutation(n)
+            total, symbols = 0.0, 0
+            for number, k in enumerate(range(0, n, self.batch_size), 1):
+                idx = order[k:k + self.batch_size]
+                S, T = int(src_lengths[idx].max()), int(tgt_lengths[idx].max())
+                loss, grads = model.loss_and_grads(
+                    params, src[idx, :S], src_lengths[idx], tgt_in[idx, :T], tgt_out[idx, :T],
+                    tgt_lengths[idx], feature_ids[idx], rng)
+                apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                count = int(tgt_lengths[idx].sum())
+                total += loss * count
+                symbols += count
+                if callback is not None:
+                    callback("batch", {"epoch": epoch, "batch": number, "n_batches": n_batches,
+                                       "loss": loss, "tokens": count})
+            return total / symbols
+
+        def describe(entry: dict) -> str:
+            dev = entry["dev_score"]
+            shown = "" if dev is None else f"  dev exact {dev:.4f}"
+            return f"{shown}  {entry['seconds']:.1f}s  {entry['symbols_per_s']:,.0f} symbols/s"
+
+        self._train_epochs(
+            epochs, early_stop, callback, n_batches, train_epoch,
+            (lambda: self._exact_match(dev[0], dev[1], dev[2], beam_size=1))
+            if dev is not None else None,
+            chance, lambda seconds: {"symbols_per_s": int(tgt_lengths.sum()) / seconds},
+            describe)
 
     # ------------------------------------------------------------------------------------------
     # prediction
