@@ -6,8 +6,8 @@ every word counted; the test split is not read):
 * baselines: the form itself, the lowercased form, and the training dictionary -- the most
   frequent lemma of the (form, UPOS) pair, then of the form, else the lowercased form;
 * ``Lemmatizer(random_state=seed)`` with gold UPOS, and with the UPOS of a
-  ``SequenceTagger(random_state=seed)`` trained on the same training file (saved under
-  ``--work`` and reused by later runs);
+  ``SequenceTagger(random_state=seed)`` trained on the same training file (both models are
+  saved under ``--work`` and reused by later runs; ``--retrain`` trains the lemmatizer again);
 * each also on the dev tokens whose (form, UPOS) pair training never showed.
 
 Usage::
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=str(ROOT / ".bench_work"))
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the lemmatizer again even when --work holds one")
     parser.add_argument("--no-tagger", action="store_true",
                         help="skip the run with predicted UPOS")
     parser.add_argument("--no-write", action="store_true")
@@ -88,17 +90,22 @@ def main(argv: list[str] | None = None) -> None:
     rows, seen = baselines(X, upos, lemmas, X_dev, upos_dev)
     unseen = [(f, t) not in seen for f, t in zip(flat(X_dev), flat(upos_dev), strict=True)]
 
-    start = time.perf_counter()
-    model = Lemmatizer(random_state=args.seed, verbose=1)
-    model.fit(X, lemmas, upos, X_dev=X_dev, y_dev=lemmas_dev, upos_dev=upos_dev)
-    train_minutes = (time.perf_counter() - start) / 60
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    saved = work / f"lemma_s{args.seed}.tagger"
+    if saved.exists() and not args.retrain:
+        print(f"reusing {saved}", flush=True)
+        model = load(saved)
+    else:
+        model = Lemmatizer(random_state=args.seed, verbose=1)
+        model.fit(X, lemmas, upos, X_dev=X_dev, y_dev=lemmas_dev, upos_dev=upos_dev)
+        model.save(saved)
+    train_minutes = sum(entry["seconds"] for entry in model.history_) / 60
     start = time.perf_counter()
     rows["Lemmatizer, gold UPOS"] = flat(model.predict(X_dev, upos_dev))
     predict_seconds = time.perf_counter() - start
     tagger_note = ""
     if not args.no_tagger:
-        work = Path(args.work)
-        work.mkdir(parents=True, exist_ok=True)
         path = work / f"upos_s{args.seed}.tagger"
         if path.exists():
             tagger = load(path)
@@ -117,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on 2 cores: `Lemmatizer(random_state="
         f"{args.seed})` defaults, trained on `ud_ewt/train.conllu` ({len(flat(X)):,} tokens, "
-        f"{len(model.pair_lemmas_):,} distinct (form, UPOS) pairs) in {train_minutes:.1f} "
-        f"minutes ({len(model.history_)} epochs of its transducer, best {model.best_epoch_}); "
+        f"{len(model.pair_lemmas_):,} distinct (form, UPOS) pairs): {len(model.history_)} "
+        f"epochs of its transducer, best {model.best_epoch_}, {train_minutes:.1f} minutes; "
         f"token accuracy on `dev.conllu` ({len(gold):,} tokens, of which {n_unseen:,} = "
         f"{100 * n_unseen / len(gold):.1f}% have a (form, UPOS) pair training never showed). "
         f"Lemmatizing the dev set with gold UPOS took {predict_seconds:.1f} s.{tagger_note}",
