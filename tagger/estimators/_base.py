@@ -74,6 +74,15 @@ class RecurrentEstimator(EstimatorBase):
         if not self.learning_rate > 0 or not self.lr_decay >= 0:
             raise ValueError("learning_rate must be positive and lr_decay non-negative")
 
+    def _check_clip_and_stopping(self) -> None:
+        """``clip_norm`` positive or None, ``early_stopping`` a bool (the estimators with their
+        own epoch loop, :meth:`_train_epochs`)."""
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
+        if not isinstance(self.early_stopping, bool):
+            raise ValueError(f"early_stopping must be True or False, got "
+                             f"{self.early_stopping!r}")
+
     def _validate_params(self, resolve_device: bool = True) -> None:
         self._check_training_params(CELLS)
         if self.char_encoder not in CHAR_ENCODERS:

@@ -138,11 +138,7 @@ class CharLanguageModel(RecurrentEstimator):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'forward' or 'backward', got "
                              f"{self.direction!r}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
-        if not isinstance(self.early_stopping, bool):
-            raise ValueError(f"early_stopping must be True or False, got "
-                             f"{self.early_stopping!r}")
+        self._check_clip_and_stopping()
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if resolve_device:

@@ -129,11 +129,7 @@ class SequenceTransducer(RecurrentEstimator):
 
     def _validate_params(self, resolve_device: bool = True) -> None:
         self._check_training_params(("lstm",))
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
-        if not isinstance(self.early_stopping, bool):
-            raise ValueError(f"early_stopping must be True or False, got "
-                             f"{self.early_stopping!r}")
+        self._check_clip_and_stopping()
         if isinstance(self.length_penalty, bool) or not isinstance(
                 self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty) \
                 or self.length_penalty < 0:

@@ -15,13 +15,7 @@ import math
 
 from numba import cuda
 
-from .. import _config
-
-
-def _grid(n: int) -> tuple[int, int]:
-    threads = _config.CUDA_THREADS_PER_BLOCK
-    blocks = max(1, min(_config.CUDA_MAX_BLOCKS, -(-n // threads)))
-    return blocks, threads
+from .ops_cuda import _grid
 
 
 @cuda.jit

@@ -28,16 +28,10 @@ from numba import cuda
 
 from .. import _config
 
-# SplitMix64, the constants of lm_cpu.uniform. Integer arithmetic stays in uint64 (see ops_cuda:
-# a uint64 mixed with a signed integer turns into float64 in Numba).
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_ONE = np.uint64(1)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_S11 = np.uint64(11)
+# SplitMix64 with the dropout kernel's constants, all uint64 (see ops_cuda: a uint64 mixed with
+# a signed integer turns into float64 in Numba).
+from .ops_cuda import _GOLDEN, _MIX1, _MIX2, _ONE, _S11, _S27, _S30, _S31
+
 _TWO_TO_MINUS_53 = 2.0**-53
 
 
