@@ -122,3 +122,25 @@ def test_info_describes_a_lemmatizer(models):
     assert "Lemmatizer" in result.output
     assert f"{len(lemmatizer.pair_lemmas_):,} (form, UPOS) pairs" in result.output
     assert "features               1 (values: 2)" in result.output
+
+
+@pytest.mark.parametrize("row, match", [
+    (["went", "VERB", "g\to"], "without tabs or line breaks"),
+    (["went\n", "VERB", "go"], "without tabs or line breaks"),
+    (["went", None, "go"], "tag must be a short string"),
+    (["went", "VERB"], r"\[form, tag, lemma\]"),
+])
+def test_a_hostile_lemmatizer_dictionary_is_refused_at_load(models, tmp_path, row, match):
+    from test_model_file_attacks import assert_one_line, read_model, write_model
+
+    from tagger import load
+    from tagger.errors import ModelFileError
+
+    folder, _, _ = models
+    config, arrays = read_model(folder / "lemma.tagger")
+    config["pair_lemmas"] = [row] + config["pair_lemmas"][1:]
+    path = tmp_path / "bad.tagger"
+    write_model(path, config, arrays)
+    with pytest.raises(ModelFileError, match=match) as caught:
+        load(path)
+    assert_one_line(caught.value, path)

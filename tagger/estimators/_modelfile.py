@@ -46,6 +46,9 @@ CONTENTS = ("weights", "weights+optimizer", "checkpoint")
 
 _BOOL_PARAMS = ("bidirectional", "crf", "lowercase", "early_stopping")
 _DEVICES = ("auto", "cpu", "cuda")
+#: What no lemma, form or tag of a lemmatizer's dictionary may hold (every output format is
+#: line- and tab-separated).
+_BREAKS = frozenset("\t\n\r")
 
 
 class _Bad(ValueError):
@@ -275,11 +278,13 @@ def restore_lemmatizer(estimator, config: dict) -> None:
             _fail("pair_lemmas entries must be [form, tag, lemma]")
         form, tag, lemma = row
         for value, name in ((form, "form"), (lemma, "lemma")):
-            if not isinstance(value, str) or not 0 < len(value) <= 1000:
-                _fail(f"a pair_lemmas {name} must be a string of 1 to 1000 characters")
-        if (tag is None) == uses or (tag is not None and (not isinstance(tag, str)
-                                                           or not 0 < len(tag) <= 100)):
-            _fail("a pair_lemmas tag must be a short string with UPOS, null without")
+            if not isinstance(value, str) or not 0 < len(value) <= 1000 or _BREAKS & set(value):
+                _fail(f"a pair_lemmas {name} must be a string of 1 to 1000 characters without "
+                      f"tabs or line breaks")
+        if (tag is None) == uses or (tag is not None and (
+                not isinstance(tag, str) or not 0 < len(tag) <= 100 or _BREAKS & set(tag))):
+            _fail("a pair_lemmas tag must be a short string with UPOS (no tabs or line breaks), "
+                  "null without")
         if (form, tag) in pairs:
             _fail(f"pair_lemmas repeats the pair {[form[:40], tag]}")
         pairs[(form, tag)] = lemma
