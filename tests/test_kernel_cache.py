@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 import subprocess
@@ -203,3 +204,146 @@ def test_damaged_cache_entries_are_rebuilt_with_one_warning(tmp_path, damage):
     assert str(_keyed(root)) in warning and "removed" in warning
     lines, stderr = _run(tmp_path, root, "run")  # both entries were written afresh
     assert lines[1:3] == ["14.0 14.0", "2"] and not _warnings(stderr)
+
+
+def _uncached(dispatcher):
+    from numba.core.caching import NullCache
+
+    dispatcher._cache = NullCache()  # compiled afresh in every run of the tests
+    return dispatcher
+
+
+def test_inner_kernels_get_the_full_optimization_once_inside_their_caller(monkeypatch):
+    """An inner kernel compiled inside another gets only the cheap module pass of its own; the
+    kernel that calls it, and an inner kernel called from Python, get Numba's full one."""
+    import numpy as np
+
+    if _jit._full_module_optimizer is None:
+        pytest.skip("the cheap inner optimization is off (TAGGER_CHEAP_INNER=0)")
+    full, cheap = [], []
+    real_full, real_cheap = _jit._full_module_optimizer, _jit._cheap_module_optimizer
+
+    def spy_full(library):
+        full.append(library.name)
+        real_full(library)
+
+    def spy_cheap(library):
+        cheap.append(library.name)
+        real_cheap(library)
+
+    monkeypatch.setattr(_jit, "_full_module_optimizer", spy_full)
+    monkeypatch.setattr(_jit, "_cheap_module_optimizer", spy_cheap)
+
+    @_uncached
+    @_jit.kernel()
+    def _scaled_sum(x, a):
+        s = 0.0
+        for v in x:
+            s += a * v
+        return s
+
+    @_uncached
+    @_jit.kernel()
+    def entry_kernel(x):
+        return _scaled_sum(x, 2.0) + 1.0
+
+    x = np.arange(5.0)
+    assert entry_kernel(x) == 21.0
+    assert any(name.endswith("_scaled_sum") for name in cheap), cheap
+    assert not any(name.endswith("_scaled_sum") for name in full), full
+    assert any(name.endswith("entry_kernel") for name in full), full
+    assert not any(name.endswith("entry_kernel") for name in cheap), cheap
+
+    # Called from Python, with a signature not compiled yet: the full optimization.
+    del full[:], cheap[:]
+    assert _scaled_sum(np.arange(3, dtype=np.float32), 1.0) == 3.0
+    assert any(name.endswith("_scaled_sum") for name in full) and not cheap
+
+
+def test_kernel_inner_flag_follows_the_name_unless_given():
+    from tagger.kernels import crf_cpu, gemm_cpu, rnn_cpu
+
+    assert crf_cpu._nll_sequence._tagger_inner and rnn_cpu._project_inputs._tagger_inner
+    assert not crf_cpu.crf_nll_serial._tagger_inner and not rnn_cpu.lstm_forward._tagger_inner
+    assert gemm_cpu.matmul_packed._tagger_inner  # public, but only kernels call it
+
+    def _helper(x):
+        return x
+
+    assert not _jit.kernel(inner=False)(_helper)._tagger_inner
+
+
+def _compiled_by_numba(node) -> bool:
+    """A function whose body Numba compiles (a kernel, an overload, an intrinsic)."""
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = getattr(target, "id", None) or getattr(target, "attr", "")
+        if name in ("kernel", "overload", "intrinsic", "register_jitable", "njit", "jit"):
+            return True
+    return False
+
+
+def _inner_kernels(kernels: Path) -> dict:
+    """The inner kernels of each CPU kernel module: {module name: names}."""
+    inner = {}
+    for path in kernels.glob("*_cpu.py"):
+        names = inner.setdefault(path.stem, set())
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.FunctionDef) or not _compiled_by_numba(node):
+                continue
+            given = {kw.arg: kw.value for d in node.decorator_list
+                     if isinstance(d, ast.Call) for kw in d.keywords}.get("inner")
+            if given.value if isinstance(given, ast.Constant) else node.name.startswith("_"):
+                names.add(node.name)
+    return inner
+
+
+def _inner_bindings(tree, module: str, inner: dict) -> tuple[set, dict]:
+    """The names that stand for an inner kernel in a module (its own, or imported), and the
+    names bound to a kernel module (-> its inner kernels)."""
+    names = set(inner.get(module, ()))
+    modules = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = (node.module or "").rsplit(".", 1)[-1]
+            for alias in node.names:
+                if source in inner and alias.name in inner[source]:
+                    names.add(alias.asname or alias.name)
+                elif alias.name in inner:  # from ..kernels import rnn_cpu
+                    modules[alias.asname or alias.name] = inner[alias.name]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                stem = alias.name.rsplit(".", 1)[-1]
+                if stem in inner and alias.asname:
+                    modules[alias.asname] = inner[stem]
+    return names, modules
+
+
+def test_no_python_code_calls_an_inner_kernel():
+    """Inner kernels are compiled to be optimized inside their callers (see the test above):
+    Python code anywhere in the package calls only the others."""
+    kernels = Path(_jit.__file__).parent
+    inner = _inner_kernels(kernels)
+    assert {"_nll_sequence", "_prepared"} <= inner["crf_cpu"]
+    assert {"_project_inputs", "_times_u"} <= inner["rnn_cpu"]
+    assert "matmul_packed" in inner["gemm_cpu"]
+    offenders = []
+
+    def visit(node, path, names, modules):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    _compiled_by_numba(child):
+                continue  # Numba compiles it: calls in it are calls between kernels
+            if isinstance(child, ast.Call):
+                func = child.func
+                if (isinstance(func, ast.Name) and func.id in names) or (
+                        isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                        and func.attr in modules.get(func.value.id, ())):
+                    offenders.append(f"{path.name}:{child.lineno}")
+            visit(child, path, names, modules)
+
+    for path in kernels.parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        module = path.stem if path.parent == kernels else ""
+        visit(tree, path, *_inner_bindings(tree, module, inner))
+    assert not offenders, offenders

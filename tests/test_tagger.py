@@ -493,3 +493,22 @@ def test_predictions_do_not_depend_on_the_number_of_threads(fitted):
     assert len(several[1]) == len(X)
     for a, b in zip(several[1], one[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_random_state_is_read_as_scikit_learn_reads_it():
+    """The training seed comes from random_state as sklearn's check_random_state reads it (an
+    int, a RandomState, None for NumPy's global generator), and anything else is refused."""
+    from sklearn.utils import check_random_state
+
+    top = np.iinfo(np.int32).max
+    for state in (0, 7, np.int64(3)):
+        assert SequenceTagger(random_state=state)._seed() == \
+            check_random_state(state).randint(top)
+    ours, theirs = np.random.RandomState(5), np.random.RandomState(5)
+    assert SequenceTagger(random_state=ours)._seed() == theirs.randint(top)
+    np.random.seed(11)
+    expected = np.random.randint(top)
+    np.random.seed(11)
+    assert SequenceTagger(random_state=None)._seed() == expected
+    with pytest.raises(ValueError, match="random_state='seven' cannot be used"):
+        SequenceTagger(random_state="seven")._seed()

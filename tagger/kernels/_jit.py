@@ -36,6 +36,20 @@ data files are removed, the kernel is compiled again and re-cached, and the proc
 :class:`KernelCacheWarning` naming the directory (one in all, however many entries were bad). A
 failure to write an entry likewise costs a warning, not the run.
 
+Inner kernels
+-------------
+Numba compiles a function that a kernel calls as a library of its own, optimizes that library's
+module in full (inlining, loop vectorization), then links it into the caller's module and
+optimizes the whole again in full: a helper two calls deep is optimized three times, and the
+compiled code that runs is the caller's. A kernel declared *inner* (called only from other
+kernels: by default one whose name starts with an underscore) therefore gets only Numba's cheap
+module pass (the one it runs before the full one) when it is compiled inside another kernel; its
+function-level optimizations still run, and the caller's full pass optimizes it once, after
+inlining, as before. Called from Python (a test), an inner kernel compiles in full. This cuts the
+quickstart's compile time by about a third (``benchmarks/bench_startup.py``);
+``TAGGER_CHEAP_INNER=0`` turns it off. A Numba whose code generator is organised otherwise is
+left alone.
+
 Processes that compile at once
 ------------------------------
 Two processes that need the same kernel at the same time (a training and the process that
@@ -240,7 +254,7 @@ class _KernelCache(caching.FunctionCache):
         if fd is None:
             return None
         if not _try_lock(fd):
-            if _SKIP_BUSY and _LOCAL_DEPTH.value == 0:
+            if _SKIP_BUSY and not _COMPILING.stack:
                 os.close(fd)
                 raise KernelBusy(f"{self._impl.filename_base} is being compiled elsewhere")
             _wait_lock(fd)
@@ -316,12 +330,13 @@ class _Held(threading.local):
         self.stack: list = []  # (cache, descriptor) of the locks this thread holds, innermost last
 
 
-class _Depth(threading.local):
-    value = 0  # compilations under way in this thread
+class _Compiling(threading.local):
+    def __init__(self):
+        self.stack: list = []  # the dispatchers this thread is compiling, innermost last
 
 
 _HELD = _Held()
-_LOCAL_DEPTH = _Depth()
+_COMPILING = _Compiling()
 
 
 def _try_lock(fd: int) -> bool:
@@ -352,14 +367,14 @@ def _release_held(cache) -> None:
 
 
 class _LockKeeper(numba_event.Listener):
-    """Counts the compilations under way in each thread, and lets go of a kernel's lock when its
-    compilation fails (a successful one lets go after its entry is saved)."""
+    """Keeps the stack of the compilations under way in each thread, and lets go of a kernel's
+    lock when its compilation fails (a successful one lets go after its entry is saved)."""
 
     def on_start(self, event) -> None:
-        _LOCAL_DEPTH.value += 1
+        _COMPILING.stack.append((event.data or {}).get("dispatcher"))
 
     def on_end(self, event) -> None:
-        _LOCAL_DEPTH.value -= 1
+        _COMPILING.stack.pop()
         # Numba 0.68's Event.is_failed answers the opposite question: read the exception.
         if getattr(event, "_exc_details", None) is not None:
             dispatcher = (event.data or {}).get("dispatcher")
@@ -369,6 +384,50 @@ class _LockKeeper(numba_event.Listener):
 
 
 numba_event.register("numba:compile", _LockKeeper())
+
+
+#: Numba's own final optimization of a library's module (set when ours is installed).
+_full_module_optimizer = None
+
+
+def _cheap_module_optimizer(library) -> None:
+    """Numba's cheap module pass alone, on ``library``'s final module."""
+    codegen = library._codegen
+    manager, builder = codegen._module_pass_manager(
+        loop_vectorize=codegen._loopvect, slp_vectorize=False, opt=codegen._opt_level,
+        cost="cheap")
+    manager.run(library._final_module, builder)
+
+
+def _optimize_final_module(library) -> None:
+    """What replaces Numba's ``CPUCodeLibrary._optimize_final_module``: the cheap pass alone for
+    an inner kernel compiled inside another kernel (see "Inner kernels" above), Numba's full
+    optimization for everything else."""
+    stack = _COMPILING.stack
+    if len(stack) >= 2 and getattr(stack[-1], "_tagger_inner", False):
+        try:
+            _cheap_module_optimizer(library)
+            return
+        except Exception:  # noqa: S110 - another Numba's internals: optimize as it would
+            pass
+    _full_module_optimizer(library)
+
+
+def _install_inner_module_optimizer() -> None:
+    global _full_module_optimizer
+    from numba.core import codegen
+
+    library_class = getattr(codegen, "CPUCodeLibrary", None)
+    original = getattr(library_class, "_optimize_final_module", None)
+    if original is None or original is _optimize_final_module or \
+            not hasattr(getattr(codegen, "CPUCodegen", None), "_module_pass_manager"):
+        return  # a Numba whose code generator is organised otherwise: left as it is
+    _full_module_optimizer = original
+    library_class._optimize_final_module = _optimize_final_module
+
+
+if _config.CHEAP_INNER_KERNELS:
+    _install_inner_module_optimizer()
 
 
 class _CompileClock(numba_event.Listener):
@@ -425,13 +484,16 @@ def remove_on_compile(callback) -> None:
         _CLOCK.callbacks.remove(callback)
 
 
-def kernel(parallel: bool = False, **options):
+def kernel(parallel: bool = False, inner: bool | None = None, **options):
     """``numba.njit`` with the project's fast-math flags and on-disk cache.
 
     Parameters
     ----------
     parallel : bool
         Compile with ``parallel=True`` (``prange`` loops run on Numba's thread pool).
+    inner : bool, optional
+        Whether the kernel is called only from other kernels (see "Inner kernels" above); by
+        default, whether its name starts with an underscore.
     **options
         Further ``numba.njit`` options.
 
@@ -448,6 +510,7 @@ def kernel(parallel: bool = False, **options):
                 "error_model": "numpy"}
         opts.update(options)
         dispatcher = numba.njit(cache=False, **opts)(func)
+        dispatcher._tagger_inner = func.__name__.startswith("_") if inner is None else inner
         if CACHE_DIR is not None:
             # What njit(cache=True) does, with our cache class: every other library's numba
             # caching is left alone.

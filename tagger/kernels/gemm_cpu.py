@@ -262,7 +262,7 @@ def _micro(rows, a, ar, b, boff, ldb, K, c, cr, cc):
 _ROW_BLOCK = 64
 
 
-@kernel()
+@kernel(inner=True)
 def panel_matmul(a, n, b, K, N, ldb, pstride, out):
     """``out[:n, :N] = a[:n, :K] @ b`` with ``b`` in the panel layout of the module docstring.
 
@@ -319,7 +319,7 @@ def panel_matmul(a, n, b, K, N, ldb, pstride, out):
                     out[r + i, c0 + j] = tile[i, j]
 
 
-@kernel()
+@kernel(inner=True)
 def pack_panels(m, out):
     """Copy ``m`` (K, N), any strides, into panels: ``out[p, k, j] = m[k, p * NR + j]``, zero
     past column ``N``. ``out`` is (ceil(N / NR), K, NR)."""
@@ -361,7 +361,7 @@ def pack_panels(m, out):
                 flat[base + j] = 0
 
 
-@kernel()
+@kernel(inner=True)
 def packed(m):
     """``m`` (K, N) packed into a new (ceil(N / NR), K, NR) array (see :func:`pack_panels`)."""
     K, N = m.shape
@@ -371,7 +371,7 @@ def packed(m):
     return out
 
 
-@kernel()
+@kernel(inner=True)
 def matmul_packed(a, n, bp, N, out):
     """``out[:n, :N] = a[:n] @ m`` where ``bp = packed(m)`` and ``m`` has ``N`` columns."""
     K = bp.shape[1]
