@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import warnings
 
+import numpy as np
 import pytest
 
 from tagger import Lemmatizer, load
@@ -100,3 +101,30 @@ def test_without_upos():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # two epochs: the end symbol may not come in time
         assert len(model.predict([["zzz"]])[0]) == 1
+
+
+def test_the_lemma_is_the_most_probable_of_the_written_form_and_the_copies(lemmatizer,
+                                                                          monkeypatch):
+    """For an unseen pair: of the transducer's output, the form and the lowercased form, the
+    one the transducer scores highest; an unfinished output is no candidate; with no candidate
+    it can write, the form itself."""
+    written = {"Abc": (list("xyz"), True), "DEF": (list("d"), True), "ghi": (list("gh"), False),
+               "JKL": (list("q"), False)}
+
+    def decode(X, features, beam_size, n_best=1, warn_cut=True):
+        assert not warn_cut
+        return [[(written[x][0], 0.0, written[x][1])] for x in X]
+
+    scores = {("Abc", "xyz"): -1.0, ("Abc", "Abc"): -0.5, ("Abc", "abc"): -3.0,
+              ("DEF", "d"): -4.0, ("DEF", "DEF"): -6.0, ("DEF", "def"): -2.0,
+              ("ghi", "ghi"): -5.0}
+
+    def log_probability(X, y, features=None):
+        return np.array([scores.get((x, out), -np.inf) for x, out in zip(X, y, strict=True)])
+
+    monkeypatch.setattr(lemmatizer, "_decode", decode)
+    monkeypatch.setattr(lemmatizer, "log_probability", log_probability)
+    forms = ["Abc", "DEF", "ghi", "JKL"]
+    assert lemmatizer.predict([forms], [["NOUN"] * 4]) == [["Abc", "def", "ghi", "JKL"]]
+    scores[("Abc", "xyz")] = -0.5  # a tie goes to the search's output
+    assert lemmatizer.predict([["Abc"]], [["NOUN"]]) == [["xyz"]]

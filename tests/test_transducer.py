@@ -56,6 +56,32 @@ def test_beam_search_and_n_best(reverser):
     assert scores == sorted(scores, reverse=True) and len({text for text, _ in best}) == 3
 
 
+def test_log_probability_is_the_score_of_the_search(reverser):
+    """log_probability is the model's log-probability of an output: the beam's score without
+    length normalisation, higher for the right output than for wrong ones, -inf for outputs
+    the model cannot write (symbols outside its vocabulary, over max_output_length)."""
+    model = reverser.set_params(length_penalty=0.0)
+    try:
+        best = model.predict_n_best(["abcd", "ge"], n=3)
+    finally:
+        model.set_params(length_penalty=reverser.get_params()["length_penalty"])
+    outputs = [text for hyps in best for text, _ in hyps]
+    sources = [x for x, hyps in zip(["abcd", "ge"], best, strict=True) for _ in hyps]
+    scores = model.log_probability(sources, outputs)
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, [score for hyps in best for _, score in hyps],
+                               rtol=1e-4, atol=1e-4)
+    right, wrong = model.log_probability(["abcd", "abcd"], ["dcba", "abcd"])
+    assert right > wrong and right > np.log(0.5)
+    long = "a" * (model.max_output_length_ + 1)
+    assert np.isneginf(model.log_probability(["ab", "ab", "ab"], ["b!a", long, ""])[:2]).all()
+    assert np.isfinite(model.log_probability(["ab"], [""])[0])  # the end symbol alone
+    with pytest.raises(ValueError, match="X has 1 examples, y 2"):
+        model.log_probability(["ab"], ["ba", "ab"])
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        model.log_probability(["ab"], "ba")
+
+
 def test_a_feature_chooses_the_suffix():
     X = words(4, 800, 2, 5)
     feats = [random.Random(i).choice(["SG", "PL", "DIM"]) for i in range(len(X))]

@@ -408,7 +408,7 @@ class SequenceTransducer(RecurrentEstimator):
     # prediction
     # ------------------------------------------------------------------------------------------
 
-    def _decode(self, X, features, beam_size: int, n_best: int = 1):
+    def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
         """Per example, a list of (target symbols, score, finished)."""
         check_is_fitted(self, "params_")
         sources, kind = self._sequences(X, "X")
@@ -444,7 +444,7 @@ class SequenceTransducer(RecurrentEstimator):
                     out[i] = [([items[t] for t in ids], score, done)
                               for ids, score, done in found]
         cut = sum(1 for hyps in out if not hyps[0][2])
-        if cut:
+        if cut and warn_cut:
             warnings.warn(f"{cut} output(s) reached max_output_length={limit} without the end "
                           f"symbol: they are cut there", UserWarning, stacklevel=3)
         return out
@@ -466,6 +466,48 @@ class SequenceTransducer(RecurrentEstimator):
             raise ValueError(f"n must be a positive integer, got {n!r}")
         return [[(self._as_output(symbols), score) for symbols, score, _ in hyps]
                 for hyps in self._decode(X, features, max(self.beam_size, int(n)), int(n))]
+
+    def log_probability(self, X, y, features=None) -> np.ndarray:
+        """The model's log-probability (natural log, float64) of writing ``y[i]`` for
+        ``X[i]``, its end symbol included: the sum over its symbols under teacher forcing, with
+        no length normalisation. An output holding a symbol the model cannot write, or longer
+        than ``max_output_length``, has probability zero (-inf). Outputs are strings for a model
+        trained on strings, else lists of symbols; an empty output is the end symbol alone."""
+        check_is_fitted(self, "params_")
+        sources, kind = self._sequences(X, "X")
+        if sources and kind != self.input_type_:
+            names = {CHARS: "strings", SYMBOLS: "token sequences"}
+            raise TypeError(f"this model reads {names[self.input_type_]}, X holds "
+                            f"{names[kind]}")
+        if isinstance(y, str):
+            raise TypeError("y must be a list of outputs, not one string: wrap it in a list")
+        outputs = [tuple(item) for item in y]
+        if len(outputs) != len(sources):
+            raise ValueError(f"X has {len(sources)} examples, y {len(outputs)}")
+        feats = self._feature_rows(features, len(sources), "features",
+                                   len(self.feature_vocabularies_))
+        result = np.full(len(sources), -np.inf)
+        vocabulary = self.target_vocabulary_
+        rows = [i for i, out in enumerate(outputs)
+                if len(out) <= self.max_output_length_ and
+                all(isinstance(t, str) and t in vocabulary and vocabulary.index(t) > EOS
+                    for t in out)]
+        if not rows:
+            return result
+        with thread_limit(self.n_jobs):
+            src, src_lengths, feature_ids = self._encode_sources([sources[i] for i in rows],
+                                                                 [feats[i] for i in rows])
+            order = np.argsort(-src_lengths, kind="stable")
+            for k in range(0, len(order), 256):
+                idx = order[k:k + 256]
+                tgt_in, tgt_out, tgt_lengths = self._encode_targets([outputs[rows[i]]
+                                                                     for i in idx])
+                S = int(src_lengths[idx].max())
+                scores = self._model.log_likelihood(self.params_, src[idx, :S],
+                                                    src_lengths[idx], tgt_in, tgt_out,
+                                                    tgt_lengths, feature_ids[idx])
+                result[np.asarray(rows)[idx]] = scores
+        return result
 
     def _exact_match(self, X, y, features, beam_size=None) -> float:
         targets, _ = self._sequences(y, "y")
