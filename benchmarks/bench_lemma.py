@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import _results  # noqa: E402
 
-from tagger import Lemmatizer, SequenceTagger, load  # noqa: E402
+from tagger import Lemmatizer, SequenceTagger, SequenceTransducer, load  # noqa: E402
 from tagger.io import read_conllu  # noqa: E402
 
 DATA = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -71,6 +71,20 @@ def baselines(X, upos, lemmas, X_dev, upos_dev):
             "training dictionary, lowercase fallback": dictionary}, set(by_pair)
 
 
+def search_only(model, X_dev, upos_dev) -> list[str]:
+    """The lemmatizer's lemmas if unseen pairs took the transducer's greedy or beam output as
+    it is, not the most probable of it and the form's two copies (``Lemmatizer._write``)."""
+    pairs = list(zip(flat(X_dev), flat(upos_dev), strict=True))
+    unseen = list(dict.fromkeys(p for p in pairs if p not in model.pair_lemmas_))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # outputs cut at max_output_length
+        written = dict(zip(unseen, SequenceTransducer.predict(
+            model, [f for f, _ in unseen], features=[t for _, t in unseen]), strict=True))
+    return [model.pair_lemmas_.get(p) or written[p] for p in pairs]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -104,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     rows["Lemmatizer, gold UPOS"] = flat(model.predict(X_dev, upos_dev))
     predict_seconds = time.perf_counter() - start
+    rows["... the transducer's search output alone (no choice with the form's copies)"] = \
+        search_only(model, X_dev, upos_dev)
     tagger_note = ""
     if not args.no_tagger:
         path = work / f"upos_s{args.seed}.tagger"

@@ -317,10 +317,17 @@ class TransducerNetwork:
         c = np.zeros((B, self.hidden_size), dtype)
         a = np.zeros((B, self.hidden_size), dtype)
         total = np.zeros(B)
-        rows = np.arange(B)
+        live = np.arange(B)  # rows whose target goes on; the others leave the batch
         for t in range(T):
-            logp, a, h, c = self._next(params, enc, src_lengths, tgt_in[:, t], a, h, c)
-            total += np.where(t < tgt_lengths, logp[rows, tgt_out[:, t]], 0.0)
+            going = t < tgt_lengths[live]
+            if not going.all():
+                if not going.any():
+                    break
+                live, a, h, c = live[going], a[going], h[going], c[going]
+                enc = enc[going]
+            logp, a, h, c = self._next(params, enc, src_lengths[live], tgt_in[live, t], a, h,
+                                       c)
+            total[live] += logp[np.arange(live.size), tgt_out[live, t]]
         return total
 
     def greedy(self, params: dict, src, src_lengths, bos: int, eos: int, max_length: int,
@@ -334,17 +341,18 @@ class TransducerNetwork:
         a = np.zeros((B, self.hidden_size), dtype)
         y = np.full(B, bos, np.int64)
         out: list[list[int]] = [[] for _ in range(B)]
-        done = np.zeros(B, bool)
+        live = np.arange(B)  # the rows still writing; finished ones leave the batch
         for _ in range(max_length):
             logp, a, h, c = self._next(params, enc, src_lengths, y, a, h, c)
             y = logp.argmax(axis=1)
-            for b in np.flatnonzero(~done):
-                if y[b] == eos:
-                    done[b] = True
-                else:
-                    out[b].append(int(y[b]))
-            if done.all():
-                break
+            going = y != eos
+            for b, symbol in zip(live[going].tolist(), y[going].tolist(), strict=True):
+                out[b].append(symbol)
+            if not going.all():
+                if not going.any():
+                    break
+                live, y, a, h, c = live[going], y[going], a[going], h[going], c[going]
+                enc, src_lengths = enc[going], src_lengths[going]
         return out
 
     def beam_search(self, params: dict, src, src_length: int, bos: int, eos: int,
