@@ -2,8 +2,8 @@
 same wall time on the same data, in one run.
 
 Both models: character embeddings of 64, one LSTM layer of 512 units, a linear layer to the
-characters; dropout 0.1 on the LSTM's input and output; Adam at 0.002; gradients clipped to a
-global norm of 5; 32 parallel streams cut into segments of 100 characters, the state carried
+characters; dropout 0.1 on the embedding table (one mask per segment) and on the LSTM's
+output; Adam at 0.002; gradients clipped to a global norm of 5; 32 parallel streams cut into segments of 100 characters, the state carried
 from segment to segment (truncated backpropagation through time) -- ``CharLanguageModel``'s
 defaults, and the same character ids (its vocabulary) for both. Data: tiny-shakespeare
 ``train.txt``, its last 5% of lines held out as dev text (as in ``bench_lm.py``).
@@ -158,7 +158,9 @@ def run_torch(seconds: float, threads: int, seed: int) -> dict:
             self.out = nn.Linear(H, V)
 
         def forward(self, x, state=None):
-            h, state = self.lstm(self.drop(self.emb(x)), state)
+            # Dropout on the embedding table, one mask per segment (as CharLanguageModel).
+            table = self.drop(self.emb.weight)
+            h, state = self.lstm(nn.functional.embedding(x, table), state)
             return self.out(self.drop(h)), state
 
     model = CharLSTM()
@@ -265,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         "## Character language model beside PyTorch (`benchmarks/bench_lm_torch.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d')}, PyTorch {version} (CPU build): embeddings "
-        f"{E}, one LSTM layer of {H}, dropout {DROPOUT}, Adam {LEARNING_RATE}, clipping "
+        f"{E}, one LSTM layer of {H}, dropout {DROPOUT} (on the embedding table, one mask per "
+        f"segment, and on the output), Adam {LEARNING_RATE}, clipping "
         f"{CLIP:g}, {B} streams x {T} characters, on tiny-shakespeare (last 5% of lines as "
         f"dev); each library {args.seconds:g} s of training per turn, turns alternating, in one "
         f"run.",

@@ -99,9 +99,12 @@ def test_gradients_of_the_second_segment_with_carried_state(cell):
             np.testing.assert_array_equal(c, c0)
 
 
-def test_gradients_with_dropout():
-    """The masks of every layer's input and of the last output enter the backward pass."""
-    net = CharLMNetwork(V, embedding_dim=3, cell="lstm", hidden_size=3, num_layers=2,
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradients_with_dropout(cell):
+    """The masks of the embedding table, of the second layer's input and of the last output
+    enter the backward pass (the LSTM's first layer gathers its input projections from the
+    masked table, the GRU's reads the masked table's rows)."""
+    net = CharLMNetwork(V, embedding_dim=3, cell=cell, hidden_size=3, num_layers=2,
                         dropout=0.3)
     params = perturbed_params(net, 9)
     x, y = char_stream(10, B=2, T=4)
@@ -249,6 +252,27 @@ def test_read_matches_the_forward_pass_row_by_row(cell, num_layers):
         net.read(params, ids, np.array([10, 1, 1, 1, 1]))
     with pytest.raises(ValueError, match="character ids"):
         net.read(params, ids + 13, lengths)
+
+
+def test_the_table_mask_is_one_per_segment_and_the_gathered_projections_equal_the_product():
+    """With dropout the embedding table is masked once per segment: the first LSTM layer's
+    gathered projections ((table * mask) @ W at each id) give what the masked rows multiplied
+    by W give, and a character keeps its dropped components at every position."""
+    net = CharLMNetwork(V, embedding_dim=6, cell="lstm", hidden_size=5, num_layers=2,
+                        dropout=0.4)
+    params = perturbed_params(net, 12)
+    x, _ = char_stream(13, B=3, T=7)
+    masks = net._draw_masks(np.random.default_rng(5), 3, 7, np.float64)
+    assert masks[0][0].shape == (V, 6) and masks[0][1].shape == (3, 7, 5)
+    state = net.initial_state(3, np.float64)
+    gathered, _, (_, _, table, was_gathered) = net._forward(params, x, state, None, True,
+                                                            masks=masks)
+    multiplied, _, (_, _, _, was_multiplied) = net._forward(params, x, state, None, False,
+                                                            masks=masks)
+    assert was_gathered and not was_multiplied
+    np.testing.assert_allclose(gathered, multiplied, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(table, params["emb.char"] * masks[0][0])
+    net.workspace = type(net.workspace)()  # the training forward's cache is not handed back
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

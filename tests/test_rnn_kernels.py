@@ -66,6 +66,46 @@ def test_matches_reference(cell, reverse, dtype, sizes):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: f"B{s['B']}H{s['H']}")
+def test_lstm_with_gathered_projections_matches_the_reference(sizes, reverse):
+    """An LSTM whose inputs are rows of a table (ids): its projections gathered from
+    ``table @ W`` (x of width 0), the gradient of the projections from the backward pass
+    (``d_pre``), scattered per id and multiplied, give the reference's outputs and gradients."""
+    dtype = np.float64
+    B, T, D, H = sizes["B"], sizes["T"], sizes["D"], sizes["H"]
+    params, _, lengths, h0, c0 = make_case("lstm", dtype, **sizes)
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(7, D))
+    ids = rng.integers(0, 7, size=(B, T))
+    ids_read = np.where(np.arange(T)[None, :] < lengths[:, None], ids, -1)
+    x = table[ids] * (ids_read >= 0)[..., None]
+    d_out = rng.normal(size=(B, T, H))
+    d_h, d_c = rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    empty = dict(params, W=np.empty((0, 4 * H)))
+    out, h_last, c_last, cache = R.direction_forward(
+        "lstm", empty, np.empty((B, T, 0)), lengths, reverse, h0, c0,
+        gather=(table @ params["W"], ids_read))
+    d_pre = np.empty((B, T, 4 * H))
+    dx, grads, dh0, dc0 = R.direction_backward(empty, cache, d_out, d_h, d_c, d_pre=d_pre)
+    ref_out, ref_h, ref_c, ref = naive.direction_reference("lstm", params, x, lengths, h0, c0,
+                                                           reverse, d_out, d_h, d_c)
+    tol = TOL[dtype]
+    assert dx.shape == (B, T, 0) and grads["W"].shape == (0, 4 * H)
+    np.testing.assert_allclose(out, ref_out, **tol)
+    np.testing.assert_allclose(c_last, ref_c, **tol)
+    np.testing.assert_allclose(dh0, ref["dh0"], **tol)
+    np.testing.assert_allclose(dc0, ref["dc0"], **tol)
+    np.testing.assert_allclose(grads["U"], ref["dU"], **tol)
+    np.testing.assert_allclose(grads["b"], ref["db"], **tol)
+    # dW = x^T d_pre and dx = d_pre W^T, through the ids.
+    flat = d_pre.reshape(B * T, 4 * H)
+    np.testing.assert_allclose(x.reshape(B * T, D).T @ flat, ref["dW"], **tol)
+    np.testing.assert_allclose((flat @ params["W"].T).reshape(B, T, D), ref["dx"], **tol)
+    with pytest.raises(ValueError, match="gathered input projections"):
+        R.direction_forward("gru", empty, np.empty((B, T, 0)), lengths, gather=(table, ids))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("lengths", [[5, 2], [2, 5], [5, 0], [0, 3], [3], [1]],
                          ids=lambda lengths: "-".join(map(str, lengths)))

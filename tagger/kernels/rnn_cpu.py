@@ -287,7 +287,8 @@ def _zero_padding(lengths, arr):
 
 
 @kernel()
-def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last, c_last):
+def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_prev, h_last, c_last,
+                 projected=False):
     """LSTM forward pass for one direction.
 
     Parameters
@@ -305,15 +306,21 @@ def lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, c_out, gates, h_pr
     h_out, c_out : ndarray (B, T, H)
         Out: hidden and cell state at every step (zero at padding).
     gates : ndarray (B, T, 4H)
-        Out: activated gates (i, f, g, o) at every step, kept for the backward pass.
+        Out: activated gates (i, f, g, o) at every step, kept for the backward pass. In, with
+        ``projected``: the input projections ``x @ W`` (without the bias) at the valid steps.
     h_prev : ndarray (B, T, H)
         Out: the hidden state each step started from (kept for the backward pass).
     h_last, c_last : ndarray (B, H)
         Out: final states (the state after each sequence's last processed step).
+    projected : bool
+        ``gates`` already holds the input projections (gathered from a table of them, see
+        :func:`tagger.nn.recurrent.direction_forward`): ``x`` (any width, its first two
+        dimensions giving B and T) and ``W`` are not read.
     """
     B, T, _ = x.shape
     H = U.shape[0]
-    _project_inputs(x, W, gates)
+    if not projected:
+        _project_inputs(x, W, gates)
     h_state = h_last
     c_state = c_last
     _copy_rows(h_state, h0)

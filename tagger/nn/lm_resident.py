@@ -5,7 +5,9 @@ norm come back.
 
 It runs :class:`~tagger.nn.language_model.CharLMNetwork`'s layers in the same order and with the
 same random draws (the dropout masks are the same counter-based streams on either device), on
-the kernels of :mod:`tagger.nn.resident` and ``tagger/kernels/*_cuda.py``: a training step here
+the kernels of :mod:`tagger.nn.resident` and ``tagger/kernels/*_cuda.py`` (the first layer
+reads the masked embedding table's rows and multiplies them by its input weights, where the CPU
+gathers rows of their product: the same values up to rounding): a training step here
 computes what :meth:`CharLMNetwork.loss_and_grads` followed by
 :func:`~tagger.nn.training.apply_gradients` computes on the CPU, within float rounding (the
 embedding gradient adds its rows with atomics, in no fixed order).
@@ -105,13 +107,17 @@ class LMDeviceEngine:
         net, p = self.network, self.device_params
         B, T = ids.shape
         lengths = _to_device(np.full(B, T, np.int64))
-        x = _empty((B, T, net.embedding_dim), self.dtype)
-        ops_cuda.embedding_lookup(p["emb.char"], ids, x)
         train = rng is not None and net.dropout > 0
+        table, table_mask = p["emb.char"], None
+        if train:  # one mask on the table per segment, drawn first (as on the CPU)
+            table_mask = dropout_mask(rng, table.shape, net.dropout, self.dtype)
+            table = _masked(table, table_mask)
+        x = _empty((B, T, net.embedding_dim), self.dtype)
+        ops_cuda.embedding_lookup(table, ids, x)
         layers, new_state = [], []
         for layer in range(net.num_layers):
             mask = None
-            if train:
+            if train and layer > 0:
                 mask = dropout_mask(rng, x.shape, net.dropout, self.dtype)
                 x = _masked(x, mask)
             h0, c0 = state.layers[layer]
@@ -124,7 +130,7 @@ class LMDeviceEngine:
         if train:
             out_mask = dropout_mask(rng, x.shape, net.dropout, self.dtype)
             x = _masked(x, out_mask)
-        return x, new_state, (layers, out_mask)
+        return x, new_state, (layers, out_mask, table_mask)
 
     def _losses(self, top, targets, scale: float):
         """Per-character losses (float64, on the device) and their gradient w.r.t. the
@@ -159,7 +165,7 @@ class LMDeviceEngine:
         with self.arena.active():
             ids = _to_device(np.ascontiguousarray(inputs, np.int64))
             labels = _to_device(np.ascontiguousarray(targets, np.int64))
-            top, new_state, (layers, out_mask) = self._forward(ids, state, rng)
+            top, new_state, (layers, out_mask, table_mask) = self._forward(ids, state, rng)
             losses, d_logits = self._losses(top, labels, 1.0 / n)
             d, _, _ = linear_backward(top, p["out.W"], d_logits, g["out.W"], g["out.b"])
             if out_mask is not None:
@@ -171,6 +177,8 @@ class LMDeviceEngine:
                 if mask is not None:
                     ops_cuda.multiply(d, mask, d)
             ops_cuda.embedding_backward(ids, d, g["emb.char"])
+            if table_mask is not None:
+                ops_cuda.multiply(g["emb.char"], table_mask, g["emb.char"])
             total, norm = self.norms(losses, g)
             state.store(new_state)
         loss = total / n

@@ -176,7 +176,7 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
                       reverse: bool = False, h0: np.ndarray | None = None,
                       c0: np.ndarray | None = None, device: str = "cpu",
                       need_backward: bool = True, workspace: Workspace | None = None,
-                      pool_output: bool = False):
+                      pool_output: bool = False, gather=None):
     """Run one direction of one recurrent layer.
 
     Parameters
@@ -204,6 +204,11 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
     pool_output : bool
         Take ``h_out`` from the workspace too (for a caller that copies it and hands it back
         with the cache).
+    gather : (P, ids), optional
+        An LSTM on the CPU whose inputs are rows of a table: its input projections are the
+        rows of ``P = table @ W`` (V, 4H) at ``ids`` (B, T), gathered instead of multiplied,
+        and ``x`` is a (B, T, 0) array (the backward pass then gives the gradient of the
+        projections, see :func:`direction_backward`'s ``d_pre``).
 
     Returns
     -------
@@ -219,7 +224,10 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
     B, T, _ = x.shape
     H = params["U"].shape[0]
     dtype = x.dtype
-    if not need_backward and cell == "lstm" and device == "cpu":
+    if gather is not None and (cell != "lstm" or device != "cpu" or x.shape[2] != 0):
+        raise ValueError("gathered input projections are for an LSTM on the CPU, with x of "
+                         "width 0")
+    if not need_backward and cell == "lstm" and device == "cpu" and gather is None:
         return _lstm_infer(params, x, lengths, reverse, h0, c0)
     mem = _Memory(device, dtype, keep=is_device_array(x))
     pooled = []
@@ -244,8 +252,15 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         cache.c_out = kept((B, T, H))
         cache.gates = kept((B, T, 4 * H))
         c_last = mem.empty((B, H))
-        kernels.lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, cache.c_out,
-                             cache.gates, h_prev, h_last, c_last)
+        if gather is None:
+            kernels.lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, cache.c_out,
+                                 cache.gates, h_prev, h_last, c_last)
+        else:
+            table, ids = gather
+            ops_cpu.embedding_lookup(np.ascontiguousarray(table, dtype),
+                                     np.ascontiguousarray(ids, np.int64), cache.gates)
+            kernels.lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, cache.c_out,
+                                 cache.gates, h_prev, h_last, c_last, True)
     elif cell == "gru":
         cache.gates = kept((B, T, 3 * H))
         cache.rec_n = kept((B, T, H))
@@ -347,7 +362,7 @@ class _Memory:
 
 def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
                        d_h_last: np.ndarray | None = None, d_c_last: np.ndarray | None = None,
-                       out: dict | None = None):
+                       out: dict | None = None, d_pre: np.ndarray | None = None):
     """Backpropagate through one direction.
 
     Parameters
@@ -363,6 +378,9 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     out : dict, optional
         Arrays (on the cache's device) to write the parameter gradients into, with the keys of
         ``params``; new arrays when omitted.
+    d_pre : ndarray (B, T, 4H or 3H or H), optional
+        On the CPU: receives the gradient of the loss with respect to the input projections
+        plus bias (the pre-activations' input part), zero at padding; scratch when omitted.
 
     Returns
     -------
@@ -386,7 +404,9 @@ def direction_backward(params: dict, cache: DirectionCache, d_h: np.ndarray,
     grads = {name: mem.empty(a.shape) if out is None else out[name]
              for name, a in (("W", W), ("U", U), ("b", b))}
     # d_pre is scratch: the kernels fill it and the weight gradients are taken from it.
-    d_pre = mem.empty((B, T, W.shape[1])) if mem.gpu else _scratch((B, T, W.shape[1]), dtype)
+    if d_pre is None or mem.gpu:
+        d_pre = (mem.empty((B, T, W.shape[1])) if mem.gpu
+                 else _scratch((B, T, W.shape[1]), dtype))
     dh0 = mem.empty((B, H))
     dc0 = None
     kernels = backend.kernels(cache.device, "rnn")
