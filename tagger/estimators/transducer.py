@@ -408,16 +408,20 @@ class SequenceTransducer(RecurrentEstimator):
     # prediction
     # ------------------------------------------------------------------------------------------
 
-    def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
-        """Per example, a list of (target symbols, score, finished)."""
+    def _inputs(self, X, features):
+        """The sources of a fitted model, checked against what it reads, and their features."""
         check_is_fitted(self, "params_")
         sources, kind = self._sequences(X, "X")
         if sources and kind != self.input_type_:
             names = {CHARS: "strings", SYMBOLS: "token sequences"}
             raise TypeError(f"this model reads {names[self.input_type_]}, X holds "
                             f"{names[kind]}")
-        feats = self._feature_rows(features, len(sources), "features",
-                                   len(self.feature_vocabularies_))
+        return sources, self._feature_rows(features, len(sources), "features",
+                                           len(self.feature_vocabularies_))
+
+    def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
+        """Per example, a list of (target symbols, score, finished)."""
+        sources, feats = self._inputs(X, features)
         out: list = [None] * len(sources)
         if not sources:
             return out
@@ -473,19 +477,12 @@ class SequenceTransducer(RecurrentEstimator):
         no length normalisation. An output holding a symbol the model cannot write, or longer
         than ``max_output_length``, has probability zero (-inf). Outputs are strings for a model
         trained on strings, else lists of symbols; an empty output is the end symbol alone."""
-        check_is_fitted(self, "params_")
-        sources, kind = self._sequences(X, "X")
-        if sources and kind != self.input_type_:
-            names = {CHARS: "strings", SYMBOLS: "token sequences"}
-            raise TypeError(f"this model reads {names[self.input_type_]}, X holds "
-                            f"{names[kind]}")
+        sources, feats = self._inputs(X, features)
         if isinstance(y, str):
             raise TypeError("y must be a list of outputs, not one string: wrap it in a list")
         outputs = [tuple(item) for item in y]
         if len(outputs) != len(sources):
             raise ValueError(f"X has {len(sources)} examples, y {len(outputs)}")
-        feats = self._feature_rows(features, len(sources), "features",
-                                   len(self.feature_vocabularies_))
         result = np.full(len(sources), -np.inf)
         vocabulary = self.target_vocabulary_
         rows = [i for i, out in enumerate(outputs)
