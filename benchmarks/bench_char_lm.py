@@ -71,27 +71,30 @@ def language_models(args) -> tuple[CharLanguageModel, CharLanguageModel, list[di
     work.mkdir(parents=True, exist_ok=True)
     paths = {d: work / f"char_lm_{d}_h{args.lm_hidden}_s{args.seed}.tagger"
              for d in ("forward", "backward")}
+    X, X_dev = raw_text(args.seed)
     if not args.retrain and all(p.exists() for p in paths.values()):
         print(f"reusing {', '.join(map(str, paths.values()))}", flush=True)
         from tagger import load
-        return load(paths["forward"]), load(paths["backward"]), []
-    X, X_dev = raw_text(args.seed)
-    print(f"language models: {len(X):,} lines, {sum(len(x) + 1 for x in X):,} characters; "
-          f"dev {len(X_dev):,} lines", flush=True)
-    models, rows = {}, []
-    for direction, path in paths.items():
-        start = time.perf_counter()
-        lm = CharLanguageModel(hidden_size=args.lm_hidden, direction=direction,
-                               max_epochs=args.lm_epochs, random_state=args.seed, verbose=1)
-        lm.fit(X, X_dev=X_dev)
-        lm.save(path)
+
+        models = {direction: load(path) for direction, path in paths.items()}
+    else:
+        print(f"language models: {len(X):,} lines, {sum(len(x) + 1 for x in X):,} characters; "
+              f"dev {len(X_dev):,} lines", flush=True)
+        models = {}
+        for direction, path in paths.items():
+            lm = CharLanguageModel(hidden_size=args.lm_hidden, direction=direction,
+                                   max_epochs=args.lm_epochs, random_state=args.seed, verbose=1)
+            lm.fit(X, X_dev=X_dev)
+            lm.save(path)
+            models[direction] = lm
+    rows = []
+    for direction, lm in models.items():  # from each model's own history (saved ones too)
         best = lm.history_[lm.best_epoch_ - 1]
         rows.append({"direction": direction, "epochs": len(lm.history_),
                      "best_epoch": lm.best_epoch_, "dev": -best["dev_score"],
-                     "minutes": (time.perf_counter() - start) / 60,
+                     "minutes": sum(entry["seconds"] for entry in lm.history_) / 60,
                      "chars_per_s": best["chars_per_s"],
                      "chars": sum(len(x) + 1 for x in X)})
-        models[direction] = lm
     return models["forward"], models["backward"], rows
 
 
