@@ -3,10 +3,11 @@ same wall time on the same data, in one run.
 
 Both models: character embeddings of 64, one LSTM layer of 512 units, a linear layer to the
 characters; dropout 0.1 on the embedding table (one mask per segment) and on the LSTM's
-output; Adam at 0.002; gradients clipped to a global norm of 5; 32 parallel streams cut into segments of 100 characters, the state carried
-from segment to segment (truncated backpropagation through time) -- ``CharLanguageModel``'s
-defaults, and the same character ids (its vocabulary) for both. Data: tiny-shakespeare
-``train.txt``, its last 5% of lines held out as dev text (as in ``bench_lm.py``).
+output; Adam at 0.002; gradients clipped to a global norm of 5; 32 parallel streams cut into
+segments of 100 characters, the state carried from segment to segment (truncated
+backpropagation through time) -- ``CharLanguageModel``'s defaults, and the same character ids
+(its vocabulary) for both. Data: tiny-shakespeare ``train.txt``, its last 5% of lines held out
+as dev text (as in ``bench_lm.py``).
 
 Each library trains in a fresh process for ``--seconds`` of wall time, with 1 thread pinned to
 one core, then with 2 threads; the turns alternate (ours, PyTorch, ours, PyTorch). This

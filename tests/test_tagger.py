@@ -506,9 +506,13 @@ def test_random_state_is_read_as_scikit_learn_reads_it():
             check_random_state(state).randint(top)
     ours, theirs = np.random.RandomState(5), np.random.RandomState(5)
     assert SequenceTagger(random_state=ours)._seed() == theirs.randint(top)
-    np.random.seed(11)
-    expected = np.random.randint(top)
-    np.random.seed(11)
-    assert SequenceTagger(random_state=None)._seed() == expected
+    saved = np.random.get_state()  # noqa: NPY002 - None means NumPy's global generator
+    try:
+        np.random.seed(11)  # noqa: NPY002
+        expected = np.random.randint(top)  # noqa: NPY002
+        np.random.seed(11)  # noqa: NPY002
+        assert SequenceTagger(random_state=None)._seed() == expected
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
     with pytest.raises(ValueError, match="random_state='seven' cannot be used"):
         SequenceTagger(random_state="seven")._seed()
