@@ -156,22 +156,21 @@ class Lemmatizer(SequenceTransducer):
         forms = [form for form, _ in pairs]
         tags = [tag for _, tag in pairs] if self.uses_upos_ else None
         decoded = self._decode(forms, tags, self.beam_size, warn_cut=False)
-        candidates = [[hyps[0][0] if hyps[0][2] else None, list(form), list(form.lower())]
-                      for hyps, form in zip(decoded, forms, strict=True)]
-        scores = []
-        for k in range(3):
-            rows = [i for i, c in enumerate(candidates) if c[k] is not None]
-            column = np.full(len(forms), -np.inf)
-            if rows:
-                column[rows] = self.log_probability(
-                    [forms[i] for i in rows], ["".join(candidates[i][k]) for i in rows],
-                    None if tags is None else [tags[i] for i in rows])
-            scores.append(column)
-        best = np.argmax(np.stack(scores, axis=1), axis=1)  # ties: the first, the search's
-        out = []
-        for i, form in enumerate(forms):
-            k = int(best[i])
-            out.append(form if not np.isfinite(scores[k][i]) else "".join(candidates[i][k]))
+        # (example, candidate) in order of preference on ties: the search's, the form, lowercase.
+        rows, texts = [], []
+        for i, (hyps, form) in enumerate(zip(decoded, forms, strict=True)):
+            symbols, _, finished = hyps[0]
+            searched = ["".join(symbols)] if finished else []
+            for text in dict.fromkeys([*searched, form, form.lower()]):
+                rows.append(i)
+                texts.append(text)
+        scores = self.log_probability([forms[i] for i in rows], texts,
+                                      None if tags is None else [tags[i] for i in rows])
+        out = list(forms)  # no candidate the transducer can write: the form is its own lemma
+        best = np.full(len(forms), -np.inf)
+        for i, text, score in zip(rows, texts, scores, strict=True):
+            if score > best[i]:
+                best[i], out[i] = score, text
         return out
 
     def score(self, X, y, upos=None) -> float:

@@ -372,7 +372,7 @@ class CharLMNetwork:
             if layer == 0 and gathered:
                 W = layer_params["W"]
                 layer_params = dict(layer_params, W=np.empty((0, W.shape[1]), W.dtype))
-                d_pre = np.empty((B, T, W.shape[1]), W.dtype)
+                d_pre = self.workspace.take((B, T, W.shape[1]), W.dtype)  # given back below
             # Zero gradients at the segment's end: what follows it is another call's loss.
             d, layer_grads, _, _ = direction_backward(layer_params, cache,
                                                       np.ascontiguousarray(d), d_pre=d_pre)
@@ -388,6 +388,7 @@ class CharLMNetwork:
             W = params[self._key(0) + "W"]
             d_rows = np.empty((table.shape[0], W.shape[1]), W.dtype)
             ops_cpu.embedding_backward(inputs, d_pre, d_rows)
+            self.workspace.give((d_pre,))
             grads[self._key(0) + "W"] = table.T @ d_rows
             np.matmul(d_rows, W.T, out=d_table)
         else:
