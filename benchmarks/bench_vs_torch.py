@@ -16,7 +16,8 @@ environment sets it. PyTorch is optional: ``pip install torch==2.13.0`` installs
 Usage::
 
     python benchmarks/bench_vs_torch.py                 # everything; update RESULTS.md
-    python benchmarks/bench_vs_torch.py --json --threads 1
+    python benchmarks/bench_vs_torch.py --json --threads 1            # JSON rows; a summary on stderr
+    python benchmarks/bench_vs_torch.py --json --threads 1 --shapes CD
 """
 
 from __future__ import annotations
@@ -62,6 +63,43 @@ def _median(fn, repeats: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def flops(name: str, mode: str) -> float:
+    """Floating-point operations of one call: the matrix products only (input projections,
+    recurrent products and, for training, their gradients), 2 per multiply-add.
+
+    Per layer and direction, B*T steps of a (D_in -> 4H) input projection and an (H -> 4H)
+    recurrent product; the forward pass is 2*B*T*4H*(D_in + H) operations. Training adds the
+    backward pass's two products per forward one (the weights' gradient and the gradient of
+    the product's input): 3 times the forward count. Element-wise gate work is not counted.
+    """
+    B, T, D, H, layers = SHAPES[name]
+    forward = 0
+    for layer in range(layers):
+        d_in = D if layer == 0 else 2 * H
+        forward += 2 * 2 * B * T * 4 * H * (d_in + H)  # two directions
+    return float(forward * (3 if mode == "train" else 1))
+
+
+def gemm_roof(threads: int, size: int = 1024, repeats: int = 7) -> float:
+    """The machine's float32 matrix-product speed in GFLOP/s: the best of ``repeats`` NumPy
+    (BLAS) ``size``-cube products on ``threads`` threads."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    out = np.empty((size, size), np.float32)
+    best = float("inf")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        np.matmul(a, b, out=out)  # warm
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
 
 
 def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
@@ -115,8 +153,11 @@ def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
                     times[k].append(_median(fn, 3, warmup=1))
             ours = statistics.median(times[0])
             theirs = statistics.median(times[1]) if len(fns) > 1 else None
+            work = flops(name, mode)
             rows.append({
                 "shape": name, "mode": mode, "threads": threads,
+                "tagger_gflops": work / ours / 1e9,
+                "torch_gflops": work / theirs / 1e9 if theirs else None,
                 "tagger_tokens_per_s": B * T / ours,
                 "torch_tokens_per_s": B * T / theirs if theirs else None,
                 "tagger_ms": 1e3 * ours, "torch_ms": 1e3 * theirs if theirs else None,
@@ -124,8 +165,9 @@ def _time_shape(name: str, threads: int, repeats: int, torch) -> list[dict]:
     return rows
 
 
-def measure(threads: int, repeats: int) -> list[dict]:
-    """Tokens/s of both libraries for every shape and mode, in this process."""
+def measure(threads: int, repeats: int, shapes=tuple(SHAPES)) -> list[dict]:
+    """Tokens/s and GFLOP/s of both libraries for ``shapes`` and both modes, in this process,
+    and the machine's matrix-product roof."""
     try:
         import torch
     except ImportError:
@@ -133,8 +175,12 @@ def measure(threads: int, repeats: int) -> list[dict]:
     if torch is not None:
         torch.set_num_threads(threads)
     rows = []
-    for name in SHAPES:
+    roof = gemm_roof(threads)  # measured before and after the shapes: the best of both
+    for name in shapes:
         rows.extend(_time_shape(name, threads, repeats, torch))
+    roof = max(roof, gemm_roof(threads))
+    for row in rows:
+        row["roof_gflops"] = roof
     return rows
 
 
@@ -153,6 +199,11 @@ def _child(threads: int, coretype: str | None, repeats: int) -> list[dict]:
     for row in rows:
         row["coretype"] = coretype or "unset"
     return rows
+
+
+def _roofs(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """The roof of each (OPENBLAS_CORETYPE, threads) run."""
+    return {(r["coretype"], r["threads"]): r["roof_gflops"] for r in rows}
 
 
 def _section(rows: list[dict]) -> str:
@@ -183,19 +234,31 @@ def _section(rows: list[dict]) -> str:
         "bidirectional; train = forward + backward, infer = forward; medians of alternating runs. "
         "1 thread runs pinned to one core.",
         "",
+        "GFLOP/s count the matrix products only (input projections, recurrent products and, "
+        "for training, their gradients: 3 times the forward count); the roof is this machine's "
+        "float32 NumPy 1024-cube matrix product on the same number of threads (best of 7, "
+        "measured before and after the shapes in each run). "
+        + ", ".join(f"Roof{' (OPENBLAS_CORETYPE ' + c + ')' if c != 'unset' else ''}, "
+                    f"{t} thread{'s' if t > 1 else ''}: {roof:.1f} GFLOP/s"
+                    for (c, t), roof in _roofs(rows).items()) + ".",
+        "",
         "| OPENBLAS_CORETYPE | threads | shape | mode | tagger tokens/s | PyTorch tokens/s | "
-        "ratio | tagger ms | PyTorch ms |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "ratio | tagger GFLOP/s (of roof) | PyTorch GFLOP/s (of roof) | tagger ms | PyTorch ms |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         torch_tps = r["torch_tokens_per_s"]
         ratio = f"{r['tagger_tokens_per_s'] / torch_tps:.2f}×" if torch_tps else "—"
         torch_rate = f"{torch_tps:,.0f}" if torch_tps else "—"
         torch_ms = f"{r['torch_ms']:.2f}" if r["torch_ms"] else "—"
+        roof = r["roof_gflops"]
+        ours = f"{r['tagger_gflops']:.1f} ({r['tagger_gflops'] / roof:.0%})"
+        theirs = (f"{r['torch_gflops']:.1f} ({r['torch_gflops'] / roof:.0%})"
+                  if r["torch_gflops"] else "—")
         lines.append(
             f"| {r['coretype']} | {r['threads']} | {r['shape']} | {r['mode']} | "
-            f"{r['tagger_tokens_per_s']:,.0f} | {torch_rate} | {ratio} | {r['tagger_ms']:.2f} | "
-            f"{torch_ms} |")
+            f"{r['tagger_tokens_per_s']:,.0f} | {torch_rate} | {ratio} | {ours} | {theirs} | "
+            f"{r['tagger_ms']:.2f} | {torch_ms} |")
     return "\n".join(lines)
 
 
@@ -205,11 +268,28 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure in this process and print one JSON object per line")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--shapes", default="".join(SHAPES),
+                        help="with --json: the shapes to time (e.g. CD)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.json:
-        for row in measure(args.threads, args.repeats):
+        shapes = [name for name in args.shapes.upper() if name in SHAPES]
+        if not shapes or len(shapes) != len(args.shapes):
+            parser.error(f"--shapes takes letters of {''.join(SHAPES)}")
+        rows = measure(args.threads, args.repeats, shapes)
+        for row in rows:
             print(json.dumps(row), flush=True)
+        if rows:
+            print(f"float32 matrix-product roof, {args.threads} thread(s): "
+                  f"{rows[0]['roof_gflops']:.1f} GFLOP/s", file=sys.stderr)
+            for row in rows:
+                torch_part = (f"  PyTorch {row['torch_gflops']:6.1f} GFLOP/s "
+                              f"({row['torch_gflops'] / row['roof_gflops']:4.0%})  ratio "
+                              f"{row['tagger_tokens_per_s'] / row['torch_tokens_per_s']:.2f}x"
+                              if row["torch_gflops"] else "")
+                print(f"{row['shape']} {row['mode']:5}  tagger {row['tagger_gflops']:6.1f} "
+                      f"GFLOP/s ({row['tagger_gflops'] / row['roof_gflops']:4.0%}){torch_part}",
+                      file=sys.stderr)
         return
     try:
         import torch  # noqa: F401
