@@ -16,7 +16,7 @@ environment sets it. PyTorch is optional: ``pip install torch==2.13.0`` installs
 Usage::
 
     python benchmarks/bench_vs_torch.py                 # everything; update RESULTS.md
-    python benchmarks/bench_vs_torch.py --json --threads 1            # JSON rows; a summary on stderr
+    python benchmarks/bench_vs_torch.py --json --threads 1  # JSON rows; a summary on stderr
     python benchmarks/bench_vs_torch.py --json --threads 1 --shapes CD
 """
 

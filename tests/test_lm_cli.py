@@ -276,7 +276,7 @@ def test_evaluate_malformed_utf8_and_missing_file(lm_file, tmp_path):
     (["--task", "lm", "--cell", "rnn"], "cell must be one of lstm, gru"),
     (["--task", "lm", "--bptt", "0"], "bptt must be a positive integer"),
     (["--task", "lm", "--direction", "sideways"], "'sideways' is not one of forward, backward"),
-    (["--task", "lmx"], "--task must be tag, classify or lm"),
+    (["--task", "lmx"], "--task must be one of tag, classify, lm, transduce"),
 ])
 def test_options_of_the_wrong_task_are_usage_errors(args, message, corpus, tmp_path):
     out = tmp_path / "m.tagger"
