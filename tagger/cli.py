@@ -500,7 +500,8 @@ def train(
                                   "given default to tagger.CharLanguageModel's own values, or "
                                   "transduce: an encoder-decoder on TSV pairs "
                                   "(source<TAB>target, e.g. spelling and phones), with "
-                                  "tagger.SequenceTransducer's defaults.",
+                                  "tagger.SequenceTransducer's defaults, or lemma: a "
+                                  "lemmatizer on CoNLL-U (FORM, UPOS, LEMMA).",
                              show_default="tag"),
     tag_column: int = typer.Option(None, help="CoNLL column of the tags.",
                                    show_default="-1, the last"),
@@ -588,16 +589,17 @@ def train(
             _fail(f"--char-lm is an option of --task tag only, not --task {task}", 2)
         params = {**(params or {}), "char_lm": tuple(str(p) for p in char_lm)}
     params = {"random_state": seed, "n_jobs": threads, "device": device, **(params or {})}
-    if task == "transduce":
+    if task in ("transduce", "lemma"):
         refused = [flag for flag, value in (("--resume", resume), ("--tag-column", tag_column),
                                             ("--label-column", label_column),
                                             ("--text-column", text_column)) if value is not None]
         if refused:
-            _fail(f"{refused[0]} is not supported with --task transduce"
+            _fail(f"{refused[0]} is not supported with --task {task}"
                   + (" yet" if refused[0] == "--resume" else
-                     " (a transducer reads TSV pairs: source<TAB>target)"), 2)
+                     " (a transducer reads TSV pairs: source<TAB>target)" if task == "transduce"
+                     else " (a lemmatizer reads CoNLL-U: FORM, UPOS, LEMMA)"), 2)
     progress = TrainingProgress(quiet, language_model=task == "lm",
-                                unit="symbols" if task == "transduce" else None)
+                                unit="symbols" if task in ("transduce", "lemma") else None)
     outcome: dict = {"written": True, "message": None}
 
     def on_event(event: str, info: dict) -> None:
@@ -658,12 +660,13 @@ def _check_task_options(task: str, given: dict[str, Any]) -> None:
     )
 
     lm_params = set(CharLanguageModel().get_params())
-    if task == "transduce":
+    if task in ("transduce", "lemma"):
         known = set(SequenceTransducer().get_params())
         wrong = sorted(name for name in given if name not in known)
         if wrong:
             flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-            _fail(f"--task transduce (tagger.SequenceTransducer) has no option {flags}", 2)
+            name = "SequenceTransducer" if task == "transduce" else "Lemmatizer"
+            _fail(f"--task {task} (tagger.{name}) has no option {flags}", 2)
         return
     if task == "lm":
         wrong = sorted(name for name in given if name not in lm_params)
@@ -747,7 +750,8 @@ def evaluate(
     """Score a model on labeled data: per-type precision/recall/F1 or accuracy, confusions.
 
     For a language model, DATA is raw text: characters scored, log-likelihood in nats per
-    character, bits per character, perplexity.
+    character, bits per character, perplexity. For a transducer, TSV pairs: exact match and
+    symbol error rate; for a lemmatizer, CoNLL-U: lemma accuracy given the gold UPOS.
     """
     from . import workflows
 
@@ -755,9 +759,12 @@ def evaluate(
         _refuse_overwriting(report_file, {"model": [model_file], "data": [data]}, "report",
                             "report file")
     model = _load_model(model_file, device, threads, trust_tokenizer)
-    if report_file is not None and workflows.is_language_model(model):
-        _fail("--report is for taggers and classifiers; a language model's scores are the "
-              "lines printed (or --json)", 2)
+    from .transduce import is_transducer
+
+    if report_file is not None and (workflows.is_language_model(model) or is_transducer(model)):
+        _fail(f"--report is for taggers and classifiers; a "
+              f"{'language model' if workflows.is_language_model(model) else 'transducer'}'s "
+              f"scores are the lines printed (or --json)", 2)
     report = workflows.evaluate(model, data, data_format, tag_column, label_column, text_column)
     if report_file is not None:
         workflows.write_report(model, report, report_file,

@@ -21,8 +21,9 @@ from .errors import DataError, TaggerError
 from .records import ReadErrors, Record, input_format, iter_records
 
 #: What ``tagger train --task`` trains: a sequence tagger, a sequence classifier, a character
-#: language model, a sequence transducer (pairs of sequences, see :mod:`tagger.transduce`).
-TASKS = ("tag", "classify", "lm", "transduce")
+#: language model, a sequence transducer (pairs of sequences, see :mod:`tagger.transduce`), a
+#: lemmatizer (CoNLL-U: FORM and UPOS to LEMMA).
+TASKS = ("tag", "classify", "lm", "transduce", "lemma")
 OUTPUT_FORMATS = ("conll", "conllu", "jsonl", "tsv", "html")
 
 
@@ -82,6 +83,38 @@ def read_training_data(path: str | os.PathLike, task: str, fmt: str | None = Non
         X.append(sentence.tokens)
         y.append(sentence.tags)
     return X, y
+
+
+def read_lemmas(path: str | os.PathLike, fmt: str | None = None) -> tuple[list, list, list]:
+    """The sentences (FORM), lemmas (LEMMA) and UPOS tags of a CoNLL-U file, for a lemmatizer.
+
+    Raises
+    ------
+    DataError
+        Not CoNLL-U, a missing file, malformed lines (file and line), or a sentence without
+        lemmas or UPOS tags (every LEMMA or every UPOS ``_``: the line of the sentence).
+    """
+    from .io import read_conllu
+
+    path = os.fspath(path)
+    fmt = input_format(path, fmt)
+    if fmt != "conllu":
+        raise DataError(f"a lemmatizer learns from CoNLL-U (FORM, UPOS, LEMMA), not {fmt}", path)
+    if not os.path.isfile(path):
+        raise DataError("no such file" if not os.path.exists(path) else "not a file", path)
+    X, lemmas, upos = [], [], []
+    for sentence in read_conllu(path):
+        words = sentence.columns
+        for column, name in ((2, "LEMMA"), (3, "UPOS")):
+            if all(w[column] == "_" for w in words) and not all(w[1] == "_" for w in words):
+                raise DataError(f"a sentence without {name} (every {name} is _): a "
+                                f"lemmatizer needs FORM, UPOS and LEMMA", path, sentence.line)
+        X.append([w[1] for w in words])
+        lemmas.append([w[2] for w in words])
+        upos.append([w[3] for w in words])
+    if not X:
+        raise DataError("no sentences", path)
+    return X, lemmas, upos
 
 
 def _read_labeled_jsonl(path: str) -> tuple[list, list]:
@@ -193,6 +226,7 @@ def make_estimator(task: str, params: dict[str, Any]):
     """A fresh estimator for ``task`` with ``params`` (unknown names are a clear error)."""
     from .estimators import (
         CharLanguageModel,
+        Lemmatizer,
         SequenceClassifier,
         SequenceTagger,
         SequenceTransducer,
@@ -201,7 +235,7 @@ def make_estimator(task: str, params: dict[str, Any]):
     if task not in TASKS:
         raise TaggerError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     cls = {"tag": SequenceTagger, "classify": SequenceClassifier, "lm": CharLanguageModel,
-           "transduce": SequenceTransducer}[task]
+           "transduce": SequenceTransducer, "lemma": Lemmatizer}[task]
     known = cls().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -290,6 +324,14 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
     if dev_fraction is not None:
         raise TaggerError("dev_fraction (a held-out tail of the training lines) is for language "
                           "models; taggers and classifiers have validation_fraction")
+    if task == "lemma":
+        X, y, upos = read_lemmas(train_path, fmt)
+        fit = {"upos": upos}
+        X_dev = y_dev = None
+        if dev_path is not None:
+            X_dev, y_dev, fit["upos_dev"] = read_lemmas(dev_path, fmt)
+        return train_examples(task, X, y, X_dev, y_dev, output, params, save_every, resume,
+                              callback, optimizer_state, trust_tokenizer, fit)
     if task == "transduce":
         from .transduce import read_pairs
 
@@ -412,9 +454,8 @@ def train_examples(task: str, X, y, X_dev=None, y_dev=None, output=None,
     ``features`` and ``features_dev`` in ``fit_params``)."""
     from .estimators import load
 
-    if task == "transduce" and resume is not None:
-        raise TaggerError("resuming a transducer is not supported yet (partial_fit goes on "
-                          "from Python)")
+    if task in ("transduce", "lemma") and resume is not None:
+        raise TaggerError("resuming a transducer or lemmatizer is not supported yet")
     if task == "lm" and (resume is not None or save_every):
         raise TaggerError("resuming and checkpoints (resume, save_every) are not supported for "
                           "language models yet")
@@ -1083,13 +1124,11 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
     if is_transducer(model):
         from . import transduce
 
+        if type(model).__name__ == "Lemmatizer":
+            return evaluate_lemmatizer(model, path, fmt, top_confusions)
         if fmt not in (None, "tsv"):
             raise DataError(f"a transducer is scored on pairs as TSV (source<TAB>target), not "
                             f"{fmt}", os.fspath(path))
-        if type(model).__name__ == "Lemmatizer":
-            raise TaggerError("a lemmatizer is scored after a UPOS tagger: tagger predict "
-                              "UPOS_MODEL --lemmatizer LEMMA_MODEL, or Lemmatizer.score from "
-                              "Python")
         return transduce.evaluate(model, path)
     if is_language_model(model):
         if fmt not in (None, "text"):
@@ -1129,6 +1168,33 @@ def evaluate(model, path, fmt: str | None = None, tag_column: int = -1, label_co
     report["confusions"] = [{"gold": g, "predicted": p, "count": n}
                             for (g, p), n in confusions.most_common(top_confusions)]
     return report
+
+
+def evaluate_lemmatizer(model, path, fmt: str | None = None, top_confusions: int = 10) -> dict:
+    """A lemmatizer's token accuracy on a CoNLL-U file, given its gold UPOS (to score it after
+    a tagger's UPOS, run ``tagger predict UPOS_MODEL --lemmatizer LEMMA_MODEL`` and compare).
+
+    Returns
+    -------
+    dict
+        ``task`` ("lemma"), ``file``, ``n_examples`` (sentences), ``n_tokens``,
+        ``token_accuracy``, ``unseen`` (tokens whose (form, UPOS) pair training never showed)
+        and ``unseen_accuracy`` (None when there are none), ``confusions``.
+    """
+    X, gold, upos = read_lemmas(path, fmt)
+    predicted = model.predict(X, upos if model.uses_upos_ else None)
+    rows = [(g, p, (form, tag if model.uses_upos_ else None) not in model.pair_lemmas_)
+            for xs, gs, ps, ts in zip(X, gold, predicted, upos, strict=True)
+            for form, g, p, tag in zip(xs, gs, ps, ts, strict=True)]
+    unseen = [g == p for g, p, new in rows if new]
+    confusions = Counter((g, p) for g, p, _ in rows if g != p)
+    return {"task": "lemma", "file": os.fspath(path), "n_examples": len(X),
+            "n_tokens": len(rows),
+            "token_accuracy": sum(g == p for g, p, _ in rows) / max(len(rows), 1),
+            "unseen": len(unseen),
+            "unseen_accuracy": sum(unseen) / len(unseen) if unseen else None,
+            "confusions": [{"gold": g, "predicted": p, "count": n}
+                           for (g, p), n in confusions.most_common(top_confusions)]}
 
 
 def evaluate_language_model(model, path, max_line_length: int | None = None) -> dict:
@@ -1184,6 +1250,18 @@ def write_report(model, report: dict, path, title: str = "Evaluation report") ->
 
 def format_report(report: dict) -> str:
     """A plain-text table of :func:`evaluate`'s report."""
+    if report["task"] == "lemma":
+        unseen = report["unseen_accuracy"]
+        lines = [f"{report['file']}: {report['n_examples']} sentences, {report['n_tokens']} "
+                 f"tokens (gold UPOS)",
+                 f"lemma accuracy {100 * report['token_accuracy']:.2f}",
+                 f"on the {report['unseen']} tokens with a (form, UPOS) pair training never "
+                 f"showed: " + ("-" if unseen is None else f"{100 * unseen:.2f}")]
+        if report["confusions"]:
+            lines += ["", "most frequent confusions (gold -> predicted: count)",
+                      *[f"  {c['gold']} -> {c['predicted']}: {c['count']}"
+                        for c in report["confusions"]]]
+        return "\n".join(lines)
     if report["task"] == "transduce":
         from .transduce import describe
 

@@ -241,3 +241,75 @@ def test_the_g2p_recipe_names_the_transducer_and_the_dataset():
 ])
 def test_edit_distance(a, b, distance):
     assert edit_distance(a, b) == distance == edit_distance(b, a)
+
+
+# ------------------------------------------------------------------------------------------------
+# lemmatizers from the command line
+# ------------------------------------------------------------------------------------------------
+
+def conllu(sentences) -> str:
+    """CoNLL-U text of sentences given as lists of (form, lemma, upos)."""
+    blocks = []
+    for i, words in enumerate(sentences):
+        lines = [f"# sent_id = s{i}"]
+        lines += [f"{k}\t{form}\t{lemma}\t{upos}\t_\t_\t_\t_\t_\t_"
+                  for k, (form, lemma, upos) in enumerate(words, 1)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n\n"
+
+
+def lemma_corpus(seed, n):
+    rng = random.Random(seed)
+    stems = ["walk", "jump", "talk", "play", "call", "help", "work", "look", "cook", "kick"]
+    out = []
+    for _ in range(n):
+        words = [("the", "the", "DET")]
+        stem = rng.choice(stems)
+        if rng.random() < 0.5:
+            words.append((stem + "s", stem, "NOUN"))
+        else:
+            words.append((stem + "ed", stem, "VERB"))
+        out.append(words)
+    return out
+
+
+def test_a_lemmatizer_trains_and_is_scored_from_the_command_line(tmp_path):
+    train = tmp_path / "train.conllu"
+    dev = tmp_path / "dev.conllu"
+    train.write_text(conllu(lemma_corpus(0, 120)), encoding="utf-8")
+    dev.write_text(conllu(lemma_corpus(1, 20) + [[("talking", "talk", "VERB")]]),
+                   encoding="utf-8")
+    out = tmp_path / "lemma.tagger"
+    result = invoke("train", "--task", "lemma", "--train", train, "--dev", dev, "-o", out,
+                    *TINY, "--max-epochs", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    model = load(out)
+    assert type(model).__name__ == "Lemmatizer" and model.uses_upos_
+    assert model.pair_lemmas_[("walks", "NOUN")] == "walk"
+    result = invoke("evaluate", out, dev, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    X = [[w for w, _, _ in s] for s in lemma_corpus(1, 20)] + [["talking"]]
+    y = [[lemma for _, lemma, _ in s] for s in lemma_corpus(1, 20)] + [["talk"]]
+    upos = [[t for _, _, t in s] for s in lemma_corpus(1, 20)] + [["VERB"]]
+    assert report["task"] == "lemma" and report["n_tokens"] == sum(map(len, X))
+    assert report["token_accuracy"] == pytest.approx(model.score(X, y, upos))
+    assert report["unseen"] == 1  # ("talking", "VERB") is the one pair training never showed
+    result = invoke("evaluate", out, dev)
+    assert result.exit_code == 0 and "lemma accuracy" in result.stdout
+
+
+def test_lemmatizer_training_data_errors(tmp_path):
+    no_lemmas = tmp_path / "nolemma.conllu"
+    no_lemmas.write_text(conllu([[("the", "the", "DET")], [("cats", "_", "NOUN"),
+                                                           ("ran", "_", "VERB")]]),
+                         encoding="utf-8")
+    result = invoke("train", "--task", "lemma", "--train", no_lemmas, "-o",
+                    tmp_path / "m.tagger")
+    assert result.exit_code != 0
+    assert f"{no_lemmas}:4" in result.output and "without LEMMA" in result.output
+    conll = tmp_path / "x.conll"
+    conll.write_text("the\tDET\n\n", encoding="utf-8")
+    result = invoke("train", "--task", "lemma", "--train", conll, "-o", tmp_path / "m.tagger")
+    assert result.exit_code != 0 and "learns from CoNLL-U" in result.output
+    assert not (tmp_path / "m.tagger").exists()
