@@ -84,6 +84,56 @@ def test_a_sentence_gets_the_same_features_alone_and_in_a_batch(fitted):
         np.testing.assert_allclose(together[b, :len(tokens)], alone[0], rtol=1e-5, atol=1e-6)
 
 
+def test_features_held_for_training_are_those_computed_and_bounded(fitted, monkeypatch):
+    import tagger.nn.context as context_module
+
+    context = features_of(fitted)
+    params = fitted.params_
+    batch = X[:5]
+    T = max(map(len, batch)) + 2
+    expected = context.features(params, batch, T)
+    calls = []
+    compute = context._features
+    monkeypatch.setattr(context, "_features",
+                        lambda p, s, t: calls.append(len(s)) or compute(p, s, t))
+    context.hold()
+    try:
+        first = context.features(params, batch, T)
+        again = context.features(params, list(reversed(batch)), T)
+        np.testing.assert_allclose(first, expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(again, first[::-1])
+        # The batch's distinct sentences computed once (X repeats its three sentences).
+        assert calls == [5]
+        assert (first[:, -2:] == 0).all()  # zero past each sentence's last token
+        # Other weights: the kept features are not theirs.
+        other = dict(params)
+        other["char_lm.fwd.emb.char"] = params["char_lm.fwd.emb.char"] * 2
+        context.features(other, batch[:1], T)
+        assert calls == [5, 1]
+        # Over the budget: computed every time, never kept.
+        context.hold()
+        monkeypatch.setattr(context_module, "HOLD_BYTES", 0)
+        context.features(params, batch[:2], T)
+        context.features(params, batch[:2], T)
+        assert calls == [5, 1, 2, 2] and context._held == {}
+    finally:
+        context.release()
+    assert context._held is None
+    context.features(params, batch[:1], T)  # released: computed again
+    assert calls[-1] == 1
+
+
+def test_training_holds_the_features_and_lets_them_go(pair):
+    _, _, fwd_path, bwd_path = pair
+    model = SequenceTagger(hidden_size=8, word_dim=8, char_encoder=None, max_epochs=2,
+                           random_state=0, char_lm=(str(fwd_path), str(bwd_path)))
+    seen = []
+    model.fit(X, Y, callback=lambda event, info: seen.append(
+        len(features_of(info["estimator"])._held or {})) if event == "epoch_end" else None)
+    assert seen[0] == seen[1] == len(set(map(tuple, X)))  # held while training
+    assert features_of(model)._held is None  # and let go after
+
+
 def test_the_language_models_are_frozen_and_their_weights_kept(fitted, pair):
     forward, backward, _, _ = pair
     for side, model in (("fwd", forward), ("bwd", backward)):

@@ -545,7 +545,11 @@ class RecurrentEstimator(EstimatorBase):
     @contextlib.contextmanager
     def _workspaces_released(self):
         """Training reuses the recurrent layers' work arrays from batch to batch; a fitted model
-        keeps none of them."""
+        keeps none of them. The frozen features it computes the same way every epoch are kept
+        meanwhile (:meth:`~tagger.nn.model.TaggerModel.hold_features`)."""
+        hold = getattr(self._model, "hold_features", None)
+        if hold is not None:
+            hold()
         try:
             yield
         finally:

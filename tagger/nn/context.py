@@ -21,6 +21,10 @@ from .language_model import CharLMNetwork
 START, END = "\n", " "
 _UNKNOWN = 1  # the character vocabularies' unknown id
 
+#: The most memory the features held for training may take (see :meth:`CharLMFeatures.hold`):
+#: beyond it, the remaining sentences' features are computed each time they are needed.
+HOLD_BYTES = 512 * 2**20
+
 
 class CharLMFeatures:
     """Per-token states of a forward and a backward character language model.
@@ -50,6 +54,20 @@ class CharLMFeatures:
                                        np.array([i for _, i in pairs], np.int64))
         self.prefix = prefix
         self.output_size = forward.hidden_size + backward.hidden_size
+        self._held: dict | None = None
+        self._held_bytes = 0
+        self._held_weights = None
+
+    def hold(self) -> None:
+        """Keep each sentence's features once computed, until :meth:`release`: training reads
+        the same sentences every epoch, and the language models are frozen, so their features
+        are the same each time (each sentence is read on its own, from the zero state). Up to
+        :data:`HOLD_BYTES` are kept."""
+        self._held, self._held_bytes, self._held_weights = {}, 0, None
+
+    def release(self) -> None:
+        """Stop keeping features and drop those kept."""
+        self._held, self._held_bytes, self._held_weights = None, 0, None
 
     def param_shapes(self) -> dict[str, tuple]:
         """The two networks' parameters, under their prefixes."""
@@ -84,7 +102,38 @@ class CharLMFeatures:
 
     def features(self, params: dict, sentences, T: int) -> np.ndarray:
         """(B, T, output_size) token features of ``sentences`` (lists of tokens), zero past
-        each sentence's last token."""
+        each sentence's last token (those kept by :meth:`hold` are read back)."""
+        held = self._held
+        if held is None:
+            return self._features(params, sentences, T)
+        # The weights the kept features came from: other weights, other features.
+        weights = tuple(id(params[f"{self.prefix}{side}.emb.char"]) for side in self.networks)
+        if weights != self._held_weights:
+            held.clear()
+            self._held_bytes, self._held_weights = 0, weights
+        keys = [tuple(tokens) for tokens in sentences]
+        missing = [i for i, key in enumerate(keys) if key not in held]
+        rows: dict[int, np.ndarray] = {}
+        if missing:
+            fresh = self._features(params, [sentences[i] for i in missing],
+                                   max(len(sentences[i]) for i in missing))
+            for j, i in enumerate(missing):
+                row = fresh[j, :len(sentences[i])].copy()
+                if keys[i] not in held and self._held_bytes + row.nbytes <= HOLD_BYTES:
+                    held[keys[i]] = row
+                    self._held_bytes += row.nbytes
+                rows[i] = row
+        out = np.zeros((len(sentences), T, self.output_size),
+                       params[f"{self.prefix}fwd.emb.char"].dtype)
+        for i, key in enumerate(keys):
+            row = rows.get(i)
+            if row is None:
+                row = held[key]
+            out[i, :len(row)] = row
+        return out
+
+    def _features(self, params: dict, sentences, T: int) -> np.ndarray:
+        """:meth:`features`, computed."""
         B = len(sentences)
         dtype = params[f"{self.prefix}fwd.emb.char"].dtype
         out = np.zeros((B, T, self.output_size), dtype)

@@ -49,11 +49,23 @@ class _FeaturizedModel:
             return upload_params(self, params)
         return params
 
+    def hold_features(self) -> None:
+        """For training: keep what the featurizer computes the same way every epoch (the
+        frozen language models' contextual features, :meth:`CharLMFeatures.hold`) until
+        :meth:`release_workspaces`."""
+        context = getattr(self.featurizer, "context", None)
+        if context is not None:
+            context.hold()
+
     def release_workspaces(self) -> None:
-        """Drop the arrays that the recurrent stacks keep for reuse between training batches."""
+        """Drop the arrays that the recurrent stacks keep for reuse between training batches,
+        and the features kept by :meth:`hold_features`."""
         for stack in (self.network.rnn, getattr(self.featurizer, "char_rnn", None)):
             if stack is not None:
                 stack.workspace.clear()
+        context = getattr(self.featurizer, "context", None)
+        if context is not None:
+            context.release()
 
     def param_shapes(self) -> dict[str, tuple]:
         """Name to shape of every parameter of :meth:`init_params`, in its order, computed
