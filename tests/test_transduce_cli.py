@@ -313,3 +313,23 @@ def test_lemmatizer_training_data_errors(tmp_path):
     result = invoke("train", "--task", "lemma", "--train", conll, "-o", tmp_path / "m.tagger")
     assert result.exit_code != 0 and "learns from CoNLL-U" in result.output
     assert not (tmp_path / "m.tagger").exists()
+
+
+def test_every_recipe_names_a_task_and_parameters_its_estimator_has():
+    from tagger.recipes import available_recipes, find_recipe
+    from tagger.workflows import TASKS, make_estimator
+
+    for name in available_recipes():
+        try:
+            recipe = load_recipe(name)
+        except DataError as exc:  # a recipe whose data files are not on this machine
+            assert "data directory" in str(exc), exc
+            from tagger.recipes import tomllib
+
+            with open(find_recipe(name), "rb") as f:
+                config = tomllib.load(f)
+            task, params = config["task"], config.get("params", {})
+        else:
+            task, params = recipe.task, recipe.params
+        assert task in TASKS, name
+        make_estimator(task, params)._validate_params()
