@@ -33,11 +33,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 import _results  # noqa: E402
+from bench_char_lm import tagged  # noqa: E402
 
 from tagger import SequenceTagger  # noqa: E402
-from tagger.io import read_conll, read_conllu  # noqa: E402
 
 DATA = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
 
@@ -56,15 +57,6 @@ CORPORA = {  # name: (train file, dev file, first N training sentences, measure)
     "ud1000": ("ud_ewt/train.conllu", "ud_ewt/dev.conllu", 1000, "UPOS accuracy"),
     "ud": ("ud_ewt/train.conllu", "ud_ewt/dev.conllu", None, "UPOS accuracy"),
 }
-
-
-def tagged(path: Path):
-    sentences = read_conllu(path) if path.suffix == ".conllu" else read_conll(path)
-    X, y = [], []
-    for s in sentences:
-        X.append(s.tokens)
-        y.append(s.tags)
-    return X, y
 
 
 def run(corpus: str, params: dict, seed: int) -> dict:
