@@ -5,7 +5,7 @@ Pairs file (``--task transduce``, ``tagger evaluate``): UTF-8 TSV without a head
 per line, ``source<TAB>target``, then the example's features if the model takes any (one
 column each). A column is read as characters, unless one of its cells holds a space: then the
 whole column is read as space-separated tokens (``cat<TAB>K AE1 T`` pairs a spelling with
-phones). Blank lines are skipped; any other line with too few or too many columns, or an empty
+phones). Blank lines (empty or spaces only) are skipped; any other line with too few or too many columns, or an empty
 source or target, is an error with file name and line number.
 
 Prediction (``tagger predict``) reads lines: the source, then a tab and its features if the
@@ -65,7 +65,7 @@ def read_pairs(path: str | os.PathLike, n_features: int | None = None,
     sources, targets, features = [], [], []
     width = None if n_features is None else 2 + n_features
     for number, line in numbered_lines(path, max_line_length):
-        if not line.strip():
+        if _blank(line):
             continue
         cells = line.split("\t")
         if width is None:
@@ -84,6 +84,12 @@ def read_pairs(path: str | os.PathLike, n_features: int | None = None,
     if not sources:
         raise DataError("no examples: expected lines of source<TAB>target", path)
     return _column(sources), _column(targets), (features if width > 2 else None)
+
+
+def _blank(line: str) -> bool:
+    """A line without any cell: empty or spaces only (a tab makes cells, empty ones an
+    error)."""
+    return not line.strip() and "\t" not in line
 
 
 def _render(output) -> str:
@@ -138,7 +144,7 @@ def predict_lines(model, lines: Iterable[tuple[int, str]], out: TextIO, source: 
 
     def flush() -> None:
         nonlocal written
-        examples = [(number, line) for number, line in batch if line.strip()]
+        examples = [(number, line) for number, line in batch if not _blank(line)]
         sources, feats = [], []
         for number, line in examples:
             cells = line.split("\t")
@@ -158,7 +164,7 @@ def predict_lines(model, lines: Iterable[tuple[int, str]], out: TextIO, source: 
             first = examples[0][0] if examples else 0
             raise DataError(f"{exc} (in the batch from line {first})", source, first) from None
         for _, line in batch:
-            if line.strip():
+            if not _blank(line):
                 out.write(f"{line.split(chr(9))[0]}\t{_render(next(outputs))}\n")
                 written += 1
             else:

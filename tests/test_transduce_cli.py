@@ -75,6 +75,7 @@ def test_columns_with_a_space_are_tokens_and_features_are_read(tmp_path):
     ("a\tb\nc\n", 2, "expected source<TAB>target, got 1 column"),
     ("a\tb\tX\nc\td\n", 2, "1 feature column"),
     ("a\tb\n\t b\n", 2, "empty cell"),
+    ("a\tb\n\t\n", 2, "empty cell"),
     ("\n\n", None, "no examples"),
 ])
 def test_malformed_pairs_name_the_file_and_line(tmp_path, text, line, match):
@@ -171,6 +172,9 @@ def test_predict_lines_with_features_and_unknown_values():
         ["ab", "ba"], features=["A", "B"])
     with pytest.raises(DataError, match="1 feature column") as info:
         predict_lines(model, [(1, "ab\tA"), (2, "ab")], io.StringIO(), "in.txt")
+    assert info.value.line == 2
+    with pytest.raises(DataError, match="empty cell") as info:
+        predict_lines(model, [(1, "ab\tA"), (2, "\t")], io.StringIO(), "in.txt")
     assert info.value.line == 2
     # A feature value training never showed is read as unknown, as in Python.
     out = io.StringIO()
