@@ -4,7 +4,8 @@ Shapes (float32, bidirectional): A batch 32, length 40, input 100, hidden 128; B
 20 (single-sentence latency); C batch 64, length 50, input 300, hidden 256; D shape A with two
 layers. "train" is forward plus backward (gradients of every weight and of the input, no
 optimizer step); "infer" is the forward pass alone. Runs alternate between the two libraries,
-each turn after a warm-up of at least 30 ms (see ``WARMUP_SECONDS``), and the median of several
+each turn after a warm-up of at least 30 ms (see ``WARMUP_SECONDS``), after a first untimed run
+that compiles the kernels (or loads them from the cache), and the median of several
 repeats is reported, so that the ratio holds on a noisy
 shared machine even when absolute times drift.
 
@@ -296,6 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         print("PyTorch is not installed (pip install torch==2.13.0): timing this library only",
               file=sys.stderr)
+    # A first run compiles the kernels (once per machine, and again for a checkout at a new
+    # path): it is not timed. Measured with a cold cache, its compilation fell inside the
+    # timed calls of the first configurations and made them look 3-8x slower.
+    _child(1, None, 1)
     rows = []
     coretypes = [None] + ([os.environ["OPENBLAS_CORETYPE"]]
                           if os.environ.get("OPENBLAS_CORETYPE") else [])
