@@ -70,6 +70,13 @@ def test_token_states_are_read_at_word_boundaries_on_random_unicode(fitted):
                                   context)
             want_bwd = last_state(context.networks["bwd"], params, text[starts[i]:][::-1],
                                   "bwd", context)
+            # New taggers add the states after the neighbouring spaces (the text ends with
+            # one, and starts with a newline).
+            assert context.read == "edge+space"
+            want_fwd = want_fwd + last_state(context.networks["fwd"], params,
+                                             text[:ends[i] + 1], "fwd", context)
+            want_bwd = want_bwd + last_state(context.networks["bwd"], params,
+                                             text[starts[i] - 1:][::-1], "bwd", context)
             np.testing.assert_allclose(got[b, i, :H], want_fwd, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(got[b, i, H:], want_bwd, rtol=1e-5, atol=1e-6)
         assert not got[b, len(tokens):].any()  # zero past the last token
@@ -155,6 +162,31 @@ def test_model_file_holds_the_language_models(fitted, tmp_path):
                                   fitted.predict_proba(sentences)[0])
 
 
+def test_a_file_from_before_read_was_recorded_reads_the_edges_alone(fitted, tmp_path):
+    """Taggers saved before ``read`` was recorded read each token's edge states alone: they
+    load and predict as they were trained."""
+    context = features_of(fitted)
+    sentences = [["Maria", "ran", "to", "Oslo"], ["the", "mat"]]
+    edge = CharLMFeatures(context.networks["fwd"], context.networks["bwd"],
+                          list(context.chars["fwd"]), list(context.chars["bwd"]))
+    assert edge.read == "edge"
+    path = tmp_path / "old.tagger"
+    fitted.save(path)
+    config, arrays = load_model(path)
+    del config["char_lm"]["read"]
+    old = tmp_path / "old2.tagger"
+    save_model(old, config["kind"], {k: v for k, v in config.items()
+                                     if k not in CONTAINER_KEYS}, arrays)
+    loaded = tagger.load(old)
+    assert features_of(loaded).read == "edge"
+    np.testing.assert_allclose(features_of(loaded).features(loaded.params_, sentences, 4),
+                               edge.features(fitted.params_, sentences, 4), rtol=1e-6)
+    assert "read" not in loaded.char_lm_config_
+    with pytest.raises(ValueError, match="read must be one of"):
+        CharLMFeatures(context.networks["fwd"], context.networks["bwd"],
+                       list(context.chars["fwd"]), list(context.chars["bwd"]), read="middle")
+
+
 def test_stream_tagging_uses_the_features(fitted):
     from tagger.stream import tag_stream
 
@@ -197,6 +229,9 @@ def test_cuda_is_refused(pair):
     (lambda lm: lm["bwd"]["vocabulary"]["items"].__setitem__(0, "ab"), "single characters"),
     (lambda lm: lm.pop("bwd"), "backward"),
     (lambda lm: lm["fwd"].update(hidden_size=10**9), "hidden_size"),
+    (lambda lm: lm.update(read="middle"), "read must be one of"),
+    (lambda lm: lm.update(read=["edge"]), "read must be one of"),
+    (lambda lm: lm.update(extra=1), "forward"),
 ])
 def test_a_bad_language_model_description_is_refused(fitted, tmp_path, edit, match):
     path = tmp_path / "tagger.tagger"
@@ -232,7 +267,8 @@ def test_train_with_char_lm_on_the_command_line(pair, tmp_path):
     result = runner.invoke(app, args, prog_name="tagger")
     assert result.exit_code == 0, result.output
     model = tagger.load(out)
-    assert set(model.char_lm_config_) == {"fwd", "bwd"}
+    assert set(model.char_lm_config_) == {"fwd", "bwd", "read"}
+    assert model.char_lm_config_["read"] == "edge+space"
     assert model._model.featurizer.context_size == 16 + 12
     # Not for a language model, and the output may not replace a language model file.
     refused = runner.invoke(app, ["train", "--task", "lm", "--train", str(data), "-o",

@@ -275,6 +275,7 @@ class SequenceTagger(RecurrentEstimator):
                             "vocabulary": item.vocabulary_.to_dict()}
             params.update({f"char_lm.{side}.{name}": value.copy()
                            for name, value in item.params_.items()})
+        config["read"] = "edge+space"  # a file without "read" is read at the edges alone
         return config, params
 
     def _context(self):
@@ -292,7 +293,7 @@ class SequenceTagger(RecurrentEstimator):
             networks.append(CharLMNetwork(len(vocabulary), part["embedding_dim"], part["cell"],
                                           part["hidden_size"], part["num_layers"]))
             chars.append(vocabulary.items)
-        return CharLMFeatures(*networks, *chars)
+        return CharLMFeatures(*networks, *chars, read=config.get("read", "edge"))
 
     def _setup_labels(self, y: list[list[str]]) -> None:
         declared = list(self.labels) if self.labels is not None else []
@@ -684,12 +685,18 @@ class SequenceTagger(RecurrentEstimator):
 def _check_char_lm_config(lm) -> dict:
     """A model file's description of its contextual language models, checked (their weights
     are checked against it with every other array)."""
+    from ..nn.context import READS
     from ..nn.language_model import LM_CELLS
     from ._modelfile import LIMITS, _fail, _int, _vocabulary
 
-    if not isinstance(lm, dict) or set(lm) != {"fwd", "bwd"}:
-        _fail("char_lm must hold a forward (fwd) and a backward (bwd) language model")
+    if not isinstance(lm, dict) or not {"fwd", "bwd"} <= set(lm) <= {"fwd", "bwd", "read"}:
+        _fail("char_lm must hold a forward (fwd) and a backward (bwd) language model (and "
+              "how they are read)")
     checked = {}
+    if "read" in lm:  # files from before it was recorded are read at the edges
+        if not isinstance(lm["read"], str) or lm["read"] not in READS:
+            _fail(f"char_lm read must be one of {', '.join(READS)}")
+        checked["read"] = lm["read"]
     for side in ("fwd", "bwd"):
         part = lm[side]
         keys = {"cell", "hidden_size", "num_layers", "embedding_dim", "vocabulary"}

@@ -8,6 +8,14 @@ the token's last character. The backward model reads it from the right: its stat
 token's first character (the last one it reads of the token). Both see the whole sentence around
 the token: the forward state holds everything to its left, the backward one everything to its
 right. The two states are concatenated; the models are frozen (no gradient reaches them).
+
+``read="edge+space"`` (what new taggers use) adds to each of these states the state one
+character further: after the space that ends the token (forward), after the space or newline
+before it (backward). There the model has read that the word ended, which the state at its
+last character cannot know ("the" or "then"). The width stays that of the states: on the first
+1,000 UD EWT training sentences, UPOS dev accuracy over seeds 0-2 was 90.70 with the edge
+states alone, 90.83 with the sums (89.83 without the language models), and concatenating the
+four states (90.92) cost 25% more prediction time.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ from .language_model import CharLMNetwork
 #: its last token.
 START, END = "\n", " "
 _UNKNOWN = 1  # the character vocabularies' unknown id
+
+#: How a token's features are read: the state at its edge character, or that plus the state
+#: after the neighbouring space (see the module docstring).
+READS = ("edge", "edge+space")
 
 #: The most memory the features held for training may take (see :meth:`CharLMFeatures.hold`):
 #: beyond it, the remaining sentences' features are computed each time they are needed.
@@ -39,10 +51,16 @@ class CharLMFeatures:
     prefix : str
         Their parameters are ``{prefix}fwd.<name>`` and ``{prefix}bwd.<name>`` in the
         parameter dict (where the tagger's model file keeps them).
+    read : {"edge", "edge+space"}
+        The states read per token (see the module docstring).
     """
 
     def __init__(self, forward: CharLMNetwork, backward: CharLMNetwork,
-                 forward_chars, backward_chars, prefix: str = "char_lm."):
+                 forward_chars, backward_chars, prefix: str = "char_lm.",
+                 read: str = "edge"):
+        if read not in READS:
+            raise ValueError(f"read must be one of {', '.join(READS)}, got {read!r}")
+        self.read = read
         self.networks = {"fwd": forward, "bwd": backward}
         self.chars = {"fwd": {c: i for i, c in enumerate(forward_chars)},
                       "bwd": {c: i for i, c in enumerate(backward_chars)}}
@@ -159,5 +177,8 @@ class CharLMFeatures:
             ids[inside] = self._ids("".join(texts), side)
             # Each row is read up to its own text's end, not over the padding.
             top = network.read(self._side_params(params, side), ids, lengths)
-            out[rows, tokens, column:column + network.hidden_size] = top[rows, steps[side]]
+            state = top[rows, steps[side]]
+            if self.read == "edge+space":
+                state = state + top[rows, steps[side] + 1]  # the text ends with a space
+            out[rows, tokens, column:column + network.hidden_size] = state
         return out
