@@ -155,6 +155,10 @@ def predict_lines(model, lines: Iterable[tuple[int, str]], out: TextIO, source: 
                                 if all(c.strip() for c in cells) else
                                 "an empty cell", source, number)
             sources.append(cells[0].split() if tokens else cells[0])
+            if len(sources[-1]) > model.max_input_length_:
+                raise DataError(f"the source has {len(sources[-1]):,} symbols, over the "
+                                f"model's max_input_length_ of {model.max_input_length_:,}",
+                                source, number)
             if n_features:
                 feats.append(tuple(cells[1:]) if n_features > 1 else cells[1])
         try:

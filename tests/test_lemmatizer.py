@@ -128,3 +128,14 @@ def test_the_lemma_is_the_most_probable_of_the_written_form_and_the_copies(lemma
     assert lemmatizer.predict([forms], [["NOUN"] * 4]) == [["Abc", "def", "ghi", "JKL"]]
     scores[("Abc", "xyz")] = -0.5  # a tie goes to the search's output
     assert lemmatizer.predict([["Abc"]], [["NOUN"]]) == [["xyz"]]
+
+
+def test_a_form_too_long_for_the_transducer_is_its_own_lemma(lemmatizer):
+    long = "ab" * lemmatizer.max_input_length_
+    sentence = ["kats", long, "went"]
+    upos = ["NOUN", "NOUN", "VERB"]
+    with pytest.warns(UserWarning, match=r"1 form\(s\) longer than the transducer's "
+                                         r"max_input_length_"):
+        out = lemmatizer.predict([sentence], [upos])[0]
+    assert out[1] == long
+    assert [out[0], out[2]] == lemmatizer.predict([["kats", "went"]], [["NOUN", "VERB"]])[0]

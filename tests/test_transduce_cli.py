@@ -180,6 +180,13 @@ def test_predict_lines_with_features_and_unknown_values():
     out = io.StringIO()
     predict_lines(model, [(4, "ab\tZ")], out, "in.txt")
     assert out.getvalue() == f"ab\t{model.predict(['ab'], features=['Z'])[0]}\n"
+    # A source over the model's limit: the line is named before anything is decoded.
+    long = "ab" * model.max_input_length_
+    out = io.StringIO()
+    with pytest.raises(DataError, match=f"{len(long):,} symbols, over the model's "
+                                        f"max_input_length_") as info:
+        predict_lines(model, [(1, "ab\tA"), (2, f"{long}\tA")], out, "in.txt")
+    assert info.value.line == 2 and out.getvalue() == ""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -138,6 +138,41 @@ def test_over_long_outputs_are_cut_with_a_warning(reverser):
         reverser.predict(["abc"])  # outputs that end in time: no warning
 
 
+def test_over_long_sources_are_refused_before_any_allocation(reverser):
+    # The longest training word has 6 letters: the model reads sources of up to 4 * 6 + 16.
+    assert reverser.max_input_length_ == 40
+    assert len(reverser.predict(["ab" * 20])[0]) >= 1  # at the limit: read
+    huge = "a" * 10_000_000
+    for call in (lambda: reverser.predict(["abc", huge]),
+                 lambda: reverser.predict_n_best([huge], 2),
+                 lambda: reverser.log_probability(["abc", huge], ["cba", "a"])):
+        with pytest.raises(ValueError, match=r"X\[[01]\] has 10,000,000 symbols, over this "
+                                             r"model's max_input_length_ of 40"):
+            call()
+
+
+def test_one_long_source_does_not_pad_the_others(reverser, monkeypatch):
+    """Decoding batches are padded batch by batch, longest first, with at most about
+    _BATCH_SYMBOLS padded steps each: one long source makes no batch of long rows."""
+    import tagger.estimators.transducer as module
+
+    shapes = []
+    greedy = reverser._model.greedy
+
+    def spy(params, src, *args, **kwargs):
+        shapes.append(src.shape)
+        return greedy(params, src, *args, **kwargs)
+
+    monkeypatch.setattr(reverser._model, "greedy", spy)
+    monkeypatch.setattr(module, "_BATCH_SYMBOLS", 64)
+    X = ["ab" * 20] + words(4, 40)
+    out = reverser.predict(X)
+    assert shapes[0] == (1, 40)  # the long one alone: 64 // 40 rows
+    assert len(shapes) > 2 and all(rows * width <= 64 for rows, width in shapes)
+    monkeypatch.undo()
+    assert out == [reverser.predict([x])[0] for x in X]
+
+
 @pytest.mark.parametrize("X, y, error, match", [
     ("abc", ["cba"], TypeError, "not one string"),
     (["abc", ""], ["cba", "x"], ValueError, r"X\[1\] is empty"),

@@ -30,6 +30,7 @@ def model_file(tmp_path_factory):
     ({"params.hidden_size": 10**9}, "hidden_size is 1000000000, outside"),
     ({"params.beam_size": 10**9}, "beam_size is 1000000000, outside"),
     ({"max_output_length": 10**12}, "max_output_length is 1000000000000, outside"),
+    ({"max_input_length": 10**12}, "max_input_length is 1000000000000, outside"),
     ({"params.max_output_length": -5}, "max_output_length"),
     ({"params.length_penalty": "big"}, "length_penalty"),
     ({"target_type": "pixels"}, "target_type must be"),
@@ -43,9 +44,9 @@ def model_file(tmp_path_factory):
     ({"feature_vocabularies": [{"items": ["N", "N"], "counts": [1, 1]}]}, "duplicate"),
     ({"feature_vocabularies": []}, "missing arrays|unexpected arrays"),
     ({"params.cell": "gru"}, "cell must be one of lstm"),
-], ids=["feature_dim", "hidden", "beam", "output", "param-output", "penalty", "target-type",
-        "multichar", "empty-target", "target-shape", "features-type", "features-many",
-        "features-dup", "features-none", "cell"])
+], ids=["feature_dim", "hidden", "beam", "output", "input", "param-output", "penalty",
+        "target-type", "multichar", "empty-target", "target-shape", "features-type",
+        "features-many", "features-dup", "features-none", "cell"])
 def test_a_hostile_transducer_config_is_one_clear_error(model_file, tmp_path, changes, match):
     config, arrays = read_model(model_file)
     for dotted, value in changes.items():
@@ -73,3 +74,15 @@ def test_the_untouched_file_loads_and_predicts(model_file):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a one-epoch model may not write its end symbol
         assert len(model.predict(["abc"], features=["N"])) == 1
+
+
+def test_a_file_without_the_source_limit_gets_one_in_scale_with_its_outputs(model_file,
+                                                                              tmp_path):
+    config, arrays = read_model(model_file)
+    assert config["max_input_length"] == 4 * 3 + 16
+    del config["max_input_length"]
+    path = tmp_path / "older.tagger"
+    write_model(path, config, arrays)
+    model = tagger.load(path)
+    assert model.max_output_length_ == 2 * 2 + 10
+    assert model.max_input_length_ == 4 * model.max_output_length_ + 16

@@ -37,6 +37,7 @@ LIMITS = {
     "steps": 1_000_000,     # a language model's segment length and parallel streams
     "beam": 1_000,          # a transducer's beam
     "output": 100_000,      # a transducer's longest output
+    "input": 100_000,       # a transducer's longest source
 }
 
 #: Parameter dtype of every estimator.
@@ -257,6 +258,11 @@ def restore_transducer(estimator, config: dict) -> None:
                                        for i, v in enumerate(features)]
     estimator.max_output_length_ = _int(config.get("max_output_length"), "max_output_length",
                                         1, LIMITS["output"])
+    # Files written before the source limit was kept: one in scale with the outputs.
+    estimator.max_input_length_ = _int(
+        config.get("max_input_length", min(4 * estimator.max_output_length_ + 16,
+                                           LIMITS["input"])),
+        "max_input_length", 1, LIMITS["input"])
     if estimator.max_output_length is not None:
         _int(estimator.max_output_length, "max_output_length", 1, LIMITS["output"])
     _number(estimator.length_penalty, "length_penalty")

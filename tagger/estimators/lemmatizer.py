@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -153,6 +154,21 @@ class Lemmatizer(SequenceTransducer):
         could not finish within ``max_output_length`` is not a candidate; when no candidate can
         be written with the transducer's symbols, the form is its own lemma.
         """
+        limit = self.max_input_length_
+        long = [i for i, (form, _) in enumerate(pairs) if len(form) > limit]
+        if long:
+            # A form the encoder was not sized for (a pasted URL, a run of symbols) is its
+            # own lemma, as for a form no candidate can be written for.
+            warnings.warn(f"{len(long)} form(s) longer than the transducer's "
+                          f"max_input_length_ of {limit:,} characters (the first: "
+                          f"{pairs[long[0]][0][:40]!r}...) are their own lemmas", UserWarning,
+                          stacklevel=3)
+            keep = [i for i in range(len(pairs)) if len(pairs[i][0]) <= limit]
+            out = [form for form, _ in pairs]
+            for i, lemma in zip(keep, self._write([pairs[i] for i in keep]) if keep else [],
+                                strict=True):
+                out[i] = lemma
+            return out
         forms = [form for form, _ in pairs]
         tags = [tag for _, tag in pairs] if self.uses_upos_ else None
         decoded = self._decode(forms, tags, self.beam_size, warn_cut=False)

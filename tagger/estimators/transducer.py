@@ -85,6 +85,12 @@ class SequenceTransducer(RecurrentEstimator):
         Target symbols (ids 0 and 1 are the decoder's start and end symbols).
     feature_vocabularies_ : list of Vocabulary
         One per feature (values not seen in training are read as unknown).
+    max_output_length_ : int
+        The longest output written (``max_output_length``, or its default from the data).
+    max_input_length_ : int
+        The longest source read: four times the longest source of training (and development)
+        plus 16. A longer one is refused with a ValueError before it is encoded (its encoder
+        states would grow with it); the lemmatizer and ``tagger predict`` name it.
     history_ : list of dict
         Per epoch: loss, dev accuracy, seconds.
     best_epoch_ : int
@@ -230,34 +236,58 @@ class SequenceTransducer(RecurrentEstimator):
         return model
 
     def _encode_sources(self, seqs, feats):
-        """Padded source ids (B, S), lengths and feature ids (B, n_features)."""
+        """Source ids (one array per example), lengths and feature ids (B, n_features).
+        Batches are padded one at a time (:func:`_padded`): one long example never makes
+        every row as long."""
+        ids = [self.vocabulary_.encode(s).astype(np.int64) for s in seqs]
         lengths = np.array([len(s) for s in seqs], np.int64)
-        src = np.zeros((len(seqs), int(lengths.max()) if len(seqs) else 1), np.int64)
-        for i, s in enumerate(seqs):
-            src[i, :len(s)] = self.vocabulary_.encode(s)
         features = np.array([[v.index(x) if x in v else 1
                               for v, x in zip(self.feature_vocabularies_, row, strict=True)]
                              for row in feats], np.int64).reshape(len(seqs),
                                                                   len(self.feature_vocabularies_))
-        return src, lengths, features
+        return ids, lengths, features
 
-    def _encode_targets(self, seqs):
-        """Decoder inputs and outputs (B, T) and lengths (the end symbol included)."""
-        lengths = np.array([len(s) + 1 for s in seqs], np.int64)
-        T = int(lengths.max())
-        tgt_in = np.zeros((len(seqs), T), np.int64)
-        tgt_out = np.zeros((len(seqs), T), np.int64)
-        for i, s in enumerate(seqs):
-            ids = self.target_vocabulary_.encode(s)
+    def _target_ids(self, seqs) -> list[np.ndarray]:
+        """Target ids, one array per example; a symbol outside the vocabulary is an error."""
+        out = []
+        for s in seqs:
+            ids = self.target_vocabulary_.encode(s).astype(np.int64)
             if (ids == 1).any():
                 unknown = sorted({t for t in s if t not in self.target_vocabulary_})
                 raise ValueError(f"target symbols not in the model's vocabulary: "
                                  f"{unknown[:10]} (a new model must be fitted to learn them)")
+            out.append(ids)
+        return out
+
+    @staticmethod
+    def _decoder_rows(ids: list[np.ndarray]):
+        """Decoder inputs and outputs (B, T) and lengths (the end symbol included) of target
+        ids."""
+        lengths = np.array([len(t) + 1 for t in ids], np.int64)
+        T = int(lengths.max())
+        tgt_in = np.zeros((len(ids), T), np.int64)
+        tgt_out = np.zeros((len(ids), T), np.int64)
+        for i, t in enumerate(ids):
             tgt_in[i, 0] = BOS
-            tgt_in[i, 1:len(s) + 1] = ids
-            tgt_out[i, :len(s)] = ids
-            tgt_out[i, len(s)] = EOS
+            tgt_in[i, 1:len(t) + 1] = t
+            tgt_out[i, :len(t)] = t
+            tgt_out[i, len(t)] = EOS
         return tgt_in, tgt_out, lengths
+
+    def _encode_targets(self, seqs):
+        """Decoder inputs and outputs (B, T) and lengths (the end symbol included)."""
+        return self._decoder_rows(self._target_ids(seqs))
+
+    def _check_source_lengths(self, lengths: np.ndarray, name: str = "X") -> None:
+        """Sources longer than ``max_input_length_`` are refused before any memory is sized
+        by them (an encoder's states grow with the source)."""
+        limit = self.max_input_length_
+        over = np.flatnonzero(lengths > limit)
+        if over.size:
+            i = int(over[0])
+            raise ValueError(f"{name}[{i}] has {int(lengths[i]):,} symbols, over this model's "
+                             f"max_input_length_ of {limit:,} (four times its longest training "
+                             f"source plus 16); {over.size} source(s) are that long")
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -301,6 +331,10 @@ class SequenceTransducer(RecurrentEstimator):
                                       for k in range(len(feats[0]))]
         self.max_output_length_ = (int(self.max_output_length) if self.max_output_length
                                    else 2 * max(len(t) for t in targets) + 10)
+        longest = max(len(s) for s in sources)
+        if dev is not None:
+            longest = max(longest, max(len(s) for s in self._sequences(dev[0], "X_dev")[0]))
+        self.max_input_length_ = 4 * longest + 16
         rng = np.random.default_rng(self._seed())
         model = self._model_for()
         self.__dict__["_model_cache"] = model
@@ -341,6 +375,10 @@ class SequenceTransducer(RecurrentEstimator):
         width = len(self.feature_vocabularies_)
         feats = self._feature_rows(features, len(sources), "features", width)
         dev = self._dev(X_dev, y_dev, features_dev, width)
+        longest = max((len(s) for s in sources), default=0)
+        if dev is not None:
+            longest = max(longest, max(len(s) for s in self._sequences(dev[0], "X_dev")[0]))
+        self.max_input_length_ = max(self.max_input_length_, 4 * longest + 16)
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         state = getattr(self, "optimizer_state_", None)
         if state:
@@ -370,7 +408,8 @@ class SequenceTransducer(RecurrentEstimator):
         model, params = self._model, self.params_
         n = len(sources)
         src, src_lengths, feature_ids = self._encode_sources(sources, feats)
-        tgt_in, tgt_out, tgt_lengths = self._encode_targets(targets)
+        tgt = self._target_ids(targets)
+        tgt_lengths = np.array([len(t) + 1 for t in tgt], np.int64)
         chance = math.log(max(len(self.target_vocabulary_) - 1, 2))
         n_batches = -(-n // self.batch_size)
 
@@ -379,9 +418,9 @@ class SequenceTransducer(RecurrentEstimator):
             total, symbols = 0.0, 0
             for number, k in enumerate(range(0, n, self.batch_size), 1):
                 idx = order[k:k + self.batch_size]
-                S, T = int(src_lengths[idx].max()), int(tgt_lengths[idx].max())
+                tgt_in, tgt_out, _ = self._decoder_rows([tgt[i] for i in idx])
                 loss, grads = model.loss_and_grads(
-                    params, src[idx, :S], src_lengths[idx], tgt_in[idx, :T], tgt_out[idx, :T],
+                    params, _padded(src, idx), src_lengths[idx], tgt_in, tgt_out,
                     tgt_lengths[idx], feature_ids[idx], rng)
                 apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
                 count = int(tgt_lengths[idx].sum())
@@ -416,6 +455,7 @@ class SequenceTransducer(RecurrentEstimator):
             names = {CHARS: "strings", SYMBOLS: "token sequences"}
             raise TypeError(f"this model reads {names[self.input_type_]}, X holds "
                             f"{names[kind]}")
+        self._check_source_lengths(np.array([len(s) for s in sources], np.int64))
         return sources, self._feature_rows(features, len(sources), "features",
                                            len(self.feature_vocabularies_))
 
@@ -431,18 +471,15 @@ class SequenceTransducer(RecurrentEstimator):
         with thread_limit(self.n_jobs):
             src, src_lengths, feature_ids = self._encode_sources(sources, feats)
             if beam_size == 1 and n_best == 1:
-                order = np.argsort(-src_lengths, kind="stable")
-                for k in range(0, len(order), 256):
-                    idx = order[k:k + 256]
-                    S = int(src_lengths[idx].max())
-                    found = model.greedy(params, src[idx, :S], src_lengths[idx], BOS, EOS,
+                for idx in _chunks(src_lengths):
+                    found = model.greedy(params, _padded(src, idx), src_lengths[idx], BOS, EOS,
                                          limit, feature_ids[idx])
                     for i, ids in zip(idx, found, strict=True):
                         out[i] = [([items[t] for t in ids], None, len(ids) < limit)]
             else:
                 for i in range(len(sources)):
                     L = int(src_lengths[i])
-                    found = model.beam_search(params, src[i, :L], L, BOS, EOS, limit,
+                    found = model.beam_search(params, src[i], L, BOS, EOS, limit,
                                               beam_size, self.length_penalty,
                                               feature_ids[i], n_best)
                     out[i] = [([items[t] for t in ids], score, done)
@@ -494,13 +531,10 @@ class SequenceTransducer(RecurrentEstimator):
         with thread_limit(self.n_jobs):
             src, src_lengths, feature_ids = self._encode_sources([sources[i] for i in rows],
                                                                  [feats[i] for i in rows])
-            order = np.argsort(-src_lengths, kind="stable")
-            for k in range(0, len(order), 256):
-                idx = order[k:k + 256]
+            for idx in _chunks(src_lengths):
                 tgt_in, tgt_out, tgt_lengths = self._encode_targets([outputs[rows[i]]
                                                                      for i in idx])
-                S = int(src_lengths[idx].max())
-                scores = self._model.log_likelihood(self.params_, src[idx, :S],
+                scores = self._model.log_likelihood(self.params_, _padded(src, idx),
                                                     src_lengths[idx], tgt_in, tgt_out,
                                                     tgt_lengths, feature_ids[idx])
                 result[np.asarray(rows)[idx]] = scores
@@ -533,9 +567,36 @@ class SequenceTransducer(RecurrentEstimator):
         return {"target_type": self.target_type_,
                 "target_vocabulary": self.target_vocabulary_.to_dict(),
                 "feature_vocabularies": [v.to_dict() for v in self.feature_vocabularies_],
-                "max_output_length": self.max_output_length_}
+                "max_output_length": self.max_output_length_,
+                "max_input_length": self.max_input_length_}
 
     def _restore_task(self, config: dict) -> None:
         from ._modelfile import restore_transducer
 
         restore_transducer(self, config)
+
+
+#: Rows x source steps of one decoding batch at most: the encoder's states and work arrays grow
+#: with their product.
+_BATCH_SYMBOLS = 1 << 16
+
+
+def _chunks(lengths: np.ndarray, rows: int = 256):
+    """Batches of example indices, longest sources first, of at most ``rows`` examples and
+    about ``_BATCH_SYMBOLS`` padded source steps each (one example at least)."""
+    order = np.argsort(-lengths, kind="stable")
+    k = 0
+    while k < len(order):
+        width = max(int(lengths[order[k]]), 1)
+        take = max(1, min(rows, _BATCH_SYMBOLS // width))
+        yield order[k:k + take]
+        k += take
+
+
+def _padded(ids: list[np.ndarray], idx) -> np.ndarray:
+    """The rows ``idx`` of ``ids`` as one (B, S) array, zero-padded to their longest."""
+    S = max(max((len(ids[i]) for i in idx), default=1), 1)
+    out = np.zeros((len(idx), S), np.int64)
+    for r, i in enumerate(idx):
+        out[r, :len(ids[i])] = ids[i]
+    return out
