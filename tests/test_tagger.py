@@ -424,10 +424,11 @@ def test_tags_numeric_sequences(tmp_path):
     assert model.predict([np.zeros((0, 2))]) == [[]]  # an empty sequence gets no tags
 
 
-@pytest.mark.parametrize("stop_after", [1, 3])
-def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_path, stop_after):
+@pytest.mark.parametrize("stop_after, decay", [(1, 0.0), (3, 0.0), (3, 0.5)])
+def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_path, stop_after,
+                                                                         decay):
     X, y = ner_data(60)
-    options = dict(SMALL, max_epochs=5, patience=2)
+    options = dict(SMALL, max_epochs=5, patience=2, average_decay=decay)
     whole = SequenceTagger(**options).fit(X, y)
 
     class Interrupted(Exception):
@@ -452,6 +453,44 @@ def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_pat
     from tagger import persist
 
     assert "training_state" not in persist.read_config(tmp_path / "final.tagger")
+
+
+def test_the_model_is_the_moving_average_of_the_epochs_weights():
+    """average_decay: the final weights are the average of the epoch-end weights, which go on
+    training; with a dev set, the scores and the best epoch are the average's."""
+    X, y = ner_data(60)
+    ends = []
+
+    def keep(event, info):
+        if event == "epoch_end":
+            ends.append({k: v.copy() for k, v in info["estimator"].params_.items()})
+
+    options = dict(SMALL, max_epochs=4, average_decay=0.5)
+    model = SequenceTagger(**options, early_stopping=False, validation_fraction=0.0)
+    model.fit(X, y, callback=keep)
+    average = {k: v.copy() for k, v in ends[0].items()}
+    for weights in ends[1:]:
+        for k, v in average.items():
+            v *= np.float32(0.5)
+            v += np.float32(0.5) * weights[k]
+    for k, v in model.params_.items():
+        np.testing.assert_array_equal(v, average[k], err_msg=k)
+    assert not np.array_equal(model.params_["out.W"], ends[-1]["out.W"])
+    plain = SequenceTagger(**dict(options, average_decay=0.0), early_stopping=False,
+                           validation_fraction=0.0).fit(X, y)
+    for k, v in plain.params_.items():  # the same training run: only the model differs
+        np.testing.assert_array_equal(v, ends[-1][k], err_msg=k)
+    X_dev, y_dev = ner_data(30, seed=5)
+    scored = SequenceTagger(**dict(options, max_epochs=5)).fit(X, y, X_dev=X_dev, y_dev=y_dev)
+    best = scored.history_[scored.best_epoch_ - 1]["dev_score"]
+    assert best == max(h["dev_score"] for h in scored.history_)
+    assert scored.score(X_dev, y_dev) == pytest.approx(best, abs=1e-12)
+
+
+def test_average_decay_is_checked():
+    for bad in (1.0, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match="average_decay must be a number in"):
+            SequenceTagger(**dict(SMALL, average_decay=bad)).fit(*ner_data(5))
 
 
 def test_a_sequence_of_100000_tokens_is_tagged(fitted):

@@ -40,6 +40,18 @@ _INPUT_ATTRIBUTES = ("input_type_", "vocabulary_", "char_vocabulary_", "n_featur
                      "feature_mean_", "feature_scale_")
 
 
+def _moving_average(average: dict | None, params: dict, decay: float) -> dict:
+    """``decay * average + (1 - decay) * params``, in place (a copy of ``params`` the first
+    time), in the parameters' dtype."""
+    if average is None:
+        return {k: v.copy() for k, v in params.items()}
+    for k, v in average.items():
+        p = params[k]
+        v *= p.dtype.type(decay)
+        v += p.dtype.type(1.0 - decay) * p
+    return average
+
+
 class RecurrentEstimator(EstimatorBase):
     """Base class of :class:`SequenceTagger` and :class:`SequenceClassifier` (not for direct use).
 
@@ -74,6 +86,9 @@ class RecurrentEstimator(EstimatorBase):
                              f"{self.optimizer!r}")
         if not self.learning_rate > 0 or not self.lr_decay >= 0:
             raise ValueError("learning_rate must be positive and lr_decay non-negative")
+        decay = getattr(self, "average_decay", 0.0)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"average_decay must be a number in [0, 1), got {decay!r}")
 
     def _check_clip_and_stopping(self) -> None:
         """``clip_norm`` positive or None, ``early_stopping`` a bool (the estimators with their
@@ -330,6 +345,10 @@ class RecurrentEstimator(EstimatorBase):
         last_epoch = first_epoch + epochs
         best_score, best_params, waited = (-math.inf,), None, 0
         best_progress: tuple = ()
+        # The moving average of the weights at each epoch's end (average_decay), which the dev
+        # score, the best epoch and the final model read; training goes on from the weights.
+        decay = float(getattr(self, "average_decay", 0.0) or 0.0)
+        average = None
         if resume is not None:
             rng.bit_generator.state = resume["rng"]
             # Model files hold standard JSON: "no score yet" (-inf) is stored as null.
@@ -338,6 +357,7 @@ class RecurrentEstimator(EstimatorBase):
                                   for v in resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
+            average = resume.get("average") if decay else None
         # What an interruption or a divergence falls back on: the weights of best_epoch_. A new
         # model's starting weights are random, so they are not copied; a trained model's are.
         kept = best_params
@@ -407,6 +427,8 @@ class RecurrentEstimator(EstimatorBase):
                     if overflowed is not None:
                         raise FloatingPointError(f"training diverged in epoch {epoch}: the "
                                                  f"weights {overflowed} overflowed")
+                    if decay:
+                        average = _moving_average(average, params, decay)
                     seconds = time.perf_counter() - start
                     # The first epoch on a new machine compiles the kernels: that is not training
                     # speed, so throughput leaves it out (it is in the history on its own).
@@ -418,7 +440,9 @@ class RecurrentEstimator(EstimatorBase):
                     if has_dev:
                         # dev_key picks the weights kept; a new best of dev_key or of any measure
                         # in progress resets the patience; dev_extra joins the history.
-                        dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev, y_dev)
+                        with self._scored_weights(average, trainer):
+                            dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev,
+                                                                                      y_dev)
                     self.history_.append({
                         "epoch": epoch, "loss": total_loss / max(len(X), 1),
                         "dev_score": dev_score, **dev_extra, "seconds": seconds,
@@ -431,22 +455,23 @@ class RecurrentEstimator(EstimatorBase):
                               f"{'tokens' if self.input_type_ == TEXT else 'steps'}/s",
                               file=sys.stderr)
                     stop = False
+                    model_weights = average if average is not None else params
                     if dev_score is None or not early_stop:
                         self.best_epoch_ = epoch
                         # The last epoch's weights stay in params: no copy needed.
-                        kept = ({k: v.copy() for k, v in params.items()}
-                                if epoch < last_epoch else None)
+                        kept = ({k: v.copy() for k, v in model_weights.items()}
+                                if epoch < last_epoch or average is not None else None)
                     else:
                         best_score, best_progress, waited, stop = self._early_stopping_step(
                             epoch, dev_key, progress, best_score, best_progress, waited)
                         if self.best_epoch_ == epoch:
-                            best_params = kept = {k: v.copy() for k, v in params.items()}
+                            best_params = kept = {k: v.copy() for k, v in model_weights.items()}
                     if callback is not None:
                         self.optimizer_state_ = self._optimizer.state_dict()
                         self._checkpoint_state = {
                             "rng": rng.bit_generator.state, "best_key": list(best_score),
                             "best_progress": list(best_progress), "waited": waited,
-                            "best_params": best_params, "stopped": stop}
+                            "best_params": best_params, "stopped": stop, "average": average}
                         try:
                             callback("epoch_end", {**self.history_[-1],
                                                    "best_epoch": self.best_epoch_,
@@ -471,10 +496,38 @@ class RecurrentEstimator(EstimatorBase):
         finally:
             if ahead is not None:
                 compile_ahead.finish(ahead)
-        if best_params is not None:
-            for k, v in best_params.items():
+        final = best_params if best_params is not None else (
+            kept if average is not None else None)
+        if final is not None:
+            for k, v in final.items():
                 params[k][...] = v
         self.__dict__.pop("_device_params_cache", None)
+
+    @contextlib.contextmanager
+    def _scored_weights(self, average: dict | None, trainer):
+        """While the block runs, predictions use ``average`` (when not None) instead of the
+        weights being trained: on the CPU they are swapped into ``params_`` and back, on the
+        GPU a device copy of them stands in for the trainer's."""
+        if average is None:
+            yield
+            return
+        if trainer is not None:
+            live = self.__dict__.get("_live_device_params")
+            self.__dict__["_live_device_params"] = self._model.prediction_params(average)
+            try:
+                yield
+            finally:
+                self.__dict__["_live_device_params"] = live
+            return
+        params = self.params_
+        trained = {k: v.copy() for k, v in params.items()}
+        for k, v in average.items():
+            params[k][...] = v
+        try:
+            yield
+        finally:
+            for k, v in trained.items():
+                params[k][...] = v
 
     def _rehearse(self, X, encoded, lengths, targets, X_dev, y_dev) -> None:
         """What :mod:`tagger.kernels.ahead` records the kernels of (their calls, not their

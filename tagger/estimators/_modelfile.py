@@ -135,7 +135,8 @@ def check_params(cls, params, trust_tokenizer: bool):
         _fail("char_encoder must be 'cnn', 'lstm' or null")
     if estimator.optimizer not in OPTIMIZERS:
         _fail(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
-    for name in ("dropout", "word_dropout", "learning_rate", "lr_decay", "validation_fraction"):
+    for name in ("dropout", "word_dropout", "learning_rate", "lr_decay", "average_decay",
+                 "validation_fraction"):
         if hasattr(estimator, name):
             _number(getattr(estimator, name), name)
     if estimator.clip_norm is not None:
@@ -192,6 +193,8 @@ def check_training_state(state) -> dict:
     for key in ("stopped", "has_best_params"):
         if not isinstance(state[key], bool):
             _fail(f"training_state {key} must be true or false")
+    if not isinstance(state.get("has_average", False), bool):  # checkpoints before averaging
+        _fail("training_state has_average must be true or false")
     return dict(state)
 
 
@@ -346,6 +349,7 @@ def expected_arrays(estimator, model, config: dict) -> dict:
         state = check_training_state(config["training_state"])
         for name, shape in shapes.items():
             expected[f"best.{name}"] = (shape, PARAM_DTYPE, state["has_best_params"])
+            expected[f"average.{name}"] = (shape, PARAM_DTYPE, state.get("has_average", False))
     return expected
 
 
@@ -388,7 +392,10 @@ def load_estimator(cls, path, trust_tokenizer: bool = False):
     estimator.optimizer_state_ = state
     if built["contents"] == "checkpoint":
         best = {name: arrays[f"best.{name}"] for name in shapes if f"best.{name}" in arrays}
-        estimator._resume_state = dict(config["training_state"], best_params=best or None)
+        average = {name: arrays[f"average.{name}"] for name in shapes
+                   if f"average.{name}" in arrays}
+        estimator._resume_state = dict(config["training_state"], best_params=best or None,
+                                       average=average or None)
     estimator.__dict__["_model_cache"] = model
     return estimator
 
@@ -436,7 +443,8 @@ def save_estimator(estimator, path, optimizer_state: bool) -> None:
         arrays.update({f"optimizer.{k}": v for k, v in optimizer.items()})
     config["contents"] = contents
     if contents == "checkpoint":  # written during training
-        config["training_state"] = {k: v for k, v in state.items() if k != "best_params"}
+        config["training_state"] = {k: v for k, v in state.items()
+                                    if k not in ("best_params", "average")}
         for key in ("best_key", "best_progress"):  # standard JSON: no score yet is null
             config["training_state"][key] = [
                 None if isinstance(v, float) and math.isinf(v) and v < 0 else v
@@ -444,4 +452,8 @@ def save_estimator(estimator, path, optimizer_state: bool) -> None:
         config["training_state"]["has_best_params"] = state["best_params"] is not None
         if state["best_params"] is not None:
             arrays.update({f"best.{k}": v for k, v in state["best_params"].items()})
+        average = state.get("average")
+        config["training_state"]["has_average"] = average is not None
+        if average is not None:
+            arrays.update({f"average.{k}": v for k, v in average.items()})
     persist.save_model(path, estimator._kind, config, arrays)

@@ -68,6 +68,12 @@ class SequenceClassifier(RecurrentEstimator):
         Initial learning rate.
     lr_decay : float
         Learning rate at epoch e is ``learning_rate / (1 + lr_decay * e)``.
+    average_decay : float
+        The model is a moving average of the weights at the end of each epoch: after epoch
+        ``e``, ``average = average_decay * average + (1 - average_decay) * weights``. The
+        development score, the best epoch and the final weights are those of the average;
+        training goes on from the weights themselves. 0 turns it off (the model is the last
+        epoch's weights).
     max_epochs : int
         Training epochs at most.
     batch_size : int
@@ -123,8 +129,8 @@ class SequenceClassifier(RecurrentEstimator):
                  pooling="max", word_dim=100, char_encoder="cnn", char_dim=30,
                  char_hidden_size=50, shape_dim=16, lowercase=True, min_word_count=1,
                  word_dropout=0.25, embeddings=None, tokenizer="regex", dropout=0.5,
-                 optimizer="adam", learning_rate=2e-3, lr_decay=0.05, max_epochs=30,
-                 batch_size=32, clip_norm=5.0, early_stopping=True, patience=5,
+                 optimizer="adam", learning_rate=2e-3, lr_decay=0.05, average_decay=0.0,
+                 max_epochs=30, batch_size=32, clip_norm=5.0, early_stopping=True, patience=5,
                  validation_fraction=0.1, class_weight=None, device="auto", n_jobs=None,
                  random_state=None, verbose=0):
         self.cell = cell
@@ -146,6 +152,7 @@ class SequenceClassifier(RecurrentEstimator):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.lr_decay = lr_decay
+        self.average_decay = average_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.clip_norm = clip_norm

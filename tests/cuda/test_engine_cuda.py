@@ -99,6 +99,21 @@ def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired, resi
         [h["loss"] for h in cpu.history_], rel=1e-4)
 
 
+def test_averaged_weights_are_scored_and_kept_on_the_device_as_on_the_cpu():
+    """average_decay on the GPU: the dev score reads a device copy of the average (not the
+    trainer's weights), and the model is the best epoch's average, as on the CPU."""
+    X, y = data(1)
+    options = dict(TINY, max_epochs=2, early_stopping=True, average_decay=0.5)
+    gpu = SequenceTagger(device="cuda", **options).fit(X, y, X_dev=X, y_dev=y)
+    cpu = SequenceTagger(device="cpu", **options).fit(X, y, X_dev=X, y_dev=y)
+    assert gpu.best_epoch_ == cpu.best_epoch_
+    assert [h["dev_score"] for h in gpu.history_] == [h["dev_score"] for h in cpu.history_]
+    for name in cpu.params_:
+        np.testing.assert_allclose(gpu.params_[name], cpu.params_[name], rtol=1e-3, atol=1e-4,
+                                   err_msg=name)
+    assert gpu.score(X, y) == cpu.history_[cpu.best_epoch_ - 1]["dev_score"]
+
+
 def test_a_fitted_model_moves_between_devices(tmp_path):
     X, y = data()
     model = SequenceTagger(device="cpu", **dict(TINY, max_epochs=3)).fit(X, y)
