@@ -50,6 +50,9 @@ SETTINGS: dict[str, dict] = {
     "batch32": {"batch_size": 32},
     "batch32-lr3e-3": {"batch_size": 32, "learning_rate": 3e-3},
     "dropout0.33": {"dropout": 0.33},
+    "average0.5": {"average_decay": 0.5},
+    "average0.7": {"average_decay": 0.7},
+    "average0.5-patience10": {"average_decay": 0.5, "patience": 10},
 }
 
 CORPORA = {  # name: (train file, dev file, first N training sentences, measure)
