@@ -8,7 +8,9 @@ of ``--seeds`` on a shared corpus, its dev set driving early stopping as in ``be
 
 - ``wnut17``: WNUT17 train / dev, entity F1;
 - ``ud1000``: the first 1,000 UD EWT training sentences, UPOS accuracy on UD dev;
-- ``ud``: all of UD EWT train, UPOS accuracy on dev.
+- ``ud``: all of UD EWT train, UPOS accuracy on dev;
+- ``sst2``: ``SequenceClassifier`` on SST-2 train / dev, accuracy (the settings are its
+  parameters over its defaults).
 
 Reported per setting: the mean dev score and its spread (max - min) over the seeds, the mean
 best epoch and epochs run, training tokens per second (mean over epochs, compilation left out),
@@ -37,8 +39,9 @@ sys.path.insert(0, str(HERE))
 
 import _results  # noqa: E402
 from bench_char_lm import tagged  # noqa: E402
+from bench_classifier import read_sst2  # noqa: E402
 
-from tagger import SequenceTagger  # noqa: E402
+from tagger import SequenceClassifier, SequenceTagger  # noqa: E402
 
 DATA = Path(os.environ.get("TAGGER_DATA_DIR", ROOT.parent / "shared" / "data"))
 
@@ -59,17 +62,24 @@ CORPORA = {  # name: (train file, dev file, first N training sentences, measure)
     "wnut17": ("wnut17/train.conll", "wnut17/dev.conll", None, "entity F1"),
     "ud1000": ("ud_ewt/train.conllu", "ud_ewt/dev.conllu", 1000, "UPOS accuracy"),
     "ud": ("ud_ewt/train.conllu", "ud_ewt/dev.conllu", None, "UPOS accuracy"),
+    "sst2": ("sst2/train.tsv", "sst2/dev.tsv", None, "accuracy"),
 }
 
 
 def run(corpus: str, params: dict, seed: int) -> dict:
     train, dev, first, _ = CORPORA[corpus]
-    X, y = tagged(DATA / train)
-    if first:
-        X, y = X[:first], y[:first]
-    X_dev, y_dev = tagged(DATA / dev)
+    if corpus == "sst2":
+        X, y = read_sst2(DATA / train)
+        X_dev, y_dev = read_sst2(DATA / dev)
+        estimator = SequenceClassifier
+    else:
+        X, y = tagged(DATA / train)
+        if first:
+            X, y = X[:first], y[:first]
+        X_dev, y_dev = tagged(DATA / dev)
+        estimator = SequenceTagger
     start = time.perf_counter()
-    model = SequenceTagger(random_state=seed, **params).fit(X, y, X_dev=X_dev, y_dev=y_dev)
+    model = estimator(random_state=seed, **params).fit(X, y, X_dev=X_dev, y_dev=y_dev)
     minutes = (time.perf_counter() - start) / 60
     history = model.history_
     to_best = sum(e["seconds"] for e in history[:model.best_epoch_]) / 60
