@@ -20,6 +20,10 @@ Usage::
 
     python benchmarks/bench_regime.py --corpus wnut17 --settings defaults,patience10
     python benchmarks/bench_regime.py --corpus ud1000 --seeds 0 --no-write
+
+A study in several sittings: ``--log FILE`` appends every run to a JSON-lines file, and
+``--from-log FILE`` writes the table of every setting that file holds for the corpus (the last
+run of each setting and seed counts) without training anything.
 """
 
 from __future__ import annotations
@@ -97,7 +101,22 @@ def main(argv: list[str] | None = None) -> None:
                              f"object of name -> parameters")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--log", help="append each run to this JSON-lines file")
+    parser.add_argument("--from-log", help="the table of the runs in this file; no training")
     args = parser.parse_args(argv)
+    if args.from_log:
+        runs: dict = {}
+        for line in Path(args.from_log).read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("corpus") == args.corpus:
+                runs.setdefault(entry["setting"], {})[entry["seed"]] = entry
+        rows = []
+        for name, by_seed in runs.items():
+            done = [by_seed[k] for k in sorted(by_seed)]
+            scores = [r["score"] for r in done]
+            rows.append((name, done[0]["params"], done, statistics.mean(scores),
+                         max(scores) - min(scores)))
+        return write_table(args, rows, sorted({k for r in runs.values() for k in r}))
     if args.settings.lstrip().startswith("{"):
         chosen = json.loads(args.settings)
     else:
@@ -115,9 +134,20 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             result = run(args.corpus, params, seed)
             runs.append(result)
-            print(json.dumps({"setting": name, "seed": seed, **result}), flush=True)
+            line = json.dumps({"corpus": args.corpus, "setting": name, "params": params,
+                               "seed": seed, **result})
+            print(line, flush=True)
+            if args.log:
+                with open(args.log, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
         scores = [r["score"] for r in runs]
         rows.append((name, params, runs, statistics.mean(scores), max(scores) - min(scores)))
+    write_table(args, rows, seeds)
+
+
+def write_table(args, rows: list, seeds: list[int]) -> None:
+    """The study's table for one corpus: printed, and written to RESULTS.md unless
+    ``--no-write``."""
     measure = CORPORA[args.corpus][3]
     lines = [
         f"### {args.corpus}: {measure} on dev (`benchmarks/bench_regime.py --corpus "
