@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from ..kernels import ops_cpu, rnn_cpu
+from ..kernels.gemm_cpu import MR
 from . import init
 from .heads import linear_backward, linear_forward
 from .recurrent import (
@@ -465,10 +466,16 @@ _MIN_ROWS_PER_THREAD = 8
 
 
 def _row_parts(B: int, T: int, threads: int) -> list[slice]:
-    """The blocks of streams that the threads of a training step take (one block: no split)."""
+    """The blocks of streams that the threads of a training step take (one block: no split).
+
+    Every block but the last starts and ends on a multiple of the matrix micro-kernel's row
+    count (``gemm_cpu.MR``): each stream then falls in a row group of the same size as in a
+    one-thread step, and its states round alike (the kernels sum a short group's products in
+    another order: with AVX2's 6-row groups, an unaligned split moved states by 1e-16)."""
     k = max(1, min(threads, B // _MIN_ROWS_PER_THREAD))
-    bounds = [round(i * B / k) for i in range(k + 1)]
-    return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
+    bounds = [0, *(min(B, MR * round(i * B / k / MR)) for i in range(1, k)), B]
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(k)]
+    return [part for part in parts if part.stop > part.start]
 
 
 def _mask_rows(masks, rows: slice):
