@@ -226,17 +226,26 @@ def test_the_command_reports_divergence_on_one_line_and_writes_nothing(recipe, t
 
 
 @pytest.mark.parametrize("early_stopping", [True, False], ids=["best-epoch", "last-epoch"])
-def test_an_interrupted_fit_holds_the_best_epochs_weights(data, early_stopping):
+@pytest.mark.parametrize("decay", [0.0, 0.5], ids=["weights", "averaged"])
+def test_an_interrupted_fit_holds_the_best_epochs_weights(data, early_stopping, decay):
+    """The best epoch's model: its weights, or with average_decay the moving average of the
+    epoch-end weights up to it."""
     X, y, X_dev, y_dev = data
-    kept = {}
+    kept, average = {}, {}
 
     def callback(event, info):
-        if event == "epoch_end" and info["best_epoch"] == info["epoch"]:
-            kept.update(epoch=info["epoch"], params=copy_of(info["estimator"].params_))
+        if event == "epoch_end":
+            weights = info["estimator"].params_
+            for k, v in weights.items():
+                average[k] = v.copy() if k not in average else (
+                    np.float32(decay) * average[k] + np.float32(1 - decay) * v)
+            if info["best_epoch"] == info["epoch"]:
+                kept.update(epoch=info["epoch"], params=copy_of(average))
         if event == "batch" and info["epoch"] == 4 and info["batch"] == 3:
             raise KeyboardInterrupt
 
-    model = SequenceTagger(**dict(SMALL, learning_rate=0.05, early_stopping=early_stopping))
+    model = SequenceTagger(**dict(SMALL, learning_rate=0.05, early_stopping=early_stopping,
+                                  average_decay=decay))
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y, X_dev, y_dev, callback=callback)
     assert len(model.history_) == 3

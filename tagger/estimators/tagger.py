@@ -115,7 +115,9 @@ class SequenceTagger(RecurrentEstimator):
         Training words seen fewer times are unknown.
     word_dropout : float
         Word dropout strength alpha: a training word seen c times is replaced by the unknown word
-        with probability alpha / (alpha + c); 0 disables it.
+        with probability alpha / (alpha + c); 0 disables it. Default 0.5 (a word seen once is
+        dropped a third of the time): with the other defaults, WNUT17 dev F1 34.27 against
+        33.83 at 0.25 (mean of seeds 0-2, ``benchmarks/bench_regime.py``).
     embeddings : str or None
         Path of a word2vec/GloVe text file whose vectors initialise the word embeddings (its
         words join the vocabulary); its dimension replaces ``word_dim``.
@@ -137,7 +139,7 @@ class SequenceTagger(RecurrentEstimator):
     optimizer : {"adam", "sgd"}
         Optimizer.
     learning_rate : float
-        Initial learning rate.
+        Initial learning rate. Default 3e-3, with batches of 32 (see ``batch_size``).
     lr_decay : float
         Learning rate at epoch e is ``learning_rate / (1 + lr_decay * e)``.
     average_decay : float
@@ -145,11 +147,17 @@ class SequenceTagger(RecurrentEstimator):
         ``e``, ``average = average_decay * average + (1 - average_decay) * weights``. The
         development score, the best epoch and the final weights are those of the average;
         training goes on from the weights themselves. 0 turns it off (the model is the last
-        epoch's weights).
+        epoch's weights). Default 0.5: the dev curve no longer jumps from epoch to epoch, so
+        early stopping does not stop on one lucky or unlucky epoch (WNUT17 dev F1 per epoch
+        moved by up to 7 points without it); WNUT17 32.10 -> 32.77 alone, UD EWT unchanged.
+        A run of a few epochs on a small corpus is the case where it costs: the average still
+        carries the first epochs' weights.
     max_epochs : int
         Training epochs at most.
     batch_size : int
-        Sentences per batch (batches group sentences of similar length).
+        Sentences per batch (batches group sentences of similar length). Default 32 (with a
+        learning rate of 3e-3 instead of 16 and 2e-3): about 1.25x the training tokens/s, and
+        WNUT17 dev F1 33.83 against 32.77 with the weights averaged.
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
@@ -195,10 +203,10 @@ class SequenceTagger(RecurrentEstimator):
 
     def __init__(self, cell="lstm", hidden_size=200, num_layers=1, bidirectional=True, crf=True,
                  word_dim=100, char_encoder="cnn", char_dim=30, char_hidden_size=50,
-                 shape_dim=16, lowercase=True, min_word_count=1, word_dropout=0.25,
+                 shape_dim=16, lowercase=True, min_word_count=1, word_dropout=0.5,
                  embeddings=None, char_lm=None, tokenizer="regex", dropout=0.5, optimizer="adam",
-                 learning_rate=2e-3, lr_decay=0.05, average_decay=0.0, max_epochs=30,
-                 batch_size=16, clip_norm=5.0, early_stopping=True, patience=5,
+                 learning_rate=3e-3, lr_decay=0.05, average_decay=0.5, max_epochs=30,
+                 batch_size=32, clip_norm=5.0, early_stopping=True, patience=5,
                  validation_fraction=0.1, tag_scheme="auto",
                  labels=None, device="auto", n_jobs=None, random_state=None, verbose=0):
         self.cell = cell
