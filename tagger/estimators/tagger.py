@@ -149,7 +149,8 @@ class SequenceTagger(RecurrentEstimator):
         training goes on from the weights themselves. 0 turns it off (the model is the last
         epoch's weights). Default 0.5: the dev curve no longer jumps from epoch to epoch, so
         early stopping does not stop on one lucky or unlucky epoch (WNUT17 dev F1 per epoch
-        moved by up to 7 points without it); WNUT17 32.10 -> 32.77 alone, UD EWT unchanged.
+        moved by up to 7 points without it); WNUT17 32.10 -> 32.77 alone, UD EWT's first
+        1,000 sentences unchanged (89.82 -> 89.84).
         A run of a few epochs on a small corpus is the case where it costs: the average still
         carries the first epochs' weights.
     max_epochs : int

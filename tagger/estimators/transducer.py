@@ -278,6 +278,14 @@ class SequenceTransducer(RecurrentEstimator):
         """Decoder inputs and outputs (B, T) and lengths (the end symbol included)."""
         return self._decoder_rows(self._target_ids(seqs))
 
+    def _input_limit(self, sources, dev) -> int:
+        """``max_input_length_`` for training ``sources`` and development data ``dev``: four
+        times the longest source of either, plus 16."""
+        longest = max((len(s) for s in sources), default=0)
+        if dev is not None:
+            longest = max(longest, max(len(s) for s in self._sequences(dev[0], "X_dev")[0]))
+        return 4 * longest + 16
+
     def _check_source_lengths(self, lengths: np.ndarray, name: str = "X") -> None:
         """Sources longer than ``max_input_length_`` are refused before any memory is sized
         by them (an encoder's states grow with the source)."""
@@ -331,10 +339,7 @@ class SequenceTransducer(RecurrentEstimator):
                                       for k in range(len(feats[0]))]
         self.max_output_length_ = (int(self.max_output_length) if self.max_output_length
                                    else 2 * max(len(t) for t in targets) + 10)
-        longest = max(len(s) for s in sources)
-        if dev is not None:
-            longest = max(longest, max(len(s) for s in self._sequences(dev[0], "X_dev")[0]))
-        self.max_input_length_ = 4 * longest + 16
+        self.max_input_length_ = self._input_limit(sources, dev)
         rng = np.random.default_rng(self._seed())
         model = self._model_for()
         self.__dict__["_model_cache"] = model
@@ -375,10 +380,7 @@ class SequenceTransducer(RecurrentEstimator):
         width = len(self.feature_vocabularies_)
         feats = self._feature_rows(features, len(sources), "features", width)
         dev = self._dev(X_dev, y_dev, features_dev, width)
-        longest = max((len(s) for s in sources), default=0)
-        if dev is not None:
-            longest = max(longest, max(len(s) for s in self._sequences(dev[0], "X_dev")[0]))
-        self.max_input_length_ = max(self.max_input_length_, 4 * longest + 16)
+        self.max_input_length_ = max(self.max_input_length_, self._input_limit(sources, dev))
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         state = getattr(self, "optimizer_state_", None)
         if state:
