@@ -87,6 +87,34 @@ def test_matmul_packed_reads_a_transposed_left_factor(dtype, M):
     np.testing.assert_allclose(out, both.T @ d, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_inner_dimension_is_summed_in_blocks(dtype):
+    """An inner dimension past two blocks (the weight gradients sum over every step of a batch)
+    is taken block by block: the first block's products are stored over whatever ``out`` held,
+    the later ones added; partial panels, few rows and a transposed left factor included."""
+    rng = np.random.default_rng(4)
+    nr = _nr(dtype)
+    kc = gemm_cpu._K_BLOCK_BYTES // (nr * np.dtype(dtype).itemsize)
+    for n, K, N in [(1, 2 * kc, nr), (2, 2 * kc + 1, nr + 3), (3, 3 * kc, 2 * nr),
+                    (13, 5 * kc + 7, 2 * nr + 5), (70, 3 * kc - 1, nr)]:
+        x = rng.standard_normal((K, n + 2)).astype(dtype)
+        d = rng.standard_normal((K, N)).astype(dtype)
+        expected = x.T[:n].astype(np.float64) @ d.astype(np.float64)
+        scale = max(1.0, float(np.abs(expected).max()))
+        for a in (x.T, np.ascontiguousarray(x.T)):
+            out = np.full((n + 2, N + 3), 7.0, dtype)
+            gemm_cpu.matmul_packed(a, n, gemm_cpu.packed(d), N, out)
+            assert np.abs(out[:n, :N] - expected).max() / scale < 5 * TOL[dtype], (n, K, N)
+            assert (out[:n, N:] == 7.0).all() and (out[n:] == 7.0).all(), (n, K, N)
+    # A non-finite value in a later block reaches exactly its row.
+    K = 3 * kc
+    a = np.ones((3, K), dtype)
+    a[1, K - 2] = np.inf
+    out = np.zeros((3, nr), dtype)
+    gemm_cpu.matmul_packed(a, 3, gemm_cpu.packed(np.ones((K, nr), dtype)), nr, out)
+    assert (out[0] == K).all() and (out[2] == K).all() and np.isposinf(out[1]).all()
+
+
 def test_zero_rows_and_empty_inner_dimension():
     a = np.ones((4, 0), np.float32)
     m = np.ones((0, 5), np.float32)

@@ -82,7 +82,9 @@ def _panel_width_overload(arr):
 
 
 def _make_micro_kernel(rows: int, split: int):
-    """``c[cr:cr+rows, cc:cc+NR] = a[ar:ar+rows, :K] @ (panel of b at boff)``, any K >= 0.
+    """``c[cr:cr+rows, cc:cc+NR] (+)= a[ar:ar+rows, ak:ak+K] @ (panel of b at boff)``, any
+    K >= 0: the result is added to ``c`` when ``accumulate`` is true (a later block of the inner
+    dimension), else stored over it.
 
     ``split`` > 1 keeps that many sets of accumulators over interleaved values of k (summed at the
     end): with one or two rows, a single set is a chain of dependent multiply-adds whose latency,
@@ -90,25 +92,27 @@ def _make_micro_kernel(rows: int, split: int):
     """
 
     @intrinsic
-    def micro(typingctx, a, ar, b, boff, ldb, K, c, cr, cc):
+    def micro(typingctx, a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate):
         if not (isinstance(a, types.Array) and isinstance(b, types.Array)
                 and isinstance(c, types.Array) and a.dtype == b.dtype == c.dtype
                 and a.ndim == 2 and c.ndim == 2 and b.ndim == 1
                 and a.dtype in (types.float32, types.float64)):
             return None
-        sig = types.void(a, ar, b, boff, ldb, K, c, cr, cc)
+        sig = types.void(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
         lanes = _lanes(np.dtype(a.dtype.name).itemsize)
 
         def codegen(context, builder, signature, args):
-            a_v, ar_v, b_v, boff_v, ldb_v, k_v, c_v, cr_v, cc_v = args
-            aty, _, bty, _, _, _, cty, _, _ = signature.args
+            a_v, ar_v, ak_v, b_v, boff_v, ldb_v, k_v, c_v, cr_v, cc_v, acc_v = args
+            aty, _, _, bty, _, _, _, cty, _, _, accty = signature.args
             i64 = ir.IntType(64)
-            ar_v, boff_v, ldb_v, k_v, cr_v, cc_v = (
+            ar_v, ak_v, boff_v, ldb_v, k_v, cr_v, cc_v = (
                 context.cast(builder, v, t, types.int64)
-                for v, t in zip((ar_v, boff_v, ldb_v, k_v, cr_v, cc_v),
-                                (signature.args[1], signature.args[3], signature.args[4],
-                                 signature.args[5], signature.args[7], signature.args[8]),
+                for v, t in zip((ar_v, ak_v, boff_v, ldb_v, k_v, cr_v, cc_v),
+                                (signature.args[1], signature.args[2], signature.args[4],
+                                 signature.args[5], signature.args[6], signature.args[8],
+                                 signature.args[9]),
                                 strict=True))
+            acc_v = context.cast(builder, acc_v, accty, types.boolean)
             A = context.make_array(aty)(context, builder, a_v)
             Bm = context.make_array(bty)(context, builder, b_v)
             C = context.make_array(cty)(context, builder, c_v)
@@ -128,9 +132,15 @@ def _make_micro_kernel(rows: int, split: int):
             zero = ir.Constant(vty, [0.0] * lanes)
             splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
             undef = ir.Constant(vty, ir.Undefined)
-            a_base = builder.gep(A.data, [builder.mul(ar_v, lda)])
+            a_base = builder.gep(A.data, [builder.add(builder.mul(ar_v, lda),
+                                                      builder.mul(ak_v, sda))])
             b_base = builder.gep(Bm.data, [boff_v])
+            c_base = builder.gep(C.data, [builder.add(builder.mul(cr_v, ldc), cc_v)])
             align = int(size.constant)
+
+            def c_ptr(r, v):
+                ptr = builder.gep(c_base, [builder.add(builder.mul(i64(r), ldc), i64(v * lanes))])
+                return builder.bitcast(ptr, vptr)
 
             def step(k, acc):
                 """The products of inner index k added to ``acc`` [row][vector]."""
@@ -214,12 +224,22 @@ def _make_micro_kernel(rows: int, split: int):
 
             builder.position_at_end(done)
             final = phis([(lambda r, v: start[r][v], rem_check), (lambda r, v: new[r][v], rem)])
-            c_base = builder.gep(C.data, [builder.add(builder.mul(cr_v, ldc), cc_v)])
+            # Accumulating: c's values are added once, after the loop (starting the accumulators
+            # from them instead made LLVM keep one of them on the stack inside the loop).
+            add = builder.append_basic_block("micro.add")
+            store = builder.append_basic_block("micro.store")
+            computed = builder.block
+            builder.cbranch(acc_v, add, store)
+            builder.position_at_end(add)
+            added = [[builder.fadd(builder.load(c_ptr(r, v), align=align), final[r][v])
+                      for v in range(_V)] for r in range(rows)]
+            builder.branch(store)
+            builder.position_at_end(store)
+            final = phis([(lambda r, v: final[r][v], computed),
+                          (lambda r, v: added[r][v], add)])
             for r in range(rows):
                 for v in range(_V):
-                    ptr = builder.gep(c_base, [builder.add(builder.mul(i64(r), ldc),
-                                                           i64(v * lanes))])
-                    builder.store(final[r][v], builder.bitcast(ptr, vptr), align=align)
+                    builder.store(final[r][v], c_ptr(r, v), align=align)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -237,29 +257,37 @@ _micro1, _micro2, _micro3, _micro4, _micro5, _micro6, _micro7, _micro8 = (
 
 
 @kernel()
-def _micro(rows, a, ar, b, boff, ldb, K, c, cr, cc):
+def _micro(rows, a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate):
     """Dispatch to the micro-kernel for ``rows`` (1..8) rows."""
     if rows == 8:
-        _micro8(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro8(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 7:
-        _micro7(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro7(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 6:
-        _micro6(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro6(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 5:
-        _micro5(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro5(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 4:
-        _micro4(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro4(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 3:
-        _micro3(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro3(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     elif rows == 2:
-        _micro2(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro2(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
     else:
-        _micro1(a, ar, b, boff, ldb, K, c, cr, cc)
+        _micro1(a, ar, ak, b, boff, ldb, K, c, cr, cc, accumulate)
 
 
 # Rows of ``a`` taken per sweep over the panels: a block of 64 rows (up to 64 x 1024 floats) stays
 # in the L2 cache while every panel of ``b`` passes over it.
 _ROW_BLOCK = 64
+
+# A long inner dimension (the weight gradients' products sum over every step of a batch: 3,200 at
+# batch 64 x 50 steps) is taken in blocks whose slice of a panel, this many bytes, stays in the L1
+# cache while the rows of ``a`` pass over it; read in one pass, each panel (200 KB there) came from
+# the L2 cache at every row and the product ran at half the core's rate. Blocks start only
+# past twice this size, so the recurrent steps' products (inner dimension = hidden size) and the
+# input projections are computed as before.
+_K_BLOCK_BYTES = 16384
 
 
 @kernel(inner=True)
@@ -284,15 +312,21 @@ def panel_matmul(a, n, b, K, N, ldb, pstride, out):
     """
     nr = panel_width(a)
     full = N // nr
-    for r0 in range(0, n, _ROW_BLOCK):
-        r1 = min(n, r0 + _ROW_BLOCK)
-        for p in range(full):
-            boff = p * pstride
-            r = r0
-            while r < r1:
-                rows = min(MR, r1 - r)
-                _micro(rows, a, r, b, boff, ldb, K, out, r, p * nr)
-                r += rows
+    kc = _K_BLOCK_BYTES // (nr * b.itemsize)
+    if K <= 2 * kc:
+        kc = max(K, 1)
+    for k0 in range(0, max(K, 1), kc):
+        kb = min(kc, K - k0)
+        acc = k0 > 0
+        for r0 in range(0, n, _ROW_BLOCK):
+            r1 = min(n, r0 + _ROW_BLOCK)
+            for p in range(full):
+                boff = p * pstride + k0 * ldb
+                r = r0
+                while r < r1:
+                    rows = min(MR, r1 - r)
+                    _micro(rows, a, r, k0, b, boff, ldb, kb, out, r, p * nr, acc)
+                    r += rows
     left = N - full * nr
     if left > 0:
         # The last, partial panel: through a tile, so that no store goes past column N. A packed
@@ -313,7 +347,8 @@ def panel_matmul(a, n, b, K, N, ldb, pstride, out):
         origin = left - left
         for r in range(0, n, MR):
             rows = min(MR, n - r)
-            _micro(rows, a, r, tb, origin, origin + nr, K, tile, origin, origin)
+            _micro(rows, a, r, origin, tb, origin, origin + nr, K, tile, origin, origin,
+                   origin > 0)
             for i in range(rows):
                 for j in range(left):
                     out[r + i, c0 + j] = tile[i, j]
