@@ -74,6 +74,7 @@ def kernel_signatures(f):
 def resident_signatures(f):
     """The kernels of the device-resident engine: token features, element-wise pieces, heads,
     optimizer."""
+    from tagger.kernels import attention_cuda as at
     from tagger.kernels import crf_cuda as crf
     from tagger.kernels import ops_cuda as o
     from tagger.kernels import optim_cuda as op
@@ -81,8 +82,13 @@ def resident_signatures(f):
     v, m, c, q, i, n = f[::1], f[:, ::1], f[:, :, ::1], f[:, :, :, ::1], int64[::1], int64
     im, dv, dm = int64[:, ::1], float64[::1], float64[:, ::1]
     return {
+        at._forward_kernel: (c, i, m, m, m),
+        at._backward_kernel: (c, i, m, m, m, c, m, m),
         o._fill_kernel: (v, f),
         o._transpose_kernel: (m, m),
+        o._take_rows_kernel: (m, i, m),
+        o._tanh_kernel: (v, v),
+        o._tanh_backward_kernel: (v, v, v),
         o._gather_kernel: (m, i, m, n),
         o._scatter_kernel: (i, m, n, m),
         o._copy_block_kernel: (m, n, m, n, n),

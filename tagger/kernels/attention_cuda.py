@@ -31,20 +31,21 @@ def _forward_kernel(enc, lengths, q, alpha, ctx):
             alpha[row, s] = zero
         if L == 0:
             continue
-        top = -math.inf
+        # In the arrays' dtype throughout: a float32 model does no double arithmetic.
+        top = zero
         for s in range(L):
             acc = zero
             for j in range(D):
                 acc += enc[row, s, j] * q[row, j]
             alpha[row, s] = acc
-            if acc > top:
+            if s == 0 or acc > top:
                 top = acc
-        total = 0.0
+        total = zero
         for s in range(L):
             v = math.exp(alpha[row, s] - top)
             alpha[row, s] = v
             total += v
-        inv = 1.0 / total
+        inv = enc.dtype.type(1) / total
         for s in range(L):
             w = alpha[row, s] * inv
             alpha[row, s] = w

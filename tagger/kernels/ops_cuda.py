@@ -115,6 +115,32 @@ def transpose(a, out) -> None:
     _launch(_transpose_kernel, a.shape[0] * a.shape[1], a, out)
 
 
+@cuda.jit
+def _take_rows_kernel(src, rows, out):
+    k0 = cuda.grid(1)
+    N, F = out.shape
+    for k in range(k0, N * F, cuda.gridsize(1)):
+        n = k // F
+        j = k - n * F
+        out[n, j] = src[rows[n], j]
+
+
+def take_rows(src, rows, out) -> None:
+    """``out[n] = src[rows[n]]`` along the first axis (NumPy's ``src[rows]``; rows may repeat).
+
+    Parameters
+    ----------
+    src : device array (M, ...), C-contiguous
+    rows : device array (N,) of int64, each in ``[0, M)`` (not checked: the caller's indices)
+    out : device array (N, ...) with the trailing shape of ``src``, C-contiguous
+        Out.
+    """
+    N = out.shape[0]
+    F = math.prod(out.shape[1:])
+    if N and F:
+        _take_rows_kernel[_grid(N * F)](_view(src, src.shape[0], F), rows, _view(out, N, F))
+
+
 # ----------------------------------------------------------------------------------------------
 # embeddings and column blocks
 # ----------------------------------------------------------------------------------------------
@@ -654,6 +680,51 @@ def add(a, b, out) -> None:
         Out.
     """
     _elementwise(_add_kernel, a, b, out)
+
+
+@cuda.jit
+def _tanh_kernel(a, out):
+    i0 = cuda.grid(1)
+    for i in range(i0, out.shape[0], cuda.gridsize(1)):
+        out[i] = math.tanh(a[i])
+
+
+@cuda.jit
+def _tanh_backward_kernel(y, d, out):
+    i0 = cuda.grid(1)
+    one = out.dtype.type(1)
+    for i in range(i0, out.shape[0], cuda.gridsize(1)):
+        out[i] = d[i] * (one - y[i] * y[i])
+
+
+def tanh(a, out) -> None:
+    """``out = tanh(a)`` elementwise; ``out`` may be ``a``.
+
+    Parameters
+    ----------
+    a : device array, C-contiguous
+    out : device array of its shape, C-contiguous
+        Out.
+    """
+    n = math.prod(out.shape)
+    if n:
+        _tanh_kernel[_grid(n)](_flat(a), _flat(out))
+
+
+def tanh_backward(y, d, out) -> None:
+    """Gradient through :func:`tanh` from its output: ``out = d * (1 - y * y)``; ``out`` may be
+    ``d``.
+
+    Parameters
+    ----------
+    y : device array, C-contiguous
+        What :func:`tanh` wrote.
+    d : device array of its shape, C-contiguous
+        Gradient with respect to ``y``.
+    out : device array of its shape, C-contiguous
+        Out.
+    """
+    _elementwise(_tanh_backward_kernel, y, d, out)
 
 
 def _elementwise(kernel, a, b, out) -> None:

@@ -217,6 +217,33 @@ def test_elementwise_arithmetic(dtype):
     assert_array_equal(x_dev.copy_to_host(), x + bias)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_and_its_backward(dtype):
+    rng = np.random.default_rng(6)
+    a, d = (rng.normal(size=(3, 5)).astype(dtype) for _ in range(2))
+    y = garbage(a.shape, dtype)
+    ops_cuda.tanh(dev(a), y)
+    assert_allclose(y.copy_to_host(), np.tanh(a), **TOL[dtype])
+    out = garbage(a.shape, dtype)
+    ops_cuda.tanh_backward(y, dev(d), out)
+    t = y.copy_to_host()
+    assert_array_equal(out.copy_to_host(), d * (1 - t * t))
+    d_dev = dev(d)
+    ops_cuda.tanh_backward(y, d_dev, d_dev)  # out aliases the gradient
+    assert_array_equal(d_dev.copy_to_host(), d * (1 - t * t))
+
+
+@pytest.mark.parametrize("trailing", [(), (4,), (2, 3)])
+def test_take_rows_is_numpys_fancy_indexing(trailing):
+    src = np.arange(5 * int(np.prod(trailing, dtype=int)), dtype=np.float32).reshape((5, *trailing))
+    rows = np.array([4, 0, 0, 2, 4, 1, 3], np.int64)  # repeats and every order
+    out = garbage((rows.size, *trailing), np.float32)
+    ops_cuda.take_rows(dev(src), dev(rows), out)
+    assert_array_equal(out.copy_to_host(), src[rows])
+    empty = garbage((0, *trailing), np.float32)
+    ops_cuda.take_rows(dev(src), dev(np.zeros(0, np.int64)), empty)  # no launch
+
+
 def test_fill_and_transpose():
     a = garbage((2, 3), np.float32)
     ops_cuda.fill(a, 0.5)
