@@ -192,11 +192,20 @@ def test_bad_training_data(X, y, error, match):
     ({"beam_size": 0}, "beam_size must be a positive integer"),
     ({"length_penalty": -1}, "length_penalty"),
     ({"max_output_length": 0}, "max_output_length"),
-    ({"device": "cuda"}, "CPU kernels for now"),
+    ({"device": "gpu"}, "device must be 'auto', 'cpu' or 'cuda'"),
 ])
 def test_bad_parameters(params, match):
     with pytest.raises(ValueError, match=match):
         small(**params).fit(["ab"], ["ba"])
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    from tagger.kernels.backend import cuda_usable
+
+    if cuda_usable():
+        pytest.skip("a GPU is usable here (tests/cuda run the model on it)")
+    with pytest.raises(RuntimeError, match="device='cuda' was requested, but"):
+        small(device="cuda").fit(["ab"], ["ba"])
 
 
 def test_feature_checks_and_scikit_learn_contract():

@@ -69,8 +69,11 @@ class SequenceTransducer(RecurrentEstimator):
         plus 10. Outputs cut there are reported by a warning.
     min_count : int
         Source symbols seen fewer times in training are read as unknown.
-    device : {"auto", "cpu"}
-        The transducer runs on the CPU kernels for now ("auto" chooses the CPU).
+    device : {"auto", "cpu", "cuda"}
+        Where training, scoring and decoding run: "cuda" on the GPU (parameters, optimizer
+        state and activations stay on the device for an epoch; a search's bookkeeping stays on
+        the host and reads each step's probabilities), "auto" on the GPU when one is usable
+        (see :func:`tagger.kernels.backend.resolve_device`).
     n_jobs : int or None
         Threads for the kernels (None: all cores).
     random_state : int, numpy Generator or None
@@ -150,12 +153,6 @@ class SequenceTransducer(RecurrentEstimator):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if resolve_device:
             self._resolve_device()
-
-    def _resolve_device(self) -> str:
-        if self.device == "cuda":
-            raise ValueError("the sequence transducer runs on the CPU kernels for now: use "
-                             "device='cpu' or 'auto'")
-        return "cpu"
 
     # ------------------------------------------------------------------------------------------
     # inputs
@@ -415,22 +412,34 @@ class SequenceTransducer(RecurrentEstimator):
         chance = math.log(max(len(self.target_vocabulary_) - 1, 2))
         n_batches = -(-n // self.batch_size)
 
+        gpu = self._resolve_device() == "cuda"
+
         def train_epoch(epoch: int) -> float:
             order = rng.permutation(n)
             total, symbols = 0.0, 0
+            engine = None
+            if gpu:  # the epoch on the device; the host weights after it
+                from ..nn.transducer_resident import TransducerDeviceEngine
+
+                engine = TransducerDeviceEngine(model, params, self._optimizer)
             for number, k in enumerate(range(0, n, self.batch_size), 1):
                 idx = order[k:k + self.batch_size]
                 tgt_in, tgt_out, _ = self._decoder_rows([tgt[i] for i in idx])
-                loss, grads = model.loss_and_grads(
-                    params, _padded(src, idx), src_lengths[idx], tgt_in, tgt_out,
-                    tgt_lengths[idx], feature_ids[idx], rng)
-                apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
+                batch = (_padded(src, idx), src_lengths[idx], tgt_in, tgt_out,
+                         tgt_lengths[idx], feature_ids[idx])
+                if engine is not None:
+                    loss = engine.step(*batch, rng, self.clip_norm)
+                else:
+                    loss, grads = model.loss_and_grads(params, *batch, rng)
+                    apply_gradients(params, grads, loss, self._optimizer, self.clip_norm)
                 count = int(tgt_lengths[idx].sum())
                 total += loss * count
                 symbols += count
                 if callback is not None:
                     callback("batch", {"epoch": epoch, "batch": number, "n_batches": n_batches,
                                        "loss": loss, "tokens": count})
+            if engine is not None:
+                engine.download()
             return total / symbols
 
         def describe(entry: dict) -> str:
@@ -461,29 +470,37 @@ class SequenceTransducer(RecurrentEstimator):
         return sources, self._feature_rows(features, len(sources), "features",
                                            len(self.feature_vocabularies_))
 
+    def _decoder(self):
+        """What decodes and scores with the fitted weights: the device engine (the weights
+        uploaded once) or the network on the CPU, with the same methods."""
+        if self._resolve_device() == "cuda":
+            from ..nn.transducer_resident import TransducerDeviceEngine
+
+            return TransducerDeviceEngine(self._model, self.params_)
+        return _HostDecoding(self._model, self.params_)
+
     def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
         """Per example, a list of (target symbols, score, finished)."""
         sources, feats = self._inputs(X, features)
         out: list = [None] * len(sources)
         if not sources:
             return out
-        model, params = self._model, self.params_
+        decoder = self._decoder()
         items = self.target_vocabulary_.items
         limit = self.max_output_length_
         with thread_limit(self.n_jobs):
             src, src_lengths, feature_ids = self._encode_sources(sources, feats)
             if beam_size == 1 and n_best == 1:
                 for idx in _chunks(src_lengths):
-                    found = model.greedy(params, _padded(src, idx), src_lengths[idx], BOS, EOS,
-                                         limit, feature_ids[idx])
+                    found = decoder.greedy(_padded(src, idx), src_lengths[idx], BOS, EOS, limit,
+                                           feature_ids[idx])
                     for i, ids in zip(idx, found, strict=True):
                         out[i] = [([items[t] for t in ids], None, len(ids) < limit)]
             else:
                 for i in range(len(sources)):
                     L = int(src_lengths[i])
-                    found = model.beam_search(params, src[i], L, BOS, EOS, limit,
-                                              beam_size, self.length_penalty,
-                                              feature_ids[i], n_best)
+                    found = decoder.beam_search(src[i], L, BOS, EOS, limit, beam_size,
+                                                self.length_penalty, feature_ids[i], n_best)
                     out[i] = [([items[t] for t in ids], score, done)
                               for ids, score, done in found]
         cut = sum(1 for hyps in out if not hyps[0][2])
@@ -530,15 +547,15 @@ class SequenceTransducer(RecurrentEstimator):
                     for t in out)]
         if not rows:
             return result
+        decoder = self._decoder()
         with thread_limit(self.n_jobs):
             src, src_lengths, feature_ids = self._encode_sources([sources[i] for i in rows],
                                                                  [feats[i] for i in rows])
             for idx in _chunks(src_lengths):
                 tgt_in, tgt_out, tgt_lengths = self._encode_targets([outputs[rows[i]]
                                                                      for i in idx])
-                scores = self._model.log_likelihood(self.params_, _padded(src, idx),
-                                                    src_lengths[idx], tgt_in, tgt_out,
-                                                    tgt_lengths, feature_ids[idx])
+                scores = decoder.log_likelihood(_padded(src, idx), src_lengths[idx], tgt_in,
+                                                tgt_out, tgt_lengths, feature_ids[idx])
                 result[np.asarray(rows)[idx]] = scores
         return result
 
@@ -576,6 +593,23 @@ class SequenceTransducer(RecurrentEstimator):
         from ._modelfile import restore_transducer
 
         restore_transducer(self, config)
+
+
+class _HostDecoding:
+    """The CPU network's decoding methods with the weights bound, in the form of
+    :class:`~tagger.nn.transducer_resident.TransducerDeviceEngine`'s."""
+
+    def __init__(self, model: TransducerNetwork, params: dict):
+        self.model, self.params = model, params
+
+    def greedy(self, *args):
+        return self.model.greedy(self.params, *args)
+
+    def beam_search(self, *args):
+        return self.model.beam_search(self.params, *args)
+
+    def log_likelihood(self, *args):
+        return self.model.log_likelihood(self.params, *args)
 
 
 #: Rows x source steps of one decoding batch at most: the encoder's states and work arrays grow

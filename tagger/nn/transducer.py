@@ -16,9 +16,11 @@ state H starts from the encoder's summary, ``h0 = tanh([fwd state after the last
 state after the first] W_init + b_init)``, ``c0 = 0``. Training reads the gold targets (teacher
 forcing); the loss is the mean cross-entropy over the target symbols (the end symbol included).
 
-Parameters are a plain dict of NumPy arrays, as for the other networks; everything runs on the
+Parameters are a plain dict of NumPy arrays, as for the other networks; this module runs on the
 CPU kernels (:mod:`tagger.kernels.rnn_cpu` for the recurrences, :mod:`tagger.kernels.attention_cpu`
-for the attention).
+for the attention), and :mod:`tagger.nn.transducer_resident` is its twin on the GPU. The searches
+(greedy, beam, teacher-forced scoring) are written once, over a decoder's three operations
+(:class:`HostDecoder`): start from the sources, advance by one symbol, keep some rows.
 """
 
 from __future__ import annotations
@@ -300,10 +302,7 @@ class TransducerNetwork:
         """One decoder step without dropout: log-probabilities of the next symbol (B, V) in
         float64 and the new (a, h, c)."""
         h, c, a, _ = self._step(params, enc, src_lengths, y_prev, a, h, c, False)
-        logits = (a @ params["out.W"] + params["out.b"]).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        return logits, a, h, c
+        return log_softmax64(a @ params["out.W"] + params["out.b"]), a, h, c
 
     def log_likelihood(self, params: dict, src, src_lengths, tgt_in, tgt_out, tgt_lengths,
                        features=None) -> np.ndarray:
@@ -311,110 +310,22 @@ class TransducerNetwork:
         the sum over its valid target symbols."""
         src, src_lengths, tgt_in, tgt_out, tgt_lengths, features = self._check(
             src, src_lengths, tgt_in, tgt_out, tgt_lengths, features)
-        enc, h, _ = self._encode(params, src, src_lengths, features, None, False)
-        B, T = tgt_in.shape
-        dtype = enc.dtype
-        c = np.zeros((B, self.hidden_size), dtype)
-        a = np.zeros((B, self.hidden_size), dtype)
-        total = np.zeros(B)
-        live = np.arange(B)  # rows whose target goes on; the others leave the batch
-        for t in range(T):
-            going = t < tgt_lengths[live]
-            if not going.all():
-                if not going.any():
-                    break
-                live, a, h, c = live[going], a[going], h[going], c[going]
-                enc = enc[going]
-            logp, a, h, c = self._next(params, enc, src_lengths[live], tgt_in[live, t], a, h,
-                                       c)
-            total[live] += logp[np.arange(live.size), tgt_out[live, t]]
-        return total
+        return forced_log_likelihood(HostDecoder(self, params), src, src_lengths, tgt_in,
+                                     tgt_out, tgt_lengths, features)
 
     def greedy(self, params: dict, src, src_lengths, bos: int, eos: int, max_length: int,
                features=None) -> list[list[int]]:
         """The most probable symbol at every step, for every row at once, until each row has
         written ``eos`` or ``max_length`` symbols (``eos`` not included in the result)."""
-        enc, src_lengths, h = self.encode(params, src, src_lengths, features)
-        B = enc.shape[0]
-        dtype = enc.dtype
-        c = np.zeros((B, self.hidden_size), dtype)
-        a = np.zeros((B, self.hidden_size), dtype)
-        y = np.full(B, bos, np.int64)
-        out: list[list[int]] = [[] for _ in range(B)]
-        live = np.arange(B)  # the rows still writing; finished ones leave the batch
-        for _ in range(max_length):
-            logp, a, h, c = self._next(params, enc, src_lengths, y, a, h, c)
-            y = logp.argmax(axis=1)
-            going = y != eos
-            for b, symbol in zip(live[going].tolist(), y[going].tolist(), strict=True):
-                out[b].append(symbol)
-            if not going.all():
-                if not going.any():
-                    break
-                live, y, a, h, c = live[going], y[going], a[going], h[going], c[going]
-                enc, src_lengths = enc[going], src_lengths[going]
-        return out
+        return greedy_search(HostDecoder(self, params), src, src_lengths, bos, eos, max_length,
+                             features)
 
     def beam_search(self, params: dict, src, src_length: int, bos: int, eos: int,
                     max_length: int, beam_size: int = 5, length_penalty: float = 0.0,
                     features=None, n_best: int = 1) -> list[tuple[list[int], float, bool]]:
-        """Beam search for one source (``src`` (S,) ids).
-
-        Every step extends each live hypothesis by every symbol and keeps the ``beam_size``
-        best extensions by total log-probability; one that ends with ``eos`` is finished.
-        The search stops when ``beam_size`` hypotheses are finished or after ``max_length``
-        steps. Finished hypotheses are ranked by ``log p / length ** length_penalty`` (the
-        length counts ``eos``; 0 ranks by log-probability alone).
-
-        Returns
-        -------
-        list of (symbols, score, finished)
-            The ``n_best`` best, best first: symbols without ``eos``, the ranking score, and
-            whether the hypothesis ended with ``eos`` (False only when none did within
-            ``max_length`` steps: the best live ones are returned then).
-        """
-        enc, src_lengths, h = self.encode(params, np.asarray(src)[None, :], [src_length],
-                                          None if features is None
-                                          else np.asarray(features)[None, :])
-        dtype = enc.dtype
-        H = self.hidden_size
-        c = np.zeros((1, H), dtype)
-        a = np.zeros((1, H), dtype)
-        live = [([], 0.0)]
-        y = np.array([bos], np.int64)
-        finished: list[tuple[list[int], float]] = []
-        for _ in range(max_length):
-            m = len(live)
-            logp, a, h, c = self._next(params, np.repeat(enc, m, axis=0) if m > 1 else enc,
-                                       np.repeat(src_lengths, m), y, a, h, c)
-            totals = np.array([score for _, score in live])[:, None] + logp
-            flat = totals.ravel()
-            k = min(beam_size, flat.size)
-            best = np.argpartition(-flat, k - 1)[:k]
-            best = best[np.lexsort((best, -flat[best]))]  # by score, ties to lower index
-            keep_rows, keep_symbols, new_live = [], [], []
-            for index in best:
-                row, symbol = divmod(int(index), logp.shape[1])
-                score = float(flat[index])
-                if symbol == eos:
-                    finished.append((live[row][0], score))
-                else:
-                    new_live.append((live[row][0] + [symbol], score))
-                    keep_rows.append(row)
-                    keep_symbols.append(symbol)
-            if len(finished) >= beam_size or not new_live:
-                break
-            live = new_live
-            rows = np.array(keep_rows)
-            a, h, c = a[rows], h[rows], c[rows]
-            y = np.array(keep_symbols, np.int64)
-        if finished:
-            ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
-                             for symbols, score in finished), key=lambda r: -r[1])
-        else:
-            ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
-                             for symbols, score in live), key=lambda r: -r[1])
-        return ranked[:n_best]
+        """Beam search for one source (``src`` (S,) ids): see :func:`beam_search`."""
+        return beam_search(HostDecoder(self, params), src, src_length, bos, eos, max_length,
+                           beam_size, length_penalty, features, n_best)
 
     # ----------------------------------------------------------------------------------------------
     # checks
@@ -450,6 +361,148 @@ class TransducerNetwork:
         _check_ids(tgt_in, self.target_size, "tgt_in")
         _check_ids(tgt_out, self.target_size, "tgt_out")
         return src, src_lengths, tgt_in, tgt_out, tgt_lengths, features
+
+
+# --------------------------------------------------------------------------------------------------
+# decoding, on either device
+# --------------------------------------------------------------------------------------------------
+
+
+def log_softmax64(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax of each row of host ``logits`` (B, V), in float64."""
+    out = np.asarray(logits).astype(np.float64)
+    out -= out.max(axis=1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
+    return out
+
+
+class HostDecoder:
+    """Decoder steps on the CPU, in the form the searches below take (the GPU's is
+    :class:`tagger.nn.transducer_resident.DeviceDecoder`).
+
+    A decoding state is the tuple ``(enc, src_lengths, a, h, c)`` of a batch: the encoder
+    states, the valid source steps, the attentional state and the decoder's LSTM state.
+    """
+
+    def __init__(self, network: TransducerNetwork, params: dict):
+        self.network = network
+        self.params = params
+
+    def start(self, src, src_lengths, features=None) -> tuple:
+        """The state before the first step (checks the sources)."""
+        enc, src_lengths, h = self.network.encode(self.params, src, src_lengths, features)
+        B, H = enc.shape[0], self.network.hidden_size
+        return (enc, src_lengths, np.zeros((B, H), enc.dtype), h, np.zeros((B, H), enc.dtype))
+
+    def advance(self, state: tuple, y) -> tuple[np.ndarray, tuple]:
+        """Read the symbols ``y`` (B,): the log-probabilities of the next ones (B, V) in float64
+        and the new state."""
+        enc, lengths, a, h, c = state
+        logp, a, h, c = self.network._next(self.params, enc, lengths,
+                                           np.asarray(y, np.int64), a, h, c)
+        return logp, (enc, lengths, a, h, c)
+
+    def take(self, state: tuple, rows: np.ndarray) -> tuple:
+        """The state of the rows ``rows`` (indices, repeats allowed), in that order."""
+        return tuple(part[rows] for part in state)
+
+
+def forced_log_likelihood(decoder, src, src_lengths, tgt_in, tgt_out, tgt_lengths,
+                          features=None) -> np.ndarray:
+    """:meth:`TransducerNetwork.log_likelihood` on ``decoder`` (checked arrays): rows leave the
+    batch once their target is read."""
+    state = decoder.start(src, src_lengths, features)
+    B, T = tgt_in.shape
+    total = np.zeros(B)
+    live = np.arange(B)
+    for t in range(T):
+        going = t < tgt_lengths[live]
+        if not going.all():
+            if not going.any():
+                break
+            keep = np.flatnonzero(going)
+            live, state = live[keep], decoder.take(state, keep)
+        logp, state = decoder.advance(state, tgt_in[live, t])
+        total[live] += logp[np.arange(live.size), tgt_out[live, t]]
+    return total
+
+
+def greedy_search(decoder, src, src_lengths, bos: int, eos: int, max_length: int,
+                  features=None) -> list[list[int]]:
+    """The most probable symbol at every step, for every row at once, until each row has
+    written ``eos`` or ``max_length`` symbols (``eos`` not included); finished rows leave the
+    batch."""
+    state = decoder.start(src, src_lengths, features)
+    B = len(src_lengths)
+    y = np.full(B, bos, np.int64)
+    out: list[list[int]] = [[] for _ in range(B)]
+    live = np.arange(B)  # the rows still writing
+    for _ in range(max_length):
+        logp, state = decoder.advance(state, y)
+        y = logp.argmax(axis=1)
+        going = y != eos
+        for b, symbol in zip(live[going].tolist(), y[going].tolist(), strict=True):
+            out[b].append(symbol)
+        if not going.all():
+            if not going.any():
+                break
+            keep = np.flatnonzero(going)
+            live, y, state = live[keep], y[keep], decoder.take(state, keep)
+    return out
+
+
+def beam_search(decoder, src, src_length: int, bos: int, eos: int, max_length: int,
+                beam_size: int = 5, length_penalty: float = 0.0, features=None,
+                n_best: int = 1) -> list[tuple[list[int], float, bool]]:
+    """Beam search for one source (``src`` (S,) ids) on ``decoder``.
+
+    Every step extends each live hypothesis by every symbol and keeps the ``beam_size`` best
+    extensions by total log-probability; one that ends with ``eos`` is finished. The search
+    stops when ``beam_size`` hypotheses are finished or after ``max_length`` steps. Finished
+    hypotheses are ranked by ``log p / length ** length_penalty`` (the length counts ``eos``; 0
+    ranks by log-probability alone).
+
+    Returns
+    -------
+    list of (symbols, score, finished)
+        The ``n_best`` best, best first: symbols without ``eos``, the ranking score, and whether
+        the hypothesis ended with ``eos`` (False only when none did within ``max_length`` steps:
+        the best live ones are returned then).
+    """
+    state = decoder.start(np.asarray(src)[None, :], [src_length],
+                          None if features is None else np.asarray(features)[None, :])
+    live = [([], 0.0)]
+    y = np.array([bos], np.int64)
+    finished: list[tuple[list[int], float]] = []
+    for _ in range(max_length):
+        logp, state = decoder.advance(state, y)
+        totals = np.array([score for _, score in live])[:, None] + logp
+        flat = totals.ravel()
+        k = min(beam_size, flat.size)
+        best = np.argpartition(-flat, k - 1)[:k]
+        best = best[np.lexsort((best, -flat[best]))]  # by score, ties to lower index
+        keep_rows, keep_symbols, new_live = [], [], []
+        for index in best:
+            row, symbol = divmod(int(index), logp.shape[1])
+            score = float(flat[index])
+            if symbol == eos:
+                finished.append((live[row][0], score))
+            else:
+                new_live.append((live[row][0] + [symbol], score))
+                keep_rows.append(row)
+                keep_symbols.append(symbol)
+        if len(finished) >= beam_size or not new_live:
+            break
+        live = new_live
+        state = decoder.take(state, np.array(keep_rows, np.int64))
+        y = np.array(keep_symbols, np.int64)
+    if finished:
+        ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
+                         for symbols, score in finished), key=lambda r: -r[1])
+    else:
+        ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
+                         for symbols, score in live), key=lambda r: -r[1])
+    return ranked[:n_best]
 
 
 def _int_array(a, name: str, ndim: int) -> np.ndarray:

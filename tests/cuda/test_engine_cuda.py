@@ -152,3 +152,16 @@ def test_gpu_benchmark_script_runs(capsys):
     bench.main(["--smoke"])
     out = capsys.readouterr().out
     assert "| batch | fwd+bwd tokens/s, in turn | together |" in out and "| 2 |" in out
+
+
+@pytest.mark.filterwarnings("ignore:.*reached max_output_length:UserWarning")
+def test_gpu_benchmark_times_the_transducer():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    train_sps, greedy_wps, beam_wps, exact = bench.transducer_epoch("cuda", smoke=True)
+    assert min(train_sps, greedy_wps, beam_wps) > 0 and 0.0 <= exact <= 1.0
