@@ -15,7 +15,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
     pytest.skip("the simulator does not compile kernels", allow_module_level=True)
 cuda = pytest.importorskip("numba.cuda")
 
-from numba import boolean, float32, float64, int64, uint64  # noqa: E402
+from numba import boolean, float32, float64, int8, int64, uint64  # noqa: E402
 
 
 def _toolkit_present() -> bool:
@@ -73,15 +73,19 @@ def kernel_signatures(f):
 
 def resident_signatures(f):
     """The kernels of the device-resident engine: token features, element-wise pieces, heads,
-    optimizer."""
+    optimizer, the encoder-decoder's attention; and the language model's sampler."""
     from tagger.kernels import attention_cuda as at
     from tagger.kernels import crf_cuda as crf
+    from tagger.kernels import lm_cuda as lm
     from tagger.kernels import ops_cuda as o
     from tagger.kernels import optim_cuda as op
 
     v, m, c, q, i, n = f[::1], f[:, ::1], f[:, :, ::1], f[:, :, :, ::1], int64[::1], int64
     im, dv, dm = int64[:, ::1], float64[::1], float64[:, ::1]
     return {
+        lm._uniform_kernel: (uint64, n, dv),
+        lm._sample_kernel: (boolean, m, m, c, c, m, m, m, v, m, m, i, n, n, float64, n,
+                            int8[::1], uint64, i, v, v, v, int8[::1], dv, i),
         at._forward_kernel: (c, i, m, m, m),
         at._backward_kernel: (c, i, m, m, m, c, m, m),
         o._fill_kernel: (v, f),
@@ -121,11 +125,15 @@ def resident_signatures(f):
 
 
 def float64_by_design():
-    """Kernels that accumulate in float64 on purpose (losses, norms, the CRF's log space)."""
+    """Kernels that accumulate in float64 on purpose (losses, norms, the CRF's log space, the
+    sampler's probabilities)."""
+    from tagger.kernels import lm_cuda as lm
     from tagger.kernels import ops_cuda as o
     from tagger.kernels import optim_cuda as op
 
-    return {o._softmax_xent_kernel, o._row_sums_kernel, o._softmax_xent_rows_kernel,
+    # The sampler draws from float64 probabilities, as the CPU sampler does.
+    return {lm._uniform_kernel, lm._sample_kernel,
+            o._softmax_xent_kernel, o._row_sums_kernel, o._softmax_xent_rows_kernel,
             op._sum_kernel, op._serial_sum_kernel, op._segment_sum_kernel, op._sum_rows_kernel}
 
 

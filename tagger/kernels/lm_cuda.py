@@ -35,7 +35,7 @@ from .ops_cuda import _GOLDEN, _MIX1, _MIX2, _ONE, _S11, _S27, _S30, _S31
 _TWO_TO_MINUS_53 = 2.0**-53
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)
 def uniform(seed, i):
     """Draw ``i`` of the stream ``seed``: :func:`tagger.kernels.lm_cpu.uniform`, bitwise."""
     z = seed + (np.uint64(i) + _ONE) * _GOLDEN
@@ -59,12 +59,13 @@ def uniforms(seed: int, start: int, n: int) -> np.ndarray:
     return out.copy_to_host()[:n]
 
 
-@cuda.jit(device=True)
-def _sigmoid(v):
-    return 1.0 / (1.0 + math.exp(-v))
+@cuda.jit(device=True, inline=True)
+def _sigmoid(v, one):
+    # ``one`` has the arrays' dtype: a bare 1.0 would promote float32 arithmetic to float64.
+    return one / (one + math.exp(-v))
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline=True)
 def _step(lstm, table, W0, Wr, U, b, b_rn, h, c, pre, rec, prev):
     """Every layer reads one character (``prev``): the block's threads update ``h`` (and
     ``c``) in place. Starts and ends at a barrier-free point: callers sync before reading."""
@@ -91,18 +92,19 @@ def _step(lstm, table, W0, Wr, U, b, b_rn, h, c, pre, rec, prev):
                 pre[j] = acc
                 rec[j] = r
         cuda.syncthreads()
+        one = pre.dtype.type(1)
         for j in range(tid, H, nt):
             if lstm:
-                gi = _sigmoid(pre[j])
-                gf = _sigmoid(pre[H + j])
+                gi = _sigmoid(pre[j], one)
+                gf = _sigmoid(pre[H + j], one)
                 gg = math.tanh(pre[2 * H + j])
-                go = _sigmoid(pre[3 * H + j])
+                go = _sigmoid(pre[3 * H + j], one)
                 cj = gf * c[layer, j] + gi * gg
                 c[layer, j] = cj
                 h[layer, j] = go * math.tanh(cj)
             else:
-                rg = _sigmoid(pre[j] + rec[j])
-                z = _sigmoid(pre[H + j] + rec[H + j])
+                rg = _sigmoid(pre[j] + rec[j], one)
+                z = _sigmoid(pre[H + j] + rec[H + j], one)
                 nn = math.tanh(pre[2 * H + j] + rg * (rec[2 * H + j] + b_rn[layer, j]))
                 h[layer, j] = nn + z * (h[layer, j] - nn)
         cuda.syncthreads()
