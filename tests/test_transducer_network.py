@@ -159,6 +159,32 @@ def test_beam_of_one_is_greedy_and_greedy_is_batched():
             assert beam[0][2]  # it wrote the end symbol
 
 
+@pytest.mark.parametrize("max_length", [2, 8])
+def test_batched_beam_search_finds_what_each_source_finds_alone(max_length):
+    # Sources of several lengths, searched together: each one's hypotheses are those of its
+    # own search, whether it finishes early (its rows leave the batch), late or, with a short
+    # max_length, not at all (its best live hypotheses come back, unfinished).
+    net, params = decoder_setup(4, target_size=7)
+    params["out.b"][EOS] += 1.0  # some sources end within a step or two, others never
+    rng = np.random.default_rng(11)
+    src = rng.integers(0, VS, (6, 5))
+    lengths = np.array([5, 1, 3, 4, 2, 5])
+    features = rng.integers(0, 3, (6, 1))
+    batched = net.beam_search_batch(params, src, lengths, BOS, EOS, max_length, beam_size=3,
+                                    length_penalty=0.5, features=features, n_best=3)
+    assert len(batched) == 6
+    finished = 0
+    for b in range(6):
+        alone = net.beam_search(params, src[b, :lengths[b]], int(lengths[b]), BOS, EOS,
+                                max_length, beam_size=3, length_penalty=0.5,
+                                features=features[b], n_best=3)
+        assert [(s, done) for s, _, done in batched[b]] == [(s, done) for s, _, done in alone]
+        np.testing.assert_allclose([x for _, x, _ in batched[b]], [x for _, x, _ in alone],
+                                   rtol=1e-12)
+        finished += alone[0][2]
+    assert 0 < finished < 6
+
+
 def test_log_likelihood_is_the_loss():
     net = network()
     params = perturbed(net)

@@ -496,13 +496,14 @@ class SequenceTransducer(RecurrentEstimator):
                                            feature_ids[idx])
                     for i, ids in zip(idx, found, strict=True):
                         out[i] = [([items[t] for t in ids], None, len(ids) < limit)]
-            else:
-                for i in range(len(sources)):
-                    L = int(src_lengths[i])
-                    found = decoder.beam_search(src[i], L, BOS, EOS, limit, beam_size,
-                                                self.length_penalty, feature_ids[i], n_best)
-                    out[i] = [([items[t] for t in ids], score, done)
-                              for ids, score, done in found]
+            else:  # the hypotheses of a chunk of sources searched together
+                for idx in _chunks(src_lengths, _BEAM_SOURCES):
+                    found = decoder.beam_search_batch(
+                        _padded(src, idx), src_lengths[idx], BOS, EOS, limit, beam_size,
+                        self.length_penalty, feature_ids[idx], n_best)
+                    for i, hyps in zip(idx, found, strict=True):
+                        out[i] = [([items[t] for t in ids], score, done)
+                                  for ids, score, done in hyps]
         cut = sum(1 for hyps in out if not hyps[0][2])
         if cut and warn_cut:
             warnings.warn(f"{cut} output(s) reached max_output_length={limit} without the end "
@@ -605,8 +606,8 @@ class _HostDecoding:
     def greedy(self, *args):
         return self.model.greedy(self.params, *args)
 
-    def beam_search(self, *args):
-        return self.model.beam_search(self.params, *args)
+    def beam_search_batch(self, *args):
+        return self.model.beam_search_batch(self.params, *args)
 
     def log_likelihood(self, *args):
         return self.model.log_likelihood(self.params, *args)
@@ -615,6 +616,10 @@ class _HostDecoding:
 #: Rows x source steps of one decoding batch at most: the encoder's states and work arrays grow
 #: with their product.
 _BATCH_SYMBOLS = 1 << 16
+
+#: Sources searched together by beam search: each has up to ``beam_size`` rows of the decoder's
+#: batch (and its own copy of the encoder states).
+_BEAM_SOURCES = 64
 
 
 def _chunks(lengths: np.ndarray, rows: int = 256):

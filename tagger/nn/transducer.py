@@ -327,6 +327,13 @@ class TransducerNetwork:
         return beam_search(HostDecoder(self, params), src, src_length, bos, eos, max_length,
                            beam_size, length_penalty, features, n_best)
 
+    def beam_search_batch(self, params: dict, src, src_lengths, bos: int, eos: int,
+                          max_length: int, beam_size: int = 5, length_penalty: float = 0.0,
+                          features=None, n_best: int = 1):
+        """Beam search for every source of a batch at once: see :func:`beam_search_batch`."""
+        return beam_search_batch(HostDecoder(self, params), src, src_lengths, bos, eos,
+                                 max_length, beam_size, length_penalty, features, n_best)
+
     # ----------------------------------------------------------------------------------------------
     # checks
 
@@ -454,55 +461,84 @@ def greedy_search(decoder, src, src_lengths, bos: int, eos: int, max_length: int
 def beam_search(decoder, src, src_length: int, bos: int, eos: int, max_length: int,
                 beam_size: int = 5, length_penalty: float = 0.0, features=None,
                 n_best: int = 1) -> list[tuple[list[int], float, bool]]:
-    """Beam search for one source (``src`` (S,) ids) on ``decoder``.
+    """:func:`beam_search_batch` for one source (``src`` (S,) ids)."""
+    return beam_search_batch(decoder, np.asarray(src)[None, :], [src_length], bos, eos,
+                             max_length, beam_size, length_penalty,
+                             None if features is None else np.asarray(features)[None, :],
+                             n_best)[0]
 
-    Every step extends each live hypothesis by every symbol and keeps the ``beam_size`` best
-    extensions by total log-probability; one that ends with ``eos`` is finished. The search
-    stops when ``beam_size`` hypotheses are finished or after ``max_length`` steps. Finished
-    hypotheses are ranked by ``log p / length ** length_penalty`` (the length counts ``eos``; 0
-    ranks by log-probability alone).
+
+def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length: int,
+                      beam_size: int = 5, length_penalty: float = 0.0, features=None,
+                      n_best: int = 1) -> list[list[tuple[list[int], float, bool]]]:
+    """Beam search for every source of a batch at once, on ``decoder``.
+
+    For each source, every step extends each of its live hypotheses by every symbol and keeps
+    the ``beam_size`` best extensions by total log-probability (ties to the earlier hypothesis,
+    then the lower symbol); one that ends with ``eos`` is finished. A source's search stops when
+    ``beam_size`` of its hypotheses are finished, or after ``max_length`` steps. Finished
+    hypotheses are ranked by ``log p / length ** length_penalty`` (the length counts ``eos``;
+    0 ranks by log-probability alone). The live hypotheses of all the sources still searching
+    are the rows of one decoder batch, so each step is one pass of the network.
 
     Returns
     -------
-    list of (symbols, score, finished)
+    list, per source, of lists of (symbols, score, finished)
         The ``n_best`` best, best first: symbols without ``eos``, the ranking score, and whether
         the hypothesis ended with ``eos`` (False only when none did within ``max_length`` steps:
         the best live ones are returned then).
     """
-    state = decoder.start(np.asarray(src)[None, :], [src_length],
-                          None if features is None else np.asarray(features)[None, :])
-    live = [([], 0.0)]
-    y = np.array([bos], np.int64)
-    finished: list[tuple[list[int], float]] = []
+    state = decoder.start(src, src_lengths, features)
+    B = len(src_lengths)
+    live: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in range(B)]
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
+    active = list(range(B))  # the sources still searching, their rows in this order
+    y = np.full(B, bos, np.int64)
     for _ in range(max_length):
         logp, state = decoder.advance(state, y)
-        totals = np.array([score for _, score in live])[:, None] + logp
-        flat = totals.ravel()
-        k = min(beam_size, flat.size)
-        best = np.argpartition(-flat, k - 1)[:k]
-        best = best[np.lexsort((best, -flat[best]))]  # by score, ties to lower index
-        keep_rows, keep_symbols, new_live = [], [], []
-        for index in best:
-            row, symbol = divmod(int(index), logp.shape[1])
-            score = float(flat[index])
-            if symbol == eos:
-                finished.append((live[row][0], score))
-            else:
-                new_live.append((live[row][0] + [symbol], score))
-                keep_rows.append(row)
-                keep_symbols.append(symbol)
-        if len(finished) >= beam_size or not new_live:
+        V = logp.shape[1]
+        rows, symbols, still = [], [], []
+        first = 0
+        for b in active:
+            hyps = live[b]
+            m = len(hyps)
+            totals = np.array([score for _, score in hyps])[:, None] + logp[first:first + m]
+            flat = totals.ravel()
+            k = min(beam_size, flat.size)
+            best = np.argpartition(-flat, k - 1)[:k]
+            best = best[np.lexsort((best, -flat[best]))]  # by score, ties to lower index
+            new_live, keep_rows, keep_symbols = [], [], []
+            for index in best.tolist():
+                row, symbol = divmod(index, V)
+                score = float(flat[index])
+                if symbol == eos:
+                    finished[b].append((hyps[row][0], score))
+                else:
+                    new_live.append((hyps[row][0] + [symbol], score))
+                    keep_rows.append(first + row)
+                    keep_symbols.append(symbol)
+            first += m
+            if len(finished[b]) >= beam_size or not new_live:
+                continue  # done: its finished hypotheses are its answer
+            live[b] = new_live
+            rows += keep_rows
+            symbols += keep_symbols
+            still.append(b)
+        active = still
+        if not active:
             break
-        live = new_live
-        state = decoder.take(state, np.array(keep_rows, np.int64))
-        y = np.array(keep_symbols, np.int64)
-    if finished:
-        ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
-                         for symbols, score in finished), key=lambda r: -r[1])
-    else:
-        ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
-                         for symbols, score in live), key=lambda r: -r[1])
-    return ranked[:n_best]
+        state = decoder.take(state, np.array(rows, np.int64))
+        y = np.array(symbols, np.int64)
+    out = []
+    for b in range(B):
+        if finished[b]:
+            ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
+                             for symbols, score in finished[b]), key=lambda r: -r[1])
+        else:
+            ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
+                             for symbols, score in live[b]), key=lambda r: -r[1])
+        out.append(ranked[:n_best])
+    return out
 
 
 def _int_array(a, name: str, ndim: int) -> np.ndarray:

@@ -45,6 +45,7 @@ from .resident import (
 from .transducer import (
     TransducerNetwork,
     beam_search,
+    beam_search_batch,
     forced_log_likelihood,
     greedy_search,
     log_softmax64,
@@ -283,6 +284,14 @@ class TransducerDeviceEngine:
         with self.arena.active():
             return beam_search(DeviceDecoder(self), src, src_length, bos, eos, max_length,
                                beam_size, length_penalty, features, n_best)
+
+    def beam_search_batch(self, src, src_lengths, bos: int, eos: int, max_length: int,
+                          beam_size: int = 5, length_penalty: float = 0.0, features=None,
+                          n_best: int = 1) -> list[list[tuple[list[int], float, bool]]]:
+        """:meth:`TransducerNetwork.beam_search_batch` on the device."""
+        with self.arena.active():
+            return beam_search_batch(DeviceDecoder(self), src, src_lengths, bos, eos,
+                                     max_length, beam_size, length_penalty, features, n_best)
 
     def log_likelihood(self, src, src_lengths, tgt_in, tgt_out, tgt_lengths,
                        features=None) -> np.ndarray:

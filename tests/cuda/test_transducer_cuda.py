@@ -94,11 +94,13 @@ def test_decoding_on_the_device_finds_what_the_cpu_finds():
     src, sl, ti, to, tl, f = batch(4)
     engine = TransducerDeviceEngine(net, params)
     assert engine.greedy(src, sl, 0, 1, 5, f) == net.greedy(params, src, sl, 0, 1, 5, f)
-    for row in (0, 2):
-        want = net.beam_search(params, src[row], sl[row], 0, 1, 5, beam_size=3,
-                               length_penalty=1.0, features=f[row], n_best=3)
-        got = engine.beam_search(src[row], sl[row], 0, 1, 5, beam_size=3, length_penalty=1.0,
-                                 features=f[row], n_best=3)
+    wants = net.beam_search_batch(params, src, sl, 0, 1, 5, beam_size=3, length_penalty=1.0,
+                                  features=f, n_best=3)
+    gots = engine.beam_search_batch(src, sl, 0, 1, 5, beam_size=3, length_penalty=1.0,
+                                    features=f, n_best=3)
+    gots[2:] = [engine.beam_search(src[2], sl[2], 0, 1, 5, beam_size=3, length_penalty=1.0,
+                                   features=f[2], n_best=3)]  # one source alone
+    for got, want in zip(gots, wants, strict=True):
         assert [(s, done) for s, _, done in got] == [(s, done) for s, _, done in want]
         np.testing.assert_allclose([x for _, x, _ in got], [x for _, x, _ in want], rtol=1e-10)
     np.testing.assert_allclose(engine.log_likelihood(src, sl, ti, to, tl, f),
