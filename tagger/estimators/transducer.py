@@ -418,6 +418,7 @@ class SequenceTransducer(RecurrentEstimator):
             order = rng.permutation(n)
             total, symbols = 0.0, 0
             engine = None
+            self.__dict__.pop("_device_params_cache", None)  # the weights are about to change
             if gpu:  # the epoch on the device; the host weights after it
                 from ..nn.transducer_resident import TransducerDeviceEngine
 
@@ -447,12 +448,15 @@ class SequenceTransducer(RecurrentEstimator):
             shown = "" if dev is None else f"  dev exact {dev:.4f}"
             return f"{shown}  {entry['seconds']:.1f}s  {entry['symbols_per_s']:,.0f} symbols/s"
 
-        self._train_epochs(
-            epochs, early_stop, callback, n_batches, train_epoch,
-            (lambda: self._exact_match(dev[0], dev[1], dev[2], beam_size=1))
-            if dev is not None else None,
-            chance, lambda seconds: {"symbols_per_s": int(tgt_lengths.sum()) / seconds},
-            describe)
+        try:
+            self._train_epochs(
+                epochs, early_stop, callback, n_batches, train_epoch,
+                (lambda: self._exact_match(dev[0], dev[1], dev[2], beam_size=1))
+                if dev is not None else None,
+                chance, lambda seconds: {"symbols_per_s": int(tgt_lengths.sum()) / seconds},
+                describe)
+        finally:  # the best epoch's weights may have been put back in place
+            self.__dict__.pop("_device_params_cache", None)
 
     # ------------------------------------------------------------------------------------------
     # prediction
@@ -471,13 +475,21 @@ class SequenceTransducer(RecurrentEstimator):
                                            len(self.feature_vocabularies_))
 
     def _decoder(self):
-        """What decodes and scores with the fitted weights: the device engine (the weights
-        uploaded once) or the network on the CPU, with the same methods."""
-        if self._resolve_device() == "cuda":
-            from ..nn.transducer_resident import TransducerDeviceEngine
+        """What decodes and scores with the fitted weights: on the GPU, an engine holding a
+        device copy of ``params_``, made on the first call and kept until the next training,
+        refit or device change (in-place edits of ``params_`` are not seen until then); else
+        the network on the CPU, with the same methods."""
+        model = self._model
+        if self._resolve_device() != "cuda":
+            return _HostDecoding(model, self.params_)
+        cached = self.__dict__.get("_device_params_cache")
+        if cached is not None and cached[0] is self.params_ and cached[1] is model:
+            return cached[2]
+        from ..nn.transducer_resident import TransducerDeviceEngine
 
-            return TransducerDeviceEngine(self._model, self.params_)
-        return _HostDecoding(self._model, self.params_)
+        engine = TransducerDeviceEngine(model, self.params_)
+        self.__dict__["_device_params_cache"] = (self.params_, model, engine)
+        return engine
 
     def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
         """Per example, a list of (target symbols, score, finished)."""

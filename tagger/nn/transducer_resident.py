@@ -21,6 +21,7 @@ on the host and reads each step's log-probabilities, which are (rows, target voc
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -83,7 +84,16 @@ class TransducerDeviceEngine:
         self.optimizer = DeviceOptimizer(optimizer, layout) if optimizer is not None else None
         self.grads = layout.empty() if optimizer is not None else None
         self.norms = GradientNorms(layout) if optimizer is not None else None
-        self.arena = memory_cuda.Arena()  # the temporaries of a step or of a search
+        self._arenas = threading.local()
+
+    @property
+    def arena(self) -> memory_cuda.Arena:
+        """The calling thread's arena for the temporaries of a step or of a search (threads
+        that decode with one engine at once each carve their own)."""
+        arena = getattr(self._arenas, "arena", None)
+        if arena is None:
+            arena = self._arenas.arena = memory_cuda.Arena()
+        return arena
 
     # ----------------------------------------------------------------------------------------------
     # layers

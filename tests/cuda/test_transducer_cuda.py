@@ -122,8 +122,13 @@ def test_estimator_trains_and_predicts_on_the_device_as_on_the_cpu():
         assert b["dev_score"] == pytest.approx(a["dev_score"])
     for name, value in cpu.params_.items():
         np.testing.assert_allclose(gpu.params_[name], value, rtol=1e-3, atol=1e-4, err_msg=name)
+    # Decoding keeps one device copy of the weights until they are replaced or trained.
+    assert "_device_params_cache" not in gpu.__dict__
+    engine = gpu._decoder()
+    assert gpu._decoder() is engine
     # The same weights decode and score the same on either device.
     gpu.params_ = {k: v.copy() for k, v in cpu.params_.items()}
+    assert gpu._decoder() is not engine
     assert gpu.predict(X) == cpu.predict(X)
     best_gpu, best_cpu = gpu.predict_n_best(X[:1], 2), cpu.predict_n_best(X[:1], 2)
     assert [[s for s, _ in h] for h in best_gpu] == [[s for s, _ in h] for h in best_cpu]
