@@ -509,7 +509,7 @@ class SequenceTransducer(RecurrentEstimator):
                     for i, ids in zip(idx, found, strict=True):
                         out[i] = [([items[t] for t in ids], None, len(ids) < limit)]
             else:  # the hypotheses of a chunk of sources searched together
-                for idx in _chunks(src_lengths, _BEAM_SOURCES):
+                for idx in _chunks(src_lengths, _BEAM_SOURCES, beam_size):
                     found = decoder.beam_search_batch(
                         _padded(src, idx), src_lengths[idx], BOS, EOS, limit, beam_size,
                         self.length_penalty, feature_ids[idx], n_best)
@@ -634,13 +634,14 @@ _BATCH_SYMBOLS = 1 << 16
 _BEAM_SOURCES = 64
 
 
-def _chunks(lengths: np.ndarray, rows: int = 256):
+def _chunks(lengths: np.ndarray, rows: int = 256, copies: int = 1):
     """Batches of example indices, longest sources first, of at most ``rows`` examples and
-    about ``_BATCH_SYMBOLS`` padded source steps each (one example at least)."""
+    about ``_BATCH_SYMBOLS`` padded source steps each (one example at least), counting
+    ``copies`` of each source (beam search keeps one per hypothesis)."""
     order = np.argsort(-lengths, kind="stable")
     k = 0
     while k < len(order):
-        width = max(int(lengths[order[k]]), 1)
+        width = max(int(lengths[order[k]]), 1) * max(copies, 1)
         take = max(1, min(rows, _BATCH_SYMBOLS // width))
         yield order[k:k + take]
         k += take
