@@ -15,31 +15,22 @@ embedding gradient adds its rows with atomics, in no fixed order).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..kernels import memory_cuda, ops_cuda
+from ..kernels import ops_cuda
 from ..kernels.memory_cuda import empty as _empty
 from ..kernels.memory_cuda import to_device as _to_device
 from .language_model import CharLMNetwork, State
-from .optim import Optimizer, clip_scale
+from .optim import Optimizer
 from .recurrent import direction_backward, direction_forward
 from .resident import (
-    DeviceOptimizer,
-    GradientNorms,
-    download_params,
+    DeviceEngine,
+    _masked,
     dropout_mask,
     linear_backward,
     linear_forward,
     upload_flat,
 )
-
-
-def _masked(a, mask):
-    out = _empty(a.shape, a.dtype)
-    ops_cuda.multiply(a, mask, out)
-    return out
 
 
 class DeviceState:
@@ -69,7 +60,7 @@ class DeviceState:
                 for h, c in self.layers]
 
 
-class LMDeviceEngine:
+class LMDeviceEngine(DeviceEngine):
     """Training steps and scoring of a character language model on the GPU.
 
     Parameters
@@ -83,15 +74,8 @@ class LMDeviceEngine:
     """
 
     def __init__(self, network: CharLMNetwork, params: dict, optimizer: Optimizer | None = None):
+        super().__init__(upload_flat(params), params, optimizer)
         self.network = network
-        self.params = params
-        self.device_params = upload_flat(params)
-        layout = self.device_params.layout
-        self.dtype = layout.dtype
-        self.optimizer = DeviceOptimizer(optimizer, layout) if optimizer is not None else None
-        self.grads = layout.empty() if optimizer is not None else None
-        self.norms = GradientNorms(layout) if optimizer is not None else None
-        self.arena = memory_cuda.Arena()  # the temporaries of a segment
 
     def initial_state(self, batch: int) -> DeviceState:
         return DeviceState(self.network, batch, self.dtype)
@@ -157,8 +141,7 @@ class LMDeviceEngine:
         FloatingPointError
             When the loss or the gradients are not finite; the parameters are left unchanged.
         """
-        if self.optimizer is None:
-            raise RuntimeError("this engine was made without an optimizer: it cannot train")
+        self._check_trainable()
         net, p, g = self.network, self.device_params, self.grads
         B, T = inputs.shape
         n = B * T
@@ -181,11 +164,7 @@ class LMDeviceEngine:
                 ops_cuda.multiply(g["emb.char"], table_mask, g["emb.char"])
             total, norm = self.norms(losses, g)
             state.store(new_state)
-        loss = total / n
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
-        self.optimizer.step(p, g, scale=clip_scale(norm, clip_norm))
-        return loss
+        return self._update(total, norm, n, clip_norm)
 
     def log_likelihood(self, inputs: np.ndarray, targets: np.ndarray,
                        state: DeviceState) -> tuple[float, int]:
@@ -201,9 +180,3 @@ class LMDeviceEngine:
             total = float(losses.copy_to_host().sum(dtype=np.float64))
             state.store(new_state)
         return -total, B * T
-
-    def download(self) -> None:
-        """Write the device parameters (and the optimizer's state) back to the host objects."""
-        download_params(self.device_params, self.params)
-        if self.optimizer is not None:
-            self.optimizer.download()

@@ -763,7 +763,70 @@ class GradientNorms:
         return float(host[-1]), math.sqrt(total)
 
 
-class ResidentTrainer:
+class DeviceEngine:
+    """What the GPU engines share: a model's parameters on the device and, for training, the
+    optimizer's state, the gradients and their norms, and each thread's arena for the
+    temporaries of a step (or of a prediction batch).
+
+    Parameters
+    ----------
+    device_params : DeviceParams
+        The device copy of ``params``.
+    params : dict
+        The host parameters: :meth:`download` writes the device values back into them.
+    optimizer : Optimizer, optional
+        Host optimizer, for training: its state is uploaded here and written back by
+        :meth:`download`.
+    """
+
+    def __init__(self, device_params: DeviceParams, params: dict,
+                 optimizer: Optimizer | None = None):
+        self.params = params
+        self.device_params = device_params
+        layout = device_params.layout
+        self.dtype = layout.dtype
+        self.optimizer = DeviceOptimizer(optimizer, layout) if optimizer is not None else None
+        self.grads = layout.empty() if optimizer is not None else None
+        self.norms = GradientNorms(layout) if optimizer is not None else None
+        self._arenas = threading.local()
+
+    @property
+    def arena(self) -> memory_cuda.Arena:
+        """The calling thread's arena (threads that predict with one engine at once each carve
+        their own)."""
+        arena = getattr(self._arenas, "arena", None)
+        if arena is None:
+            arena = self._arenas.arena = memory_cuda.Arena()
+        return arena
+
+    def _check_trainable(self) -> None:
+        if self.optimizer is None:
+            raise RuntimeError("this engine was made without an optimizer: it cannot train")
+
+    def _update(self, total: float, norm: float, n: int, clip_norm: float | None) -> float:
+        """The optimizer's step after the gradients of a batch whose ``n`` items lost ``total``
+        (their gradient norm ``norm``, from :attr:`norms`); returns the mean loss.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss or the gradients are not finite; the parameters are left unchanged.
+        """
+        loss = total / max(n, 1)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
+        self.optimizer.step(self.device_params, self.grads, scale=clip_scale(norm, clip_norm))
+        return loss
+
+    def download(self) -> None:
+        """Write the device parameters (and the optimizer's state) back into the host
+        objects."""
+        download_params(self.device_params, self.params)
+        if self.optimizer is not None:
+            self.optimizer.download()
+
+
+class ResidentTrainer(DeviceEngine):
     """Training steps with the parameters and the optimizer state on the GPU.
 
     Parameters
@@ -777,15 +840,8 @@ class ResidentTrainer:
     """
 
     def __init__(self, model, params: dict, optimizer: Optimizer):
+        super().__init__(upload_params(model, params), params, optimizer)
         self.model = model
-        self.params = params
-        self.device_params = upload_params(model, params)
-        layout = self.device_params.layout
-        self.optimizer = DeviceOptimizer(optimizer, layout)
-        self.dtype = layout.dtype
-        self.grads = layout.empty()
-        self.norms = GradientNorms(layout)
-        self.arena = memory_cuda.Arena()  # the temporaries of a step
 
     def step(self, batch, targets: tuple, rng, clip_norm: float | None) -> float:
         """One optimisation step on ``batch``; returns the batch loss before the update.
@@ -813,13 +869,4 @@ class ResidentTrainer:
             if missing or len(grads) != len(self.grads):
                 raise RuntimeError(f"the step left the gradients of {missing} unwritten")
             total, norm = self.norms(losses, self.grads)
-        loss = total / max(int(batch.lengths.shape[0]), 1)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
-        self.optimizer.step(self.device_params, self.grads, scale=clip_scale(norm, clip_norm))
-        return loss
-
-    def download(self) -> None:
-        """Write the device parameters and optimizer state back into the host objects."""
-        download_params(self.device_params, self.params)
-        self.optimizer.download()
+        return self._update(total, norm, int(batch.lengths.shape[0]), clip_norm)

@@ -20,22 +20,17 @@ on the host and reads each step's log-probabilities, which are (rows, target voc
 
 from __future__ import annotations
 
-import math
-import threading
-
 import numpy as np
 
-from ..kernels import attention_cuda, memory_cuda, ops_cuda
+from ..kernels import attention_cuda, ops_cuda
 from ..kernels.memory_cuda import empty as _empty
 from ..kernels.memory_cuda import to_device as _to_device
 from ..kernels.rnn_cuda import column_sums, gemm
-from .optim import Optimizer, clip_scale
+from .optim import Optimizer
 from .recurrent import direction_backward, direction_forward
 from .resident import (
-    DeviceOptimizer,
-    GradientNorms,
+    DeviceEngine,
     _paired,
-    download_params,
     dropout_mask,
     linear_backward,
     linear_forward,
@@ -59,7 +54,7 @@ def _zeros(shape, dtype):
     return out
 
 
-class TransducerDeviceEngine:
+class TransducerDeviceEngine(DeviceEngine):
     """Training steps and decoding of an encoder–decoder on the GPU.
 
     Parameters
@@ -74,26 +69,10 @@ class TransducerDeviceEngine:
 
     def __init__(self, network: TransducerNetwork, params: dict,
                  optimizer: Optimizer | None = None):
-        self.network = network
-        self.params = params
         pairs = ([f"{network.encoder.prefix}.{layer}" for layer in range(network.num_layers)]
                  if _paired(network.encoder) else [])
-        self.device_params = upload_flat(params, pairs)
-        layout = self.device_params.layout
-        self.dtype = layout.dtype
-        self.optimizer = DeviceOptimizer(optimizer, layout) if optimizer is not None else None
-        self.grads = layout.empty() if optimizer is not None else None
-        self.norms = GradientNorms(layout) if optimizer is not None else None
-        self._arenas = threading.local()
-
-    @property
-    def arena(self) -> memory_cuda.Arena:
-        """The calling thread's arena for the temporaries of a step or of a search (threads
-        that decode with one engine at once each carve their own)."""
-        arena = getattr(self._arenas, "arena", None)
-        if arena is None:
-            arena = self._arenas.arena = memory_cuda.Arena()
-        return arena
+        super().__init__(upload_flat(params, pairs), params, optimizer)
+        self.network = network
 
     # ----------------------------------------------------------------------------------------------
     # layers
@@ -167,8 +146,7 @@ class TransducerDeviceEngine:
         FloatingPointError
             When the loss or the gradients are not finite; the parameters are left unchanged.
         """
-        if self.optimizer is None:
-            raise RuntimeError("this engine was made without an optimizer: it cannot train")
+        self._check_trainable()
         net, p, g = self.network, self.device_params, self.grads
         src, src_lengths, tgt_in, tgt_out, tgt_lengths, features = net._check(
             src, src_lengths, tgt_in, tgt_out, tgt_lengths, features)
@@ -271,11 +249,7 @@ class TransducerDeviceEngine:
             for i in range(len(net.feature_sizes)):
                 ops_cuda.scatter_columns(ids[1 + i], dx, E + i * F, g[f"feat.{i}.emb"])
             total, norm = self.norms(losses, g)
-        loss = total / n
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise FloatingPointError(f"non-finite loss ({loss}) or gradient norm ({norm})")
-        self.optimizer.step(p, g, scale=clip_scale(norm, clip_norm))
-        return loss
+        return self._update(total, norm, n, clip_norm)
 
     # ----------------------------------------------------------------------------------------------
     # decoding
@@ -311,13 +285,6 @@ class TransducerDeviceEngine:
         with self.arena.active():
             return forced_log_likelihood(DeviceDecoder(self), src, src_lengths, tgt_in, tgt_out,
                                          tgt_lengths, features)
-
-    def download(self) -> None:
-        """Write the device parameters (and the optimizer's state) back to the host objects."""
-        download_params(self.device_params, self.params)
-        if self.optimizer is not None:
-            self.optimizer.download()
-
 
 class DeviceDecoder:
     """:class:`~tagger.nn.transducer.HostDecoder`'s steps on the device, for the searches of
