@@ -63,14 +63,8 @@ class DeviceState:
 class LMDeviceEngine(DeviceEngine):
     """Training steps and scoring of a character language model on the GPU.
 
-    Parameters
-    ----------
-    network : CharLMNetwork
-    params : dict
-        Host parameters: uploaded here; :meth:`download` writes the trained values back.
-    optimizer : Optimizer, optional
-        Host optimizer, for training: its state is uploaded here and written back by
-        :meth:`download`.
+    ``network`` is the CharLMNetwork; ``params`` (host arrays) and ``optimizer`` (for training)
+    are uploaded as :class:`~tagger.nn.resident.DeviceEngine` says.
     """
 
     def __init__(self, network: CharLMNetwork, params: dict, optimizer: Optimizer | None = None):

@@ -57,14 +57,8 @@ def _zeros(shape, dtype):
 class TransducerDeviceEngine(DeviceEngine):
     """Training steps and decoding of an encoder–decoder on the GPU.
 
-    Parameters
-    ----------
-    network : TransducerNetwork
-    params : dict
-        Host parameters: uploaded here; :meth:`download` writes the trained values back.
-    optimizer : Optimizer, optional
-        Host optimizer, for training: its state is uploaded here and written back by
-        :meth:`download`.
+    ``network`` is the TransducerNetwork; ``params`` (host arrays) and ``optimizer`` (for training)
+    are uploaded as :class:`~tagger.nn.resident.DeviceEngine` says.
     """
 
     def __init__(self, network: TransducerNetwork, params: dict,
@@ -139,13 +133,8 @@ class TransducerDeviceEngine(DeviceEngine):
     def step(self, src, src_lengths, tgt_in, tgt_out, tgt_lengths, features=None, rng=None,
              clip_norm: float | None = None) -> float:
         """One training step on a batch (host arrays as :meth:`TransducerNetwork.loss_and_grads`
-        takes them): the mean loss before the update.
-
-        Raises
-        ------
-        FloatingPointError
-            When the loss or the gradients are not finite; the parameters are left unchanged.
-        """
+        takes them): the mean loss before the update, or a ``FloatingPointError`` with the
+        parameters unchanged when the loss or the gradients are not finite."""
         self._check_trainable()
         net, p, g = self.network, self.device_params, self.grads
         src, src_lengths, tgt_in, tgt_out, tgt_lengths, features = net._check(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_transducer_network as reference
 
 from tagger import SequenceTransducer, _config
 from tagger.nn.optim import make_optimizer
@@ -37,14 +38,7 @@ def network(features=True, dropout=0.0, num_layers=1, seed=1):
 
 
 def batch(seed=0):
-    rng = np.random.default_rng(seed)
-    src_lengths = np.array([4, 2, 1])
-    src = rng.integers(0, VS, (3, 4))
-    tgt_lengths = np.array([3, 1, 2])
-    tgt_in = rng.integers(0, VT, (3, 3))
-    tgt_out = rng.integers(0, VT, (3, 3))
-    features = rng.integers(0, 3, (3, 1))
-    return src, src_lengths, tgt_in, tgt_out, tgt_lengths, features
+    return reference.batch(seed)  # the CPU network's test batch (three rows, a feature)
 
 
 @pytest.mark.parametrize("features,dropout,num_layers", [(True, 0.3, 1), (False, 0.2, 2)])
