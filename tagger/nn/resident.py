@@ -73,7 +73,7 @@ class DeviceParams(dict):
         self.crf_masks = None
         self.flat = None
         self.layout: FlatLayout | None = None
-        self.arenas = threading.local()  # prediction's temporaries, one arena per thread
+        self.arenas = threading.local()  # temporaries of steps and predictions, one arena per thread
 
 
 def _stacks(model) -> list[RNNStack]:
@@ -788,16 +788,12 @@ class DeviceEngine:
         self.optimizer = DeviceOptimizer(optimizer, layout) if optimizer is not None else None
         self.grads = layout.empty() if optimizer is not None else None
         self.norms = GradientNorms(layout) if optimizer is not None else None
-        self._arenas = threading.local()
 
     @property
     def arena(self) -> memory_cuda.Arena:
-        """The calling thread's arena (threads that predict with one engine at once each carve
-        their own)."""
-        arena = getattr(self._arenas, "arena", None)
-        if arena is None:
-            arena = self._arenas.arena = memory_cuda.Arena()
-        return arena
+        """The calling thread's arena of these parameters (threads that predict with one engine
+        at once each carve their own): the one prediction batches on them use."""
+        return _arena(self.device_params)
 
     def _check_trainable(self) -> None:
         if self.optimizer is None:

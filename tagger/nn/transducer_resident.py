@@ -40,7 +40,6 @@ from .resident import (
 )
 from .transducer import (
     TransducerNetwork,
-    beam_search,
     beam_search_batch,
     forced_log_likelihood,
     greedy_search,
@@ -101,17 +100,18 @@ class TransducerDeviceEngine(DeviceEngine):
         ops_cuda.tanh(h0, h0)
         return enc, lengths, h0, (ids, in_mask, caches, summary)
 
-    def _step(self, enc, lengths, y, a_prev, h, c, u, q, alpha, joined, a):
-        """One decoder step from the device ids ``y`` (B,): writes the decoder input ``u``, the
-        query ``q``, the attention ``alpha``, ``joined`` = [context; h] and the attentional
-        state ``a`` (given arrays), and returns the new (h, c) and the LSTM's cache."""
+    def _step(self, enc, lengths, ones, y, a_prev, h, c, u, q, alpha, joined, a):
+        """One decoder step from the device ids ``y`` (B,) (``ones``: B device ones, the
+        LSTM's lengths): writes the decoder input ``u``, the query ``q``, the attention
+        ``alpha``, ``joined`` = [context; h] and the attentional state ``a`` (given arrays),
+        and returns the new (h, c) and the LSTM's cache."""
         p = self.device_params
         B = a_prev.shape[0]
         E, H = self.network.embedding_dim, self.network.hidden_size
         ops_cuda.gather_columns(p["tgt.emb"], y, u, 0)
         ops_cuda.copy_columns(a_prev, u, E)
         _, h, c, cache = direction_forward("lstm", self._dec(p), u.reshape((B, 1, E + H)),
-                                           self._ones(B), h0=h, c0=c, device="cuda")
+                                           ones, h0=h, c0=c, device="cuda")
         gemm(h, p["att.W"], q)
         ctx = _empty((B, 2 * H), self.dtype)
         attention_cuda.attention_forward(enc, lengths, q, alpha, ctx)
@@ -162,9 +162,10 @@ class TransducerDeviceEngine(DeviceEngine):
             c = _zeros((B, H), dtype)
             a = _zeros((B, H), dtype)
             cells, masks = [], []
+            ones = self._ones(B)
             for t in range(T):
-                h, c, cache = self._step(enc, lengths, y_in[t], a, h, c, U_[t], Q[t], ALPHA[t],
-                                         JOINED[t], A[t])
+                h, c, cache = self._step(enc, lengths, ones, y_in[t], a, h, c, U_[t], Q[t],
+                                         ALPHA[t], JOINED[t], A[t])
                 ops_cuda.copy_columns(h, HS[t], 0)
                 a = A[t]
                 cells.append(cache)
@@ -250,14 +251,6 @@ class TransducerDeviceEngine(DeviceEngine):
             return greedy_search(DeviceDecoder(self), src, src_lengths, bos, eos, max_length,
                                  features)
 
-    def beam_search(self, src, src_length: int, bos: int, eos: int, max_length: int,
-                    beam_size: int = 5, length_penalty: float = 0.0, features=None,
-                    n_best: int = 1) -> list[tuple[list[int], float, bool]]:
-        """:meth:`TransducerNetwork.beam_search` on the device."""
-        with self.arena.active():
-            return beam_search(DeviceDecoder(self), src, src_length, bos, eos, max_length,
-                               beam_size, length_penalty, features, n_best)
-
     def beam_search_batch(self, src, src_lengths, bos: int, eos: int, max_length: int,
                           beam_size: int = 5, length_penalty: float = 0.0, features=None,
                           n_best: int = 1) -> list[list[tuple[list[int], float, bool]]]:
@@ -299,7 +292,8 @@ class DeviceDecoder:
         dtype = engine.dtype
         ids = _to_device(np.ascontiguousarray(y, np.int64).reshape(B))
         a = _empty((B, H), dtype)
-        h, c, _ = engine._step(enc, lengths, ids, a_prev, h, c, _empty((B, E + H), dtype),
+        h, c, _ = engine._step(enc, lengths, engine._ones(B), ids, a_prev, h, c,
+                               _empty((B, E + H), dtype),
                                _empty((B, 2 * H), dtype), _empty((B, S), dtype),
                                _empty((B, 3 * H), dtype), a)
         p = engine.device_params

@@ -92,8 +92,9 @@ def test_decoding_on_the_device_finds_what_the_cpu_finds():
                                   features=f, n_best=3)
     gots = engine.beam_search_batch(src, sl, 0, 1, 5, beam_size=3, length_penalty=1.0,
                                     features=f, n_best=3)
-    gots[2:] = [engine.beam_search(src[2], sl[2], 0, 1, 5, beam_size=3, length_penalty=1.0,
-                                   features=f[2], n_best=3)]  # one source alone
+    gots[2:] = engine.beam_search_batch(src[2:], sl[2:], 0, 1, 5, beam_size=3,
+                                        length_penalty=1.0, features=f[2:],
+                                        n_best=3)  # one source alone
     for got, want in zip(gots, wants, strict=True):
         assert [(s, done) for s, _, done in got] == [(s, done) for s, _, done in want]
         np.testing.assert_allclose([x for _, x, _ in got], [x for _, x, _ in want], rtol=1e-10)
