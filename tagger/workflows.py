@@ -891,8 +891,10 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
         if not record.tokens:
             return
         rows = record.columns or [[t] for t in record.tokens]
+        columns = record.columns
         if "lemmas" in prediction:  # the lemma after the tag
-            rows = [[*row, tag] for row, tag in zip(rows, prediction["tags"], strict=True)]
+            rows = columns = [[*row, tag] for row, tag in zip(rows, prediction["tags"],
+                                                             strict=True)]
             prediction = {**prediction, "tags": prediction["lemmas"]}
         lines = ["\t".join([*row, tag]) for row, tag in zip(rows, prediction["tags"],
                                                            strict=True)]
@@ -901,10 +903,11 @@ def write_prediction(out: TextIO, record: Record, prediction: dict, output_forma
         # input say) or nothing would read back differently. One scan of the record's text
         # finds that; the checked writer then names the value, before anything is written.
         if _CONLL_FIELD_BREAK.search(text.replace("\t", "").replace("\n", "")) or \
-                any(not value for row in rows for value in row):
+                any(not value for row in rows for value in row) or \
+                any(not value for value in prediction["tags"]):
             from .io import Sentence, write_conll
 
-            write_conll([Sentence(record.tokens, None, record.columns, record.line)], out,
+            write_conll([Sentence(record.tokens, None, columns, record.line)], out,
                         tags=[prediction["tags"]])
             return
         out.write(text + "\n\n")
@@ -918,7 +921,7 @@ def _with_lemmas(lines: list[str], lemmas: list[str], record: Record) -> list[st
     out = list(lines)
     words = [i for i, text in enumerate(lines) if is_word_line(text)]
     for position, lemma in zip(words, lemmas, strict=True):
-        if not lemma or any(c in lemma for c in "\t\n\r"):
+        if not lemma or "\t" in lemma or _LINE_BREAK.search(lemma):
             raise UnwritableError(f"{record.source}:{record.line}: a lemma CoNLL-U cannot hold: "
                                   f"{lemma[:40]!r}")
         fields = out[position].split("\t")

@@ -139,3 +139,43 @@ def test_a_form_too_long_for_the_transducer_is_its_own_lemma(lemmatizer):
         out = lemmatizer.predict([sentence], [upos])[0]
     assert out[1] == long
     assert [out[0], out[2]] == lemmatizer.predict([["kats", "went"]], [["NOUN", "VERB"]])[0]
+
+
+def test_training_data_a_model_file_cannot_hold(tmp_path):
+    X, y, tags = corpus(5, 20, STEMS[:5])
+    url = "http://" + "x" * 1000
+    X[0] = [*X[0], url]
+    y[0] = [*y[0], url]
+    tags[0] = [*tags[0], "X"]
+    model = Lemmatizer(hidden_size=8, embedding_dim=4, feature_dim=2, max_epochs=1,
+                       random_state=0)
+    with pytest.warns(UserWarning, match="1 .form, lemma. pair.s. longer than 1000 characters "
+                                         "are left out of training"):
+        model.fit(X, y, tags)
+    assert (url, "X") not in model.pair_lemmas_
+    model.save(tmp_path / "lemma.tagger")  # and it loads: what fit keeps, the file holds
+    assert load(tmp_path / "lemma.tagger").pair_lemmas_ == model.pair_lemmas_
+    X, y, tags = corpus(5, 20, STEMS[:5])
+    for form, lemma, what in (("zq", "g\to", "lemma"), ("zq", "g\u2028o", "lemma"),
+                              ("z\rq", "zq", "form")):
+        with pytest.raises(ValueError, match=f"a {what} holds a tab or a line break"):
+            Lemmatizer(max_epochs=1).fit([*X, [form]], [*y, [lemma]], [*tags, ["NOUN"]])
+    tags_bad = [list(row) for row in tags]
+    tags_bad[1][0] = "T" * 101
+    with pytest.raises(ValueError, match="a UPOS tag is longer than 100 characters"):
+        Lemmatizer(max_epochs=1).fit(X, y, tags_bad)
+
+
+def test_an_empty_search_output_is_never_a_lemma(lemmatizer, monkeypatch):
+    form = STEMS[325] + "s"  # a pair training never showed
+    monkeypatch.setattr(lemmatizer, "_decode",
+                        lambda X, *args, **kwargs: [[([], -0.1, True)] for _ in X])
+    assert lemmatizer.predict([[form, "Went"]], [["NOUN", "PROPN"]])[0][0] in (form,
+                                                                               form.lower())
+    assert all(lemma for lemma in lemmatizer.predict([[form, "Went"]], [["NOUN", "PROPN"]])[0])
+
+
+def test_score_reads_generators(lemmatizer):
+    X, y, tags = corpus(1, 10, STEMS[300:320])
+    expected = lemmatizer.score(X, y, tags)
+    assert lemmatizer.score(iter(X), iter(y), iter(tags)) == expected > 0.5

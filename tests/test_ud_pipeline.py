@@ -91,6 +91,24 @@ def test_raw_text_and_jsonl(models, tmp_path):
     assert record["pred_lemmas"] == lemmas[0] and record["pred_tags"] == tags[0]
 
 
+def test_conll_output_keeps_the_tag_before_the_lemma_on_every_path(models, tmp_path):
+    # A no-break space in a FORM is legal CoNLL-U; CoNLL output then goes through the checked
+    # writer, which must write the same columns as the fast path: the tag, then the lemma.
+    folder, tagger, lemmatizer = models
+    source = tmp_path / "in.conllu"
+    for form in (STEMS[1] + "s", "10\u00a0000"):
+        source.write_text(f"1\twent\t_\t_\t_\t_\t0\troot\t_\t_\n"
+                          f"2\t{form}\t_\t_\t_\t_\t1\tobj\t_\t_\n\n", encoding="utf-8")
+        result = invoke("predict", folder / "pos.tagger", source, "--lemmatizer",
+                        folder / "lemma.tagger", "--output-format", "conll")
+        assert result.exit_code == 0, result.output
+        tags, lemmas = expected(tagger, lemmatizer, [["went", form]])
+        rows = [line.split("\t") for line in result.stdout.strip().split("\n")]
+        assert [len(r) for r in rows] == [12, 12]
+        assert [r[10] for r in rows] == tags[0] and [r[11] for r in rows] == lemmas[0]
+        assert all(lemmas[0])
+
+
 def test_tag_stream_takes_the_lemmatizer(models):
     _, tagger, lemmatizer = models
     items = [["went", STEMS[5]], [STEMS[6] + "s"]]
@@ -129,6 +147,7 @@ def test_info_describes_a_lemmatizer(models):
     (["went\n", "VERB", "go"], "without tabs or line breaks"),
     (["went", None, "go"], "tag must be a short string"),
     (["went", "VERB"], r"\[form, tag, lemma\]"),
+    (["went", "VERB", "g\u2028o"], "without tabs or line breaks"),
 ])
 def test_a_hostile_lemmatizer_dictionary_is_refused_at_load(models, tmp_path, row, match):
     from test_model_file_attacks import assert_one_line, read_model, write_model

@@ -11,6 +11,7 @@ Every problem is a :class:`~tagger.errors.ModelFileError` naming the file.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -50,6 +51,9 @@ _DEVICES = ("auto", "cpu", "cuda")
 #: What no lemma, form or tag of a lemmatizer's dictionary may hold (every output format is
 #: line- and tab-separated).
 _BREAKS = frozenset("\t\n\r")
+#: A tab or anything a reader of CoNLL-U or of lines takes for a line break: a dictionary
+#: entry holding one would split the line it is written on (the Lemmatizer's fit refuses them).
+_ENTRY_BREAK = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 class _Bad(ValueError):
@@ -287,11 +291,12 @@ def restore_lemmatizer(estimator, config: dict) -> None:
             _fail("pair_lemmas entries must be [form, tag, lemma]")
         form, tag, lemma = row
         for value, name in ((form, "form"), (lemma, "lemma")):
-            if not isinstance(value, str) or not 0 < len(value) <= 1000 or _BREAKS & set(value):
+            if not isinstance(value, str) or not 0 < len(value) <= 1000 or \
+                    _ENTRY_BREAK.search(value):
                 _fail(f"a pair_lemmas {name} must be a string of 1 to 1000 characters without "
                       f"tabs or line breaks")
         if (tag is None) == uses or (tag is not None and (
-                not isinstance(tag, str) or not 0 < len(tag) <= 100 or _BREAKS & set(tag))):
+                not isinstance(tag, str) or not 0 < len(tag) <= 100 or _ENTRY_BREAK.search(tag))):
             _fail("a pair_lemmas tag must be a short string with UPOS (no tabs or line breaks), "
                   "null without")
         if (form, tag) in pairs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 
@@ -102,6 +103,7 @@ class Lemmatizer(SequenceTransducer):
         for pair, lemma in zip(tokens, lemmas, strict=True):
             counts.setdefault(pair, Counter())[lemma] += 1
         pair_lemmas = {pair: c.most_common(1)[0][0] for pair, c in counts.items()}
+        pair_lemmas = _storable(pair_lemmas)
         words = [form for form, _ in pair_lemmas]
         targets = list(pair_lemmas.values())
         tags = None if upos is None else [tag for _, tag in pair_lemmas]
@@ -151,8 +153,9 @@ class Lemmatizer(SequenceTransducer):
         it: on long or repetitive forms (URLs, ``-----``, ``??????``) and on names written in
         capitals the transducer's own scores prefer the copy it failed to write (UD EWT dev
         with gold UPOS: 97.96 → 98.20, ``benchmarks/bench_lemma.py``). An output the search
-        could not finish within ``max_output_length`` is not a candidate; when no candidate can
-        be written with the transducer's symbols, the form is its own lemma.
+        could not finish within ``max_output_length``, or an empty one, is not a candidate;
+        when no candidate can be written with the transducer's symbols, the form is its own
+        lemma.
         """
         limit = self.max_input_length_
         long = [i for i, (form, _) in enumerate(pairs) if len(form) > limit]
@@ -176,7 +179,9 @@ class Lemmatizer(SequenceTransducer):
         rows, texts = [], []
         for i, (hyps, form) in enumerate(zip(decoded, forms, strict=True)):
             symbols, _, finished = hyps[0]
-            searched = ["".join(symbols)] if finished else []
+            # An empty output is never a lemma (training refuses empty ones): the form and
+            # its lowercase stay the candidates then.
+            searched = ["".join(symbols)] if finished and symbols else []
             for text in dict.fromkeys([*searched, form, form.lower()]):
                 rows.append(i)
                 texts.append(text)
@@ -191,8 +196,11 @@ class Lemmatizer(SequenceTransducer):
 
     def score(self, X, y, upos=None) -> float:
         """Token accuracy of :meth:`predict`."""
+        X = list(X)  # read twice: by predict and for the gold rows
+        if upos is not None:
+            upos = list(upos)
         predicted = self.predict(X, upos)
-        gold = self._lemma_rows(y, list(X))
+        gold = self._lemma_rows(y, X)
         flat = [lemma for row in predicted for lemma in row]
         return sum(a == b for a, b in zip(flat, gold, strict=True)) / max(len(gold), 1)
 
@@ -212,3 +220,35 @@ class Lemmatizer(SequenceTransducer):
 
         super()._restore_task(config)
         restore_lemmatizer(self, config)
+
+
+#: The longest form and lemma a model file's dictionary holds (``restore_lemmatizer``).
+MAX_ENTRY = 1000
+#: The longest UPOS tag it holds.
+MAX_TAG = 100
+_BREAK = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def _storable(pair_lemmas: dict) -> dict:
+    """The training dictionary as a model file can hold it: a form, tag or lemma with a tab or
+    a line break is refused (no CoNLL-U file holds one); a form or lemma over
+    :data:`MAX_ENTRY` characters (a pasted URL, say) is left out, with a warning: such a form
+    is its own lemma at prediction time."""
+    out = {}
+    long = 0
+    for (form, tag), lemma in pair_lemmas.items():
+        for value, name in ((form, "form"), (lemma, "lemma"), (tag, "UPOS tag")):
+            if value is not None and _BREAK.search(value):
+                raise ValueError(f"a {name} holds a tab or a line break: {value[:40]!r}")
+        if tag is not None and len(tag) > MAX_TAG:
+            raise ValueError(f"a UPOS tag is longer than {MAX_TAG} characters: {tag[:40]!r}...")
+        if len(form) > MAX_ENTRY or len(lemma) > MAX_ENTRY:
+            long += 1
+            continue
+        out[(form, tag)] = lemma
+    if long:
+        warnings.warn(f"{long} (form, lemma) pair(s) longer than {MAX_ENTRY} characters are "
+                      f"left out of training", UserWarning, stacklevel=3)
+    if not out:
+        raise ValueError("X holds no tokens to learn from")
+    return out

@@ -73,7 +73,7 @@ class DeviceParams(dict):
         self.crf_masks = None
         self.flat = None
         self.layout: FlatLayout | None = None
-        self.arenas = threading.local()  # temporaries of steps and predictions, one arena per thread
+        self.arenas = threading.local()  # per-thread arenas of temporaries
 
 
 def _stacks(model) -> list[RNNStack]:
