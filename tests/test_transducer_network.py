@@ -128,8 +128,9 @@ def test_beam_search_equals_exhaustive_search(length_penalty):
     src, features = np.array([2, 4, 1]), np.array([1])
     max_length = 4
     candidates = []
-    for n in range(max_length):  # n symbols, then the end symbol
-        for symbols in itertools.product([2, 3, BOS], repeat=n):
+    # n symbols, then the end symbol; no output is empty and none holds the start symbol
+    for n in range(1, max_length):
+        for symbols in itertools.product([2, 3], repeat=n):
             logp = sequence_log_prob(net, params, src, list(symbols), features)
             candidates.append((logp / (n + 1) ** length_penalty, list(symbols)))
     candidates.sort(key=lambda c: -c[0])
@@ -165,7 +166,7 @@ def test_batched_beam_search_finds_what_each_source_finds_alone(max_length):
     # own search, whether it finishes early (its rows leave the batch), late or, with a short
     # max_length, not at all (its best live hypotheses come back, unfinished).
     net, params = decoder_setup(4, target_size=7)
-    params["out.b"][EOS] += 1.0  # some sources end within a step or two, others never
+    params["out.b"][EOS] += 0.5  # some sources end within a step or two, others never
     rng = np.random.default_rng(11)
     src = rng.integers(0, VS, (6, 5))
     lengths = np.array([5, 1, 3, 4, 2, 5])
@@ -192,3 +193,21 @@ def test_log_likelihood_is_the_loss():
     loss, _ = net.loss_and_grads(params, src, src_lengths, tgt_in, tgt_out, tgt_lengths, feats)
     per_row = net.log_likelihood(params, src, src_lengths, tgt_in, tgt_out, tgt_lengths, feats)
     assert -per_row.sum() / tgt_lengths.sum() == pytest.approx(loss, rel=1e-12)
+
+
+def test_searches_never_write_the_start_symbol_or_an_empty_output():
+    # A network that prefers the start symbol (also the padding) everywhere and the end symbol
+    # at once: no target is empty and none holds the start symbol, so neither is written.
+    net, params = decoder_setup(4, target_size=7)
+    params["out.b"][BOS] += 20.0
+    params["out.b"][EOS] += 10.0
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, VS, (3, 4))
+    lengths = np.array([4, 2, 3])
+    features = rng.integers(0, 3, (3, 1))
+    greedy = net.greedy(params, src, lengths, BOS, EOS, 6, features)
+    beams = net.beam_search_batch(params, src, lengths, BOS, EOS, 6, beam_size=4,
+                                  features=features, n_best=4)
+    outputs = greedy + [symbols for hyps in beams for symbols, _, _ in hyps]
+    assert all(symbols and BOS not in symbols for symbols in outputs)
+    assert all(done for hyps in beams for _, _, done in hyps)

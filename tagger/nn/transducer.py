@@ -444,8 +444,9 @@ def greedy_search(decoder, src, src_lengths, bos: int, eos: int, max_length: int
     y = np.full(B, bos, np.int64)
     out: list[list[int]] = [[] for _ in range(B)]
     live = np.arange(B)  # the rows still writing
-    for _ in range(max_length):
+    for step in range(max_length):
         logp, state = decoder.advance(state, y)
+        _mask_reserved(logp, bos, eos, step)
         y = logp.argmax(axis=1)
         going = y != eos
         for b, symbol in zip(live[going].tolist(), y[going].tolist(), strict=True):
@@ -494,8 +495,9 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
     finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
     active = list(range(B))  # the sources still searching, their rows in this order
     y = np.full(B, bos, np.int64)
-    for _ in range(max_length):
+    for step in range(max_length):
         logp, state = decoder.advance(state, y)
+        _mask_reserved(logp, bos, eos, step)
         V = logp.shape[1]
         rows, symbols, still = [], [], []
         first = 0
@@ -511,6 +513,8 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
             for index in best.tolist():
                 row, symbol = divmod(index, V)
                 score = float(flat[index])
+                if score == -np.inf:  # a masked symbol: fewer extensions than the beam
+                    break
                 if symbol == eos:
                     finished[b].append((hyps[row][0], score))
                 else:
@@ -539,6 +543,14 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
                              for symbols, score in live[b]), key=lambda r: -r[1])
         out.append(ranked[:n_best])
     return out
+
+
+def _mask_reserved(logp: np.ndarray, bos: int, eos: int, step: int) -> None:
+    """Rule out, in place, what no output may hold: the start symbol (also the padding) at
+    any step, and the end symbol at the first, since no target is empty."""
+    logp[:, bos] = -np.inf
+    if step == 0:
+        logp[:, eos] = -np.inf
 
 
 def _int_array(a, name: str, ndim: int) -> np.ndarray:
