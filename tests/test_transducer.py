@@ -219,3 +219,21 @@ def test_feature_checks_and_scikit_learn_contract():
     assert clone(model).get_params() == model.get_params()
     with pytest.raises(Exception, match="not fitted"):
         model.predict(["ab"])
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"beam_size": 0}, "beam_size must be a positive integer"),
+    ({"beam_size": 2.5}, "beam_size must be a positive integer"),
+    ({"length_penalty": -1.0}, "length_penalty must be a finite number"),
+])
+def test_prediction_checks_parameters_set_after_fit(reverser, params, match):
+    saved = reverser.get_params()
+    reverser.set_params(**params)
+    try:
+        with pytest.raises(ValueError, match=match):
+            reverser.predict(["abc"])
+        with pytest.raises(ValueError, match=match):
+            reverser.predict_n_best(["abc"], 2)
+    finally:
+        reverser.set_params(**saved)
+    assert reverser.predict(["abc"]) == ["cba"]

@@ -139,6 +139,18 @@ class SequenceTransducer(RecurrentEstimator):
     def _validate_params(self, resolve_device: bool = True) -> None:
         self._check_training_params(("lstm",))
         self._check_clip_and_stopping()
+        self._check_decoding_params()
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if resolve_device:
+            self._resolve_device()
+
+    def _check_decoding_params(self) -> None:
+        """The parameters prediction reads, checked at fit and again at every prediction (a
+        ``set_params`` on a fitted model changes them)."""
+        b = self.beam_size
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise ValueError(f"beam_size must be a positive integer, got {b!r}")
         if isinstance(self.length_penalty, bool) or not isinstance(
                 self.length_penalty, (int, float)) or not math.isfinite(self.length_penalty) \
                 or self.length_penalty < 0:
@@ -149,10 +161,6 @@ class SequenceTransducer(RecurrentEstimator):
                               or m < 1):
             raise ValueError(f"max_output_length must be a positive integer or None, got "
                              f"{m!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if resolve_device:
-            self._resolve_device()
 
     # ------------------------------------------------------------------------------------------
     # inputs
@@ -493,6 +501,7 @@ class SequenceTransducer(RecurrentEstimator):
 
     def _decode(self, X, features, beam_size: int, n_best: int = 1, warn_cut: bool = True):
         """Per example, a list of (target symbols, score, finished)."""
+        self._check_decoding_params()
         sources, feats = self._inputs(X, features)
         out: list = [None] * len(sources)
         if not sources:
