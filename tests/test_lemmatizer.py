@@ -90,6 +90,9 @@ def test_bad_input_is_refused(lemmatizer):
         Lemmatizer(max_epochs=1).fit([["a", "b"]], [["a"]])
     with pytest.raises(TypeError, match="lists of sentences"):
         Lemmatizer(max_epochs=1).fit("walks", "walk")
+    X, y, tags = corpus(4, 5, STEMS[:5])
+    with pytest.raises(ValueError, match="pass upos_dev with X_dev"):
+        Lemmatizer(max_epochs=1).fit(X, y, tags, X_dev=X, y_dev=y)
     with pytest.raises(NotImplementedError, match="call fit"):
         lemmatizer.partial_fit([["a"]], [["a"]])
 

@@ -237,3 +237,28 @@ def test_prediction_checks_parameters_set_after_fit(reverser, params, match):
     finally:
         reverser.set_params(**saved)
     assert reverser.predict(["abc"]) == ["cba"]
+
+
+def test_clear_errors_for_odd_training_input():
+    X, y = ["ab", "ba"], ["ba", "ab"]
+    with pytest.raises(ValueError, match=r"X\[0\] holds '<unk>', a reserved symbol"):
+        small(max_epochs=1).fit([["<unk>", "a"], ["b"]], [["x"], ["y"]])
+    with pytest.raises(ValueError, match=r"features\[1\] holds '<pad>', a reserved symbol"):
+        small(max_epochs=1).fit(X, y, features=["N", "<pad>"])
+    with pytest.raises(TypeError, match=r"features\[1\] must be a string or a tuple of strings, "
+                                        r"got NoneType"):
+        small(max_epochs=1).fit(X, y, features=["N", None])
+    with pytest.raises(ValueError, match="X_dev is empty"):
+        small(max_epochs=1).fit(X, y, X_dev=[], y_dev=[])
+    with pytest.raises(ValueError, match="X_dev holds token sequences; the model's sources "
+                                         "are strings"):
+        small(max_epochs=1).fit(X, y, X_dev=[["a", "b"]], y_dev=["ba"])
+    model = small(max_epochs=1).fit(X, y, X_dev=iter(X), y_dev=iter(y))  # generators are read
+    assert len(model.history_) == 1 and model.history_[0]["dev_score"] is not None
+    with pytest.raises(ValueError, match="X is empty"):
+        model.partial_fit([], [])
+    with pytest.raises(ValueError, match="X holds token sequences; the model's sources are "
+                                         "strings"):
+        model.partial_fit([["a", "b"]], ["ab"])
+    with pytest.raises(TypeError, match=r"y\[0\] must be a string or a list of strings"):
+        model.log_probability(["ab"], [None])

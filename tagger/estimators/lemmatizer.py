@@ -111,6 +111,9 @@ class Lemmatizer(SequenceTransducer):
         if X_dev is not None or y_dev is not None:
             if X_dev is None or y_dev is None:
                 raise ValueError("give both X_dev and y_dev, or neither")
+            if upos is not None and upos_dev is None:
+                raise ValueError("the lemmatizer is trained with UPOS tags: pass upos_dev with "
+                                 "X_dev")
             X_dev, y_dev = list(X_dev), list(y_dev)
             dev_tokens = self._tokens(X_dev, upos_dev if upos is not None else None, "X_dev",
                                       "upos_dev")

@@ -10,7 +10,7 @@ import numpy as np
 from ..nn.optim import make_optimizer
 from ..nn.training import apply_gradients, thread_limit
 from ..nn.transducer import TransducerNetwork
-from ..text.vocab import Vocabulary
+from ..text.vocab import PAD, UNK, Vocabulary
 from ._base import RecurrentEstimator
 from ._inputs import CHARS, SYMBOLS
 from ._protocol import check_is_fitted
@@ -209,6 +209,9 @@ class SequenceTransducer(RecurrentEstimator):
             raise ValueError(f"{name} has {len(rows)} rows for {n} examples")
         out = []
         for i, row in enumerate(rows):
+            if not isinstance(row, (str, list, tuple, np.ndarray)):
+                raise TypeError(f"{name}[{i}] must be a string or a tuple of strings, got "
+                                f"{type(row).__name__}")
             values = (row,) if isinstance(row, str) else tuple(row)
             if not values or not all(isinstance(v, str) for v in values):
                 raise TypeError(f"{name}[{i}] must be a string or a tuple of strings")
@@ -336,6 +339,8 @@ class SequenceTransducer(RecurrentEstimator):
             raise ValueError("X is empty: nothing to learn from")
         feats = self._feature_rows(features, len(sources), "features", None)
         dev = self._dev(X_dev, y_dev, features_dev, len(feats[0]))
+        for rows, name in ((sources, "X"), (targets, "y"), (feats, "features")):
+            _refuse_reserved(rows, name)
         self._forget_fit()
         self.vocabulary_ = Vocabulary.build((t for s in sources for t in s),
                                             min_count=self.min_count)
@@ -378,10 +383,13 @@ class SequenceTransducer(RecurrentEstimator):
             finally:
                 self.max_epochs, self.early_stopping = saved
         self._validate_params()
-        sources, _ = self._sequences(X, "X")
-        targets, _ = self._sequences(y, "y")
+        sources, in_kind = self._sequences(X, "X")
+        targets, out_kind = self._sequences(y, "y")
         if len(sources) != len(targets):
             raise ValueError(f"X has {len(sources)} examples, y {len(targets)}")
+        if not sources:
+            raise ValueError("X is empty: nothing to learn from")
+        self._check_kinds(in_kind, out_kind, "X", "y")
         width = len(self.feature_vocabularies_)
         feats = self._feature_rows(features, len(sources), "features", width)
         dev = self._dev(X_dev, y_dev, features_dev, width)
@@ -403,12 +411,26 @@ class SequenceTransducer(RecurrentEstimator):
             return None
         if X_dev is None or y_dev is None:
             raise ValueError("give both X_dev and y_dev, or neither")
-        sources, _ = self._sequences(X_dev, "X_dev")
-        targets, _ = self._sequences(y_dev, "y_dev")
+        X_dev = list(X_dev) if not isinstance(X_dev, str) else X_dev  # read twice below
+        y_dev = list(y_dev) if not isinstance(y_dev, str) else y_dev
+        sources, in_kind = self._sequences(X_dev, "X_dev")
+        targets, out_kind = self._sequences(y_dev, "y_dev")
         if len(sources) != len(targets):
             raise ValueError(f"X_dev has {len(sources)} examples, y_dev {len(targets)}")
+        if not sources:
+            raise ValueError("X_dev is empty: pass development pairs, or none")
+        self._check_kinds(in_kind, out_kind, "X_dev", "y_dev")
         feats = self._feature_rows(features_dev, len(sources), "features_dev", width or None)
-        return list(X_dev), list(y_dev), feats if width else None
+        return X_dev, y_dev, feats if width else None
+
+    def _check_kinds(self, in_kind, out_kind, x_name: str, y_name: str) -> None:
+        """Refuse pairs of another kind (strings or token sequences) than the training ones."""
+        for kind, fitted, name in ((in_kind, self.input_type_, x_name),
+                                   (out_kind, self.target_type_, y_name)):
+            if kind != fitted:
+                raise ValueError(f"{name} holds {_KIND_NAMES[kind]}; the model's "
+                                 f"{'sources' if name == x_name else 'targets'} are "
+                                 f"{_KIND_NAMES[fitted]}")
 
     def _train_pairs(self, sources, targets, feats, dev, epochs: int, rng, early_stop: bool,
                      callback) -> None:
@@ -558,7 +580,12 @@ class SequenceTransducer(RecurrentEstimator):
         sources, feats = self._inputs(X, features)
         if isinstance(y, str):
             raise TypeError("y must be a list of outputs, not one string: wrap it in a list")
-        outputs = [tuple(item) for item in y]
+        outputs = []
+        for i, item in enumerate(y):
+            if not isinstance(item, (str, list, tuple, np.ndarray)):
+                raise TypeError(f"y[{i}] must be a string or a list of strings, got "
+                                f"{type(item).__name__}")
+            outputs.append(tuple(item))
         if len(outputs) != len(sources):
             raise ValueError(f"X has {len(sources)} examples, y {len(outputs)}")
         result = np.full(len(sources), -np.inf)
@@ -637,6 +664,18 @@ class _HostDecoding:
 #: Rows x source steps of one decoding batch at most: the encoder's states and work arrays grow
 #: with their product.
 _BATCH_SYMBOLS = 1 << 16
+
+_KIND_NAMES = {CHARS: "strings", SYMBOLS: "token sequences"}
+
+
+def _refuse_reserved(rows, name: str) -> None:
+    """Refuse the vocabularies' reserved entries as data (a token or feature value '<pad>' or
+    '<unk>'), naming the first example that holds one."""
+    reserved = {PAD, UNK}
+    for i, row in enumerate(rows):
+        if reserved.intersection(row):
+            raise ValueError(f"{name}[{i}] holds {sorted(reserved.intersection(row))[0]!r}, "
+                             f"a reserved symbol of the vocabularies")
 
 #: Sources searched together by beam search: each has up to ``beam_size`` rows of the decoder's
 #: batch (and its own copy of the encoder states).
