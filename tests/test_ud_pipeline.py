@@ -163,3 +163,20 @@ def test_a_hostile_lemmatizer_dictionary_is_refused_at_load(models, tmp_path, ro
     with pytest.raises(ModelFileError, match=match) as caught:
         load(path)
     assert_one_line(caught.value, path)
+
+
+@pytest.mark.parametrize("key", ["input_type", "target_type"])
+def test_a_lemmatizer_of_token_sequences_is_refused_at_load(models, tmp_path, key):
+    from test_model_file_attacks import assert_one_line, read_model, write_model
+
+    from tagger import load
+    from tagger.errors import ModelFileError
+
+    folder, _, _ = models
+    config, arrays = read_model(folder / "lemma.tagger")
+    config[key] = "symbols"
+    path = tmp_path / "bad.tagger"
+    write_model(path, config, arrays)
+    with pytest.raises(ModelFileError, match="must read and write strings") as caught:
+        load(path)
+    assert_one_line(caught.value, path)

@@ -280,8 +280,12 @@ def restore_lemmatizer(estimator, config: dict) -> None:
     uses = config.get("uses_upos")
     if not isinstance(uses, bool):
         _fail("uses_upos must be true or false")
-    if uses != bool(estimator.feature_vocabularies_):
-        _fail("uses_upos must be true exactly when the transducer has one feature")
+    if len(estimator.feature_vocabularies_) != (1 if uses else 0):
+        _fail("uses_upos must be true exactly when the transducer has one feature, false when "
+              "it has none")
+    if estimator.input_type_ != CHARS or estimator.target_type_ != CHARS:
+        _fail("a lemmatizer's transducer must read and write strings (input_type and "
+              "target_type 'chars')")
     rows = config.get("pair_lemmas")
     if not isinstance(rows, list) or len(rows) > LIMITS["vocabulary"]:
         _fail(f"pair_lemmas must be a list of at most {LIMITS['vocabulary']:,} entries")
