@@ -262,3 +262,22 @@ def test_clear_errors_for_odd_training_input():
         model.partial_fit([["a", "b"]], ["ab"])
     with pytest.raises(TypeError, match=r"y\[0\] must be a string or a list of strings"):
         model.log_probability(["ab"], [None])
+
+
+def test_an_output_is_one_line(tmp_path):
+    from test_model_file_attacks import read_model, write_model
+
+    from tagger.errors import ModelFileError
+
+    for y in (["ab", "b\ta"], [["a"], ["x\ny"]], ["ab", "b\u2028a"]):
+        X = ["ab", "ba"] if isinstance(y[0], str) else [["a"], ["b"]]
+        with pytest.raises(ValueError, match=r"y\[1\] holds a tab or a line break"):
+            small(max_epochs=1).fit(X, y)
+    model = small(max_epochs=1, hidden_size=8).fit([["a"], ["b"]], [["x"], ["y"]])
+    model.save(tmp_path / "ok.tagger")
+    config, arrays = read_model(tmp_path / "ok.tagger")
+    items = config["target_vocabulary"]["items"]
+    items[items.index("y")] = "x\ny"
+    write_model(tmp_path / "bad.tagger", config, arrays)
+    with pytest.raises(ModelFileError, match="no tab or line break"):
+        load(tmp_path / "bad.tagger")

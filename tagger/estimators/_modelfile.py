@@ -257,6 +257,9 @@ def restore_transducer(estimator, config: dict) -> None:
         _fail("target_vocabulary is empty")
     if kind == CHARS and any(len(item) != 1 for item in target.items[2:]):
         _fail("a character target vocabulary must hold single characters")
+    if any(_ENTRY_BREAK.search(item) for item in target.items[2:]):
+        _fail("target_vocabulary symbols must hold no tab or line break (an output is one "
+              "line)")
     estimator.target_vocabulary_ = target
     features = config.get("feature_vocabularies")
     if not isinstance(features, list) or len(features) > 64:

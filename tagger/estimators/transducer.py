@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -341,6 +342,10 @@ class SequenceTransducer(RecurrentEstimator):
         dev = self._dev(X_dev, y_dev, features_dev, len(feats[0]))
         for rows, name in ((sources, "X"), (targets, "y"), (feats, "features")):
             _refuse_reserved(rows, name)
+        for i, target in enumerate(targets):
+            if any(_LINE_OR_TAB.search(symbol) for symbol in target):
+                raise ValueError(f"y[{i}] holds a tab or a line break: an output is one line "
+                                 f"(of a tab-separated file, or of standard output)")
         self._forget_fit()
         self.vocabulary_ = Vocabulary.build((t for s in sources for t in s),
                                             min_count=self.min_count)
@@ -666,6 +671,8 @@ class _HostDecoding:
 _BATCH_SYMBOLS = 1 << 16
 
 _KIND_NAMES = {CHARS: "strings", SYMBOLS: "token sequences"}
+#: What no output may hold (the model file's check of the target vocabulary is the same).
+_LINE_OR_TAB = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _refuse_reserved(rows, name: str) -> None:
