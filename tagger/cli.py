@@ -142,6 +142,11 @@ def _clear_errors(command):
         except OSError as exc:
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             _fail(f"{where}{exc.strerror or exc}")
+        except MemoryError as exc:
+            if os.environ.get("TAGGER_DEBUG"):
+                raise
+            _fail(f"not enough memory for this input{f' ({exc})' if str(exc) else ''}: try "
+                  f"smaller inputs or batches")
 
     return wrapper
 

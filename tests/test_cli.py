@@ -158,3 +158,21 @@ def test_convert_to_bilou(tmp_path):
     tags = {line.split("\t")[-1][:2] for line in (tmp_path / "d.conll").read_text().splitlines()
             if line}
     assert {"S-", "E-"} <= tags
+
+
+def test_running_out_of_memory_is_one_line_and_exit_code_1(capsys, monkeypatch):
+    import typer
+
+    from tagger.cli import _clear_errors
+
+    @_clear_errors
+    def command():
+        raise MemoryError("Unable to allocate 2.58 GiB")
+
+    monkeypatch.delenv("TAGGER_DEBUG", raising=False)
+    with pytest.raises(typer.Exit) as caught:
+        command()
+    assert caught.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err == ("error: not enough memory for this input (Unable to allocate 2.58 GiB): try "
+                   "smaller inputs or batches\n")

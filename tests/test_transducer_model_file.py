@@ -86,3 +86,29 @@ def test_a_file_without_the_source_limit_gets_one_in_scale_with_its_outputs(mode
     model = tagger.load(path)
     assert model.max_output_length_ == 2 * 2 + 10
     assert model.max_input_length_ == 4 * model.max_output_length_ + 16
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"params.beam_size": 1000, "max_output_length": 100_000},
+     "beam_size x max_output_length must be at most 1,000,000"),
+    ({"params.beam_size": 1000, "max_input_length": 100_000},
+     "beam_size x max_input_length x 2 hidden_size must be at most"),
+])
+def test_search_sizes_whose_products_are_too_large_are_refused(tmp_path, changes, match):
+    # Each value within its own limit, their product not: the search would run for hours or
+    # allocate gigabytes.
+    model = SequenceTransducer(hidden_size=8, embedding_dim=4, max_epochs=1, random_state=0)
+    model.fit(["ab", "ba"], ["ba", "ab"]).save(tmp_path / "ok.tagger")
+    config, arrays = read_model(tmp_path / "ok.tagger")
+    for key, value in changes.items():
+        if key.startswith("params."):
+            config["params"][key[len("params."):]] = value
+        else:
+            config[key] = value
+    write_model(tmp_path / "bad.tagger", config, arrays)
+    with pytest.raises(ModelFileError, match=match) as caught:
+        tagger.load(tmp_path / "bad.tagger")
+    assert_one_line(caught.value, tmp_path / "bad.tagger")
+    with pytest.raises(ValueError, match="beam_size x max_output_length"):
+        SequenceTransducer(hidden_size=8, embedding_dim=4, max_epochs=1, beam_size=1000,
+                           max_output_length=100_000).fit(["ab"], ["ba"])

@@ -39,6 +39,8 @@ LIMITS = {
     "beam": 1_000,          # a transducer's beam
     "output": 100_000,      # a transducer's longest output
     "input": 100_000,       # a transducer's longest source
+    "search": 1_000_000,    # a transducer's beam x longest output (decoder rows of a search)
+    "states": 2**27,        # its beam x longest source x 2 hidden_size (encoder copies, 512 MiB)
 }
 
 #: Parameter dtype of every estimator.
@@ -91,6 +93,20 @@ def _strings(value, name: str, limit: int, allow_empty: bool = False) -> list[st
     if len(set(value)) != len(value):
         _fail(f"{name} has duplicate entries")
     return list(value)
+
+
+def search_size_problem(beam: int, max_output: int, max_input: int, hidden: int) -> str | None:
+    """What is wrong with a transducer's search sizes, or None. Each value may be within its
+    limit and their products not: a beam search runs up to beam x max_output decoder rows,
+    and holds a copy of the encoder's states (max_input x 2 hidden) per hypothesis. Checked at
+    fit and at load, so that every model that trains can be saved and loaded."""
+    if beam * max_output > LIMITS["search"]:
+        return (f"beam_size x max_output_length must be at most {LIMITS['search']:,}, got "
+                f"{beam:,} x {max_output:,}")
+    if beam * max_input * 2 * hidden > LIMITS["states"]:
+        return (f"beam_size x max_input_length x 2 hidden_size must be at most "
+                f"{LIMITS['states']:,} values, got {beam:,} x {max_input:,} x {2 * hidden:,}")
+    return None
 
 
 def _vocabulary(data, name: str) -> Vocabulary:
@@ -276,6 +292,13 @@ def restore_transducer(estimator, config: dict) -> None:
     if estimator.max_output_length is not None:
         _int(estimator.max_output_length, "max_output_length", 1, LIMITS["output"])
     _number(estimator.length_penalty, "length_penalty")
+    # Each value may be within its limit and their products not: a beam search runs up to
+    # beam x max_output_length decoder rows, and holds a copy of the encoder's states
+    # (max_input_length x 2 hidden_size) per hypothesis.
+    problem = search_size_problem(estimator.beam_size, estimator.max_output_length_,
+                                  estimator.max_input_length_, estimator.hidden_size)
+    if problem:
+        _fail(problem)
 
 
 def restore_lemmatizer(estimator, config: dict) -> None:

@@ -355,6 +355,7 @@ class SequenceTransducer(RecurrentEstimator):
         self.max_output_length_ = (int(self.max_output_length) if self.max_output_length
                                    else 2 * max(len(t) for t in targets) + 10)
         self.max_input_length_ = self._input_limit(sources, dev)
+        self._check_search_size()
         rng = np.random.default_rng(self._seed())
         model = self._model_for()
         self.__dict__["_model_cache"] = model
@@ -399,6 +400,7 @@ class SequenceTransducer(RecurrentEstimator):
         feats = self._feature_rows(features, len(sources), "features", width)
         dev = self._dev(X_dev, y_dev, features_dev, width)
         self.max_input_length_ = max(self.max_input_length_, self._input_limit(sources, dev))
+        self._check_search_size()
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         state = getattr(self, "optimizer_state_", None)
         if state:
@@ -427,6 +429,15 @@ class SequenceTransducer(RecurrentEstimator):
         self._check_kinds(in_kind, out_kind, "X_dev", "y_dev")
         feats = self._feature_rows(features_dev, len(sources), "features_dev", width or None)
         return X_dev, y_dev, feats if width else None
+
+    def _check_search_size(self) -> None:
+        """Refuse, before training, search sizes a model file could not hold."""
+        from ._modelfile import search_size_problem
+
+        problem = search_size_problem(self.beam_size, self.max_output_length_,
+                                      self.max_input_length_, self.hidden_size)
+        if problem:
+            raise ValueError(f"{problem}: lower beam_size (or max_output_length)")
 
     def _check_kinds(self, in_kind, out_kind, x_name: str, y_name: str) -> None:
         """Refuse pairs of another kind (strings or token sequences) than the training ones."""
