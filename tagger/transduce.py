@@ -29,15 +29,18 @@ def is_transducer(model) -> bool:
     return isinstance(model, SequenceTransducer)
 
 
-def _column(cells: list[str]) -> list:
-    """A column of cells: strings, or token lists when any cell holds a space."""
-    if any(" " in cell for cell in cells):
-        return [cell.split() for cell in cells]
-    return cells
+def _column(cells: list[str], tokens: bool | None = None) -> list:
+    """A column of cells: token lists when ``tokens`` (or, when it is None, when any cell
+    holds a space), else strings."""
+    if tokens is None:
+        tokens = any(" " in cell for cell in cells)
+    return [cell.split() for cell in cells] if tokens else cells
 
 
 def read_pairs(path: str | os.PathLike, n_features: int | None = None,
-               max_line_length: int | None = None) -> tuple[list, list, list | None]:
+               max_line_length: int | None = None,
+               tokens: tuple[bool | None, bool | None] = (None, None)
+               ) -> tuple[list, list, list | None]:
     """Sources, targets and features (None without feature columns) of a pairs file.
 
     Parameters
@@ -49,6 +52,10 @@ def read_pairs(path: str | os.PathLike, n_features: int | None = None,
         line has and requires the same of every other.
     max_line_length : int, optional
         The longest line accepted, in characters.
+    tokens : pair of bool or None
+        Whether the source and the target columns are read as space-separated tokens (True)
+        or as characters (False), as a fitted model or a training file's columns say; None
+        decides from the column (tokens when a cell holds a space).
 
     Raises
     ------
@@ -83,7 +90,8 @@ def read_pairs(path: str | os.PathLike, n_features: int | None = None,
             features.append(tuple(cells[2:]) if width > 3 else cells[2])
     if not sources:
         raise DataError("no examples: expected lines of source<TAB>target", path)
-    return _column(sources), _column(targets), (features if width > 2 else None)
+    return (_column(sources, tokens[0]), _column(targets, tokens[1]),
+            (features if width > 2 else None))
 
 
 def _blank(line: str) -> bool:
@@ -112,7 +120,8 @@ def evaluate(model, path, max_line_length: int | None = None) -> dict:
     from .metrics import edit_distance
 
     n_features = len(model.feature_vocabularies_)
-    X, y, features = read_pairs(path, n_features, max_line_length)
+    X, y, features = read_pairs(path, n_features, max_line_length,
+                                (model.input_type_ != "chars", model.target_type_ != "chars"))
     predicted = model.predict(X, features=features)
     errors = sum(edit_distance(p, t) for p, t in zip(predicted, y, strict=True))
     length = sum(len(t) for t in y)

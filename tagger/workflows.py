@@ -344,7 +344,8 @@ def train(task: str, train_path, dev_path=None, output=None, params: dict | None
         if dev_path is not None:
             X_dev, y_dev, fit["features_dev"] = read_pairs(
                 dev_path, 0 if features is None else
-                len(features[0]) if isinstance(features[0], tuple) else 1)
+                len(features[0]) if isinstance(features[0], tuple) else 1,
+                tokens=(isinstance(X[0], list), isinstance(y[0], list)))
         return train_examples(task, X, y, X_dev, y_dev, output, params, save_every, resume,
                               callback, optimizer_state, trust_tokenizer, fit)
     X, y = read_training_data(train_path, task, fmt, tag_column, label_column, text_column)

@@ -71,6 +71,30 @@ def test_columns_with_a_space_are_tokens_and_features_are_read(tmp_path):
     assert read_pairs(path) == (["mice"], ["mouse"], None)
 
 
+@pytest.mark.filterwarnings("ignore:.*reached max_output_length")  # a one-epoch model
+def test_a_models_kinds_decide_how_its_columns_are_read(tmp_path, monkeypatch):
+    # A column without a space is characters by itself; for a model of tokens (phones) each
+    # cell is one token: a one-phone pronunciation must not be scored letter by letter.
+    from tagger import SequenceTransducer
+    from tagger.transduce import evaluate
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("a\tAH0\n", encoding="utf-8")
+    assert read_pairs(path) == (["a"], ["AH0"], None)
+    assert read_pairs(path, tokens=(False, True)) == (["a"], [["AH0"]], None)
+    model = SequenceTransducer(hidden_size=4, embedding_dim=4, max_epochs=1, random_state=0)
+    model.fit(["ab", "a"], [["AH0", "B"], ["AH0"]])
+    monkeypatch.setattr(model, "predict", lambda X, features=None: [["AH0"] for _ in X])
+    scores = evaluate(model, path)
+    assert scores["accuracy"] == 1.0 and scores["symbol_error_rate"] == 0.0
+    # training: the development file is read as the training file's columns
+    train = tmp_path / "train.tsv"
+    train.write_text("ab\tAH0 B\na\tAH0\n", encoding="utf-8")
+    result = invoke("train", "--task", "transduce", "--train", train, "--dev", path, "-o",
+                    tmp_path / "m.tagger", *TINY, "--max-epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("text, line, match", [
     ("a\tb\nc\n", 2, "expected source<TAB>target, got 1 column"),
     ("a\tb\tX\nc\td\n", 2, "1 feature column"),
