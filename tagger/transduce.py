@@ -7,8 +7,9 @@ column each). A column is read as characters, unless one of its cells holds a sp
 whole column is read as space-separated tokens (``cat<TAB>K AE1 T`` pairs a spelling with
 phones). A training file decides so for itself, and its development file is read the same way;
 ``tagger evaluate`` reads a file as the model reads and writes (a one-phone ``a<TAB>AH0`` is one
-token for a model of phones). Blank lines (empty or spaces only) are skipped; any other line with too few or too
-many columns, or an empty cell, is an error with file name and line number.
+token for a model of phones). Blank lines (empty or spaces only) are skipped; any other line
+with too few or too many columns, or an empty cell, is an error with file name and line
+number.
 
 Prediction (``tagger predict``) reads lines: the source, then a tab and its features if the
 model takes any; it writes ``source<TAB>output`` per line, an output of tokens joined by spaces,
