@@ -8,12 +8,20 @@ list of 1-D arrays (one feature per step), a 3-D array (n, length, n_features) o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..nn.features import NumericBatch
+
+#: A tab, or anything a reader of lines or of CoNLL-U takes for a line break: what no output
+#: of a transducer and no entry of a lemmatizer's dictionary may hold (every output format is
+#: line- and tab-separated). Checked at fit and at load, so that every saved model loads.
+LINE_OR_TAB = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+#: The longest form and lemma, and the longest UPOS tag, of a lemmatizer's dictionary.
+MAX_DICTIONARY_ENTRY, MAX_DICTIONARY_TAG = 1000, 100
 
 TEXT = "text"
 NUMERIC = "numeric"

@@ -11,7 +11,6 @@ Every problem is a :class:`~tagger.errors.ModelFileError` naming the file.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 
 import numpy as np
@@ -23,7 +22,15 @@ from ..nn.optim import OPTIMIZERS
 from ..nn.recurrent import CELLS
 from ..text.tokenize import TOKENIZERS
 from ..text.vocab import PAD, UNK, Vocabulary
-from ._inputs import CHARS, NUMERIC, SYMBOLS, TEXT
+from ._inputs import (
+    CHARS,
+    LINE_OR_TAB,
+    MAX_DICTIONARY_ENTRY,
+    MAX_DICTIONARY_TAG,
+    NUMERIC,
+    SYMBOLS,
+    TEXT,
+)
 
 #: Upper limits on what a model file may ask for. Far above any useful model, low enough that a
 #: hostile config cannot make the loader or the first prediction allocate gigabytes.
@@ -50,12 +57,6 @@ CONTENTS = ("weights", "weights+optimizer", "checkpoint")
 
 _BOOL_PARAMS = ("bidirectional", "crf", "lowercase", "early_stopping")
 _DEVICES = ("auto", "cpu", "cuda")
-#: What no lemma, form or tag of a lemmatizer's dictionary may hold (every output format is
-#: line- and tab-separated).
-_BREAKS = frozenset("\t\n\r")
-#: A tab or anything a reader of CoNLL-U or of lines takes for a line break: a dictionary
-#: entry holding one would split the line it is written on (the Lemmatizer's fit refuses them).
-_ENTRY_BREAK = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 class _Bad(ValueError):
@@ -273,7 +274,7 @@ def restore_transducer(estimator, config: dict) -> None:
         _fail("target_vocabulary is empty")
     if kind == CHARS and any(len(item) != 1 for item in target.items[2:]):
         _fail("a character target vocabulary must hold single characters")
-    if any(_ENTRY_BREAK.search(item) for item in target.items[2:]):
+    if any(LINE_OR_TAB.search(item) for item in target.items[2:]):
         _fail("target_vocabulary symbols must hold no tab or line break (an output is one "
               "line)")
     estimator.target_vocabulary_ = target
@@ -321,12 +322,13 @@ def restore_lemmatizer(estimator, config: dict) -> None:
             _fail("pair_lemmas entries must be [form, tag, lemma]")
         form, tag, lemma = row
         for value, name in ((form, "form"), (lemma, "lemma")):
-            if not isinstance(value, str) or not 0 < len(value) <= 1000 or \
-                    _ENTRY_BREAK.search(value):
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_DICTIONARY_ENTRY or \
+                    LINE_OR_TAB.search(value):
                 _fail(f"a pair_lemmas {name} must be a string of 1 to 1000 characters without "
                       f"tabs or line breaks")
         if (tag is None) == uses or (tag is not None and (
-                not isinstance(tag, str) or not 0 < len(tag) <= 100 or _ENTRY_BREAK.search(tag))):
+                not isinstance(tag, str) or not 0 < len(tag) <= MAX_DICTIONARY_TAG
+                or LINE_OR_TAB.search(tag))):
             _fail("a pair_lemmas tag must be a short string with UPOS (no tabs or line breaks), "
                   "null without")
         if (form, tag) in pairs:

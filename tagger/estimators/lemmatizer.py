@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import Counter
 
 import numpy as np
 
+from ._inputs import LINE_OR_TAB, MAX_DICTIONARY_ENTRY, MAX_DICTIONARY_TAG
 from ._protocol import check_is_fitted
 from .transducer import SequenceTransducer
 
@@ -225,33 +225,27 @@ class Lemmatizer(SequenceTransducer):
         restore_lemmatizer(self, config)
 
 
-#: The longest form and lemma a model file's dictionary holds (``restore_lemmatizer``).
-MAX_ENTRY = 1000
-#: The longest UPOS tag it holds.
-MAX_TAG = 100
-_BREAK = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-
-
 def _storable(pair_lemmas: dict) -> dict:
     """The training dictionary as a model file can hold it: a form, tag or lemma with a tab or
     a line break is refused (no CoNLL-U file holds one); a form or lemma over
-    :data:`MAX_ENTRY` characters (a pasted URL, say) is left out, with a warning: such a form
-    is its own lemma at prediction time."""
+    ``MAX_DICTIONARY_ENTRY`` characters (a pasted URL, say) is left out, with a warning: such
+    a form is its own lemma at prediction time."""
     out = {}
     long = 0
     for (form, tag), lemma in pair_lemmas.items():
         for value, name in ((form, "form"), (lemma, "lemma"), (tag, "UPOS tag")):
-            if value is not None and _BREAK.search(value):
+            if value is not None and LINE_OR_TAB.search(value):
                 raise ValueError(f"a {name} holds a tab or a line break: {value[:40]!r}")
-        if tag is not None and len(tag) > MAX_TAG:
-            raise ValueError(f"a UPOS tag is longer than {MAX_TAG} characters: {tag[:40]!r}...")
-        if len(form) > MAX_ENTRY or len(lemma) > MAX_ENTRY:
+        if tag is not None and len(tag) > MAX_DICTIONARY_TAG:
+            raise ValueError(f"a UPOS tag is longer than {MAX_DICTIONARY_TAG} characters: "
+                             f"{tag[:40]!r}...")
+        if len(form) > MAX_DICTIONARY_ENTRY or len(lemma) > MAX_DICTIONARY_ENTRY:
             long += 1
             continue
         out[(form, tag)] = lemma
     if long:
-        warnings.warn(f"{long} (form, lemma) pair(s) longer than {MAX_ENTRY} characters are "
-                      f"left out of training", UserWarning, stacklevel=3)
+        warnings.warn(f"{long} (form, lemma) pair(s) longer than {MAX_DICTIONARY_ENTRY} "
+                      f"characters are left out of training", UserWarning, stacklevel=3)
     if not out:
         raise ValueError("X holds no tokens to learn from")
     return out

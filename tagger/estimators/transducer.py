@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import warnings
 
 import numpy as np
@@ -13,7 +12,7 @@ from ..nn.training import apply_gradients, thread_limit
 from ..nn.transducer import TransducerNetwork
 from ..text.vocab import PAD, UNK, Vocabulary
 from ._base import RecurrentEstimator
-from ._inputs import CHARS, SYMBOLS
+from ._inputs import CHARS, LINE_OR_TAB, SYMBOLS
 from ._protocol import check_is_fitted
 
 _KIND = "SequenceTransducer"
@@ -343,7 +342,7 @@ class SequenceTransducer(RecurrentEstimator):
         for rows, name in ((sources, "X"), (targets, "y"), (feats, "features")):
             _refuse_reserved(rows, name)
         for i, target in enumerate(targets):
-            if any(_LINE_OR_TAB.search(symbol) for symbol in target):
+            if any(LINE_OR_TAB.search(symbol) for symbol in target):
                 raise ValueError(f"y[{i}] holds a tab or a line break: an output is one line "
                                  f"(of a tab-separated file, or of standard output)")
         self._forget_fit()
@@ -682,8 +681,6 @@ class _HostDecoding:
 _BATCH_SYMBOLS = 1 << 16
 
 _KIND_NAMES = {CHARS: "strings", SYMBOLS: "token sequences"}
-#: What no output may hold (the model file's check of the target vocabulary is the same).
-_LINE_OR_TAB = re.compile(r"[\t\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _refuse_reserved(rows, name: str) -> None:
