@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from test_lemmatizer import STEMS, corpus
 from typer.testing import CliRunner
@@ -178,5 +179,50 @@ def test_a_lemmatizer_of_token_sequences_is_refused_at_load(models, tmp_path, ke
     path = tmp_path / "bad.tagger"
     write_model(path, config, arrays)
     with pytest.raises(ModelFileError, match="must read and write strings") as caught:
+        load(path)
+    assert_one_line(caught.value, path)
+
+
+def _with_a_second_feature(config, arrays):
+    """The lemmatizer's transducer given a second feature vocabulary, its weights resized to
+    match: a consistent transducer whose features no longer say "the UPOS"."""
+    width = arrays["feat.0.emb"].shape[1]
+    config["feature_vocabularies"].append({"items": ["A", "B"], "counts": [3, 2]})
+    arrays["feat.1.emb"] = np.zeros((arrays["feat.0.emb"].shape[0], width), np.float32)
+    for name in ("enc.0.fwd.W", "enc.0.bwd.W"):
+        grown = np.zeros((arrays[name].shape[0] + width, arrays[name].shape[1]), np.float32)
+        grown[:arrays[name].shape[0]] = arrays[name]
+        arrays[name] = grown
+
+
+@pytest.mark.parametrize("change", ["two features", "one feature, uses_upos false",
+                                    "no feature, uses_upos true"])
+def test_a_lemmatizer_whose_features_are_not_the_upos_is_refused_at_load(models, tmp_path,
+                                                                          change):
+    from test_model_file_attacks import assert_one_line, read_model, write_model
+
+    from tagger import SequenceTransducer, load
+    from tagger.errors import ModelFileError
+
+    folder, _, _ = models
+    config, arrays = read_model(folder / "lemma.tagger")
+    if change == "two features":
+        _with_a_second_feature(config, arrays)
+    elif change == "one feature, uses_upos false":
+        config["uses_upos"] = False
+    else:
+        width = arrays.pop("feat.0.emb").shape[1]
+        config["feature_vocabularies"] = []
+        for name in ("enc.0.fwd.W", "enc.0.bwd.W"):
+            arrays[name] = arrays[name][:-width]
+    # The transducer inside is a sound one: as a SequenceTransducer the same file loads.
+    plain = {k: v for k, v in config.items() if k not in ("uses_upos", "pair_lemmas")}
+    plain["kind"] = "SequenceTransducer"
+    write_model(tmp_path / "plain.tagger", plain, arrays)
+    assert isinstance(load(tmp_path / "plain.tagger"), SequenceTransducer)
+
+    path = tmp_path / "bad.tagger"
+    write_model(path, config, arrays)
+    with pytest.raises(ModelFileError, match="uses_upos must be true exactly when") as caught:
         load(path)
     assert_one_line(caught.value, path)
