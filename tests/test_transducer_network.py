@@ -142,6 +142,36 @@ def test_beam_search_equals_exhaustive_search(length_penalty):
     assert all(f[2] for f in found)
 
 
+def test_unfinished_hypotheses_equal_exhaustive_search():
+    # A decoder that can never write the end symbol: after max_length steps the best live
+    # hypotheses come back, spelled out in full and ranked by log p / length ** penalty.
+    import itertools
+
+    net, params = decoder_setup(5)
+    params["out.b"][EOS] = -np.inf
+    rng = np.random.default_rng(4)
+    src = rng.integers(0, VS, (3, 4))
+    lengths = np.array([4, 1, 3])
+    features = rng.integers(0, 3, (3, 1))
+    max_length = 4
+    found = net.beam_search_batch(params, src, lengths, BOS, EOS, max_length,
+                                  beam_size=10**6, length_penalty=1.0, features=features,
+                                  n_best=3)
+    for b in range(3):
+        candidates = []
+        for symbols in itertools.product([2, 3], repeat=max_length):
+            symbols = list(symbols)
+            logp = float(net.log_likelihood(
+                params, src[b:b + 1], lengths[b:b + 1], np.array([[BOS] + symbols[:-1]]),
+                np.array([symbols]), [max_length], features[b:b + 1])[0])
+            candidates.append((logp / max_length, symbols))
+        candidates.sort(key=lambda c: -c[0])
+        assert [f[0] for f in found[b]] == [c[1] for c in candidates[:3]]
+        np.testing.assert_allclose([f[1] for f in found[b]], [c[0] for c in candidates[:3]],
+                                   rtol=1e-10)
+        assert not any(f[2] for f in found[b])
+
+
 def test_beam_of_one_is_greedy_and_greedy_is_batched():
     net, params = decoder_setup(4, target_size=7)
     rng = np.random.default_rng(9)

@@ -491,15 +491,22 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
     """
     state = decoder.start(src, src_lengths, features)
     B = len(src_lengths)
-    live: list[list[tuple[list[int], float]]] = [[([], 0.0)] for _ in range(B)]
-    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
+    # A hypothesis of n symbols is a node of the tree of all of them, numbered within the
+    # nodes its step made: its last symbol (``last[n - 1]``) and the node of step n - 1 it
+    # extends (``parents[n - 1]``; -1 the empty start). Extending one costs O(1), not a copy of
+    # its symbols, and a step's nodes are two int32 arrays.
+    parents: list[np.ndarray] = []
+    last: list[np.ndarray] = []
+    live: list[list[tuple[int, float]]] = [[(-1, 0.0)] for _ in range(B)]
+    finished: list[list[tuple[int, float, int]]] = [[] for _ in range(B)]  # node, score, length
+    lengths = [0] * B  # the symbols of each source's live hypotheses
     active = list(range(B))  # the sources still searching, their rows in this order
     y = np.full(B, bos, np.int64)
     for step in range(max_length):
         logp, state = decoder.advance(state, y)
         _mask_reserved(logp, bos, eos, step)
         V = logp.shape[1]
-        rows, symbols, still = [], [], []
+        rows, symbols, still, step_parents, step_last = [], [], [], [], []
         first = 0
         for b in active:
             hyps = live[b]
@@ -516,31 +523,45 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
                 if score == -np.inf:  # a masked symbol: fewer extensions than the beam
                     break
                 if symbol == eos:
-                    finished[b].append((hyps[row][0], score))
+                    finished[b].append((hyps[row][0], score, step))
                 else:
-                    new_live.append((hyps[row][0] + [symbol], score))
+                    new_live.append((len(step_parents), score))
+                    step_parents.append(hyps[row][0])
+                    step_last.append(symbol)
                     keep_rows.append(first + row)
                     keep_symbols.append(symbol)
             first += m
             if len(finished[b]) >= beam_size or not new_live:
                 continue  # done: its finished hypotheses are its answer
             live[b] = new_live
+            lengths[b] = step + 1
             rows += keep_rows
             symbols += keep_symbols
             still.append(b)
+        parents.append(np.array(step_parents, np.int32))
+        last.append(np.array(step_last, np.int32))
         active = still
         if not active:
             break
         state = decoder.take(state, np.array(rows, np.int64))
         y = np.array(symbols, np.int64)
+
+    def spelled(node: int, length: int) -> list[int]:
+        out = [0] * length
+        for n in range(length - 1, -1, -1):
+            out[n] = int(last[n][node])
+            node = int(parents[n][node])
+        return out
+
     out = []
     for b in range(B):
         if finished[b]:
-            ranked = sorted(((symbols, score / (len(symbols) + 1) ** length_penalty, True)
-                             for symbols, score in finished[b]), key=lambda r: -r[1])
+            ranked = sorted(((spelled(node, length), score / (length + 1) ** length_penalty,
+                              True) for node, score, length in finished[b]), key=lambda r: -r[1])
         else:
-            ranked = sorted(((symbols, score / max(len(symbols), 1) ** length_penalty, False)
-                             for symbols, score in live[b]), key=lambda r: -r[1])
+            ranked = sorted(((spelled(node, lengths[b]), score / max(lengths[b], 1)
+                              ** length_penalty, False) for node, score in live[b]),
+                            key=lambda r: -r[1])
         out.append(ranked[:n_best])
     return out
 
