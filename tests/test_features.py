@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -16,10 +18,11 @@ from tagger.text.vocab import SHAPES, Vocabulary, clip_word, word_shape
 SENTENCES = [["The", "cat", "sat"], ["A", "dog", "@bob", "2024"], ["cat"]]
 
 
-def make_model(char_encoder, dtype=np.float64, dropout=0.3):
+def make_model(char_encoder, dtype=np.float64, dropout=0.3, longest_words_first=False):
     words = Vocabulary.build(t.lower() for s in SENTENCES for t in s)
     chars = Vocabulary.build(c for s in SENTENCES for t in s for c in t)
-    encoder = SentenceEncoder(words, chars if char_encoder else None, lowercase=True)
+    encoder = SentenceEncoder(words, chars if char_encoder else None, lowercase=True,
+                              longest_words_first=longest_words_first)
     feat = TokenFeaturizer(len(words), 4, len(SHAPES), 3, len(chars), char_encoder, 3, 2,
                            dropout)
     net = TaggingNetwork(feat.output_size, 3, hidden_size=2, num_layers=1, crf=True)
@@ -29,9 +32,17 @@ def make_model(char_encoder, dtype=np.float64, dropout=0.3):
     return encoder, model, params
 
 
-@pytest.mark.parametrize("char_encoder", ["cnn", "lstm", None])
-def test_full_model_gradients_match_finite_differences(char_encoder):
-    encoder, model, params = make_model(char_encoder)
+@pytest.mark.parametrize("char_encoder, longest_words_first, groups",
+                         [("cnn", False, 1), ("lstm", False, 1), ("lstm", True, 1),
+                          ("lstm", False, 2), ("lstm", True, 2), (None, False, 1)])
+def test_full_model_gradients_match_finite_differences(char_encoder, longest_words_first, groups,
+                                                       monkeypatch):
+    from tagger.nn import features
+
+    if groups > 1:  # the character LSTM's words in groups of one row upwards: 4-3, then 1
+        monkeypatch.setattr(features, "_length_groups",
+                            functools.partial(features._length_groups, min_rows=1))
+    encoder, model, params = make_model(char_encoder, longest_words_first=longest_words_first)
     batch = encoder.batch(SENTENCES)
     tags = np.array([[0, 1, 2, 0], [1, 1, 0, 2], [2, 0, 0, 0]])
 
@@ -54,6 +65,46 @@ def test_encoder_deduplicates_words_and_pads():
     assert (batch.word_slots[2, 1:] == -1).all() and (batch.word_ids[2, 1:] == 0).all()
     unknown = encoder.batch([["zebra"]])
     assert unknown.word_ids[0, 0] == 1  # the unknown id
+
+
+def test_longest_words_first_orders_the_character_rows_and_keeps_each_tokens_row():
+    encoder, _, _ = make_model("lstm", longest_words_first=True)
+    plain, _, _ = make_model("lstm")
+    batch, unsorted = encoder.batch(SENTENCES), plain.batch(SENTENCES)
+    assert list(batch.char_lengths) == sorted(unsorted.char_lengths, reverse=True)
+    assert list(batch.char_lengths) != list(unsorted.char_lengths)  # the order did change
+    for got, ref in ((batch, encoder), (unsorted, plain)):
+        for b, sentence in enumerate(SENTENCES):
+            for t, token in enumerate(sentence):
+                row = got.word_slots[b, t]
+                ids = got.char_ids[row, :got.char_lengths[row]]
+                assert list(ids) == list(ref._char_ids(token)), (token, row)
+    np.testing.assert_array_equal(batch.word_ids, unsorted.word_ids)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_char_lstm_training_and_prediction_paths_agree(dtype, tol):
+    # Training gathers the input projections from emb.char @ W; prediction multiplies each
+    # character's embedding: the same vectors up to rounding, in either word order.
+    for longest_words_first in (False, True):
+        encoder, model, params = make_model("lstm", dtype, dropout=0.0,
+                                            longest_words_first=longest_words_first)
+        batch = encoder.batch(SENTENCES)
+        trained, _ = model.featurizer.forward(params, batch)
+        predicted, _ = model.featurizer.forward(params, batch, need_backward=False)
+        np.testing.assert_allclose(trained, predicted, rtol=tol, atol=tol)
+        assert np.abs(trained[..., -4:]).max() > 0.01  # the character part is not all zero
+
+
+def test_length_groups():
+    from tagger.nn.features import _length_groups
+
+    assert _length_groups(np.array([4, 4, 3, 3, 3, 3, 1]), min_rows=1) == [(0, 6), (6, 7)]
+    lengths = np.array([30, 9, 8, 5, 4, 2, 2, 1])
+    assert _length_groups(lengths, min_rows=1) == [(0, 1), (1, 4), (4, 5), (5, 7), (7, 8)]
+    assert _length_groups(lengths, min_rows=3) == [(0, 3), (3, 6), (6, 8)]
+    assert _length_groups(np.array([5])) == [(0, 1)]
+    assert _length_groups(np.array([], np.int64)) == []
 
 
 def test_word_dropout_only_hits_rare_words():

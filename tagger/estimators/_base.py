@@ -251,9 +251,10 @@ class RecurrentEstimator(EstimatorBase):
             if self.input_type_ == NUMERIC:
                 encoder = NumericEncoder(self.feature_mean_, self.feature_scale_)
             else:
-                encoder = SentenceEncoder(self.vocabulary_, self.char_vocabulary_,
-                                          self.lowercase,
-                                          keep_tokens=self._context() is not None)
+                encoder = SentenceEncoder(
+                    self.vocabulary_, self.char_vocabulary_, self.lowercase,
+                    keep_tokens=self._context() is not None,
+                    longest_words_first=getattr(self, "char_encoder", None) == "lstm")
             self.__dict__["_encoder_cache"] = encoder
         return encoder
 

@@ -27,11 +27,19 @@ class SentenceEncoder:
     keep_tokens : bool
         Keep the sentences in each batch (``TokenBatch.tokens``), for features computed from
         their text.
+    longest_words_first : bool
+        Order a batch's distinct words (the rows of ``TokenBatch.char_ids``) by length, longest
+        first, instead of by first appearance. A character LSTM then runs each step on the
+        words still going only (its kernels shrink the batch to the rows still running), not
+        on every word up to the longest one: on tweets, whose batches hold a long URL or
+        hashtag, most of its work was padding.
     """
 
     def __init__(self, words: Vocabulary, chars: Vocabulary | None, lowercase: bool,
-                 max_word_chars: int = 30, keep_tokens: bool = False):
+                 max_word_chars: int = 30, keep_tokens: bool = False,
+                 longest_words_first: bool = False):
         self.words = words
+        self.longest_words_first = longest_words_first
         self.chars = chars
         self.lowercase = lowercase
         self.keep_tokens = keep_tokens
@@ -124,9 +132,16 @@ class SentenceEncoder:
                 if slot is None:
                     slot = slot_of[token] = len(slot_of)
                 slots.append(slot)
-        word_slots[valid] = slots
         char_lists = [self._char_ids(token) for token in slot_of]
         char_lengths = np.array([len(c) for c in char_lists], dtype=np.int64)
+        if self.longest_words_first and len(char_lists) > 1:
+            order = np.argsort(-char_lengths, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            slots = rank[np.array(slots, dtype=np.int64)]
+            char_lists = [char_lists[u] for u in order.tolist()]
+            char_lengths = char_lengths[order]
+        word_slots[valid] = slots
         char_ids = np.zeros((len(char_lists), max(int(char_lengths.max(initial=0)), 1)), np.int64)
         for u, ids in enumerate(char_lists):
             char_ids[u, : len(ids)] = ids

@@ -5,13 +5,14 @@ takes the network's input gradient.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..kernels import ops_cpu
 from . import init
-from .recurrent import RNNStack, dropout_mask
+from .recurrent import RNNStack, direction_backward, direction_forward, dropout_mask, run_directions
 
 CHAR_ENCODERS = ("cnn", "lstm", None)
 
@@ -47,6 +48,33 @@ class TokenBatch:
     @property
     def n_tokens(self) -> int:
         return int(self.lengths.sum())
+
+
+@dataclass
+class _CharLSTMCache:
+    """What the character BiLSTM's training pass keeps for its backward pass: the order that
+    sorted the words longest first (None if they came so), their lengths in that order, the
+    groups (first row, end row, character ids) and each direction's caches per group."""
+
+    order: np.ndarray | None
+    lengths: np.ndarray
+    pieces: list
+    caches: list
+
+
+def _length_groups(lengths: np.ndarray, min_rows: int = 8) -> list[tuple[int, int]]:
+    """Row ranges of ``lengths`` (sorted longest first) whose longest is under twice the
+    shortest, each of at least ``min_rows`` rows (but the last): every group padded to its
+    own longest wastes at most about half its steps."""
+    groups = []
+    start, n = 0, len(lengths)
+    while start < n:
+        end = start + 1
+        while end < n and (2 * lengths[end] > lengths[start] or end - start < min_rows):
+            end += 1
+        groups.append((start, end))
+        start = end
+    return groups
 
 
 class TokenFeaturizer:
@@ -149,7 +177,7 @@ class TokenFeaturizer:
 
     # ----------------------------------------------------------------------------------------------
 
-    def _chars_forward(self, params, batch: TokenBatch):
+    def _chars_forward(self, params, batch: TokenBatch, need_backward: bool = True):
         table = params["emb.char"]
         U, L = batch.char_ids.shape
         if self.char_encoder == "cnn":
@@ -164,14 +192,63 @@ class TokenFeaturizer:
             argmax = np.empty((U, self.char_hidden), np.int64)
             ops_cpu.char_max_pool(conv, params["char.cnn.b"], batch.char_lengths, out, argmax)
             return out, (windows, argmax)
+        if need_backward and self.char_rnn.device == "cpu":
+            return self._char_lstm_train(params, batch)
         emb = np.empty((U, L, self.char_dim), table.dtype)
         ops_cpu.embedding_lookup(table, batch.char_ids, emb)
-        hidden, cache = self.char_rnn.forward(params, emb, batch.char_lengths)
+        hidden, cache = self.char_rnn.forward(params, emb, batch.char_lengths,
+                                              need_backward=need_backward)
         H = self.char_hidden
         last = np.maximum(batch.char_lengths - 1, 0)
-        rows = np.arange(U)
-        out = np.concatenate([hidden[rows, last, :H], hidden[:, 0, H:]], axis=1)
+        out = np.concatenate([hidden[np.arange(U), last, :H], hidden[:, 0, H:]], axis=1)
         return out, (cache, last, hidden.shape)
+
+    def _char_lstm_train(self, params, batch: TokenBatch):
+        """The character BiLSTM's word vectors for training: each direction's final state.
+
+        Three things keep its work to the characters there are, not to the padded (words x
+        longest word) batch: the words run longest first (the kernels then shrink each step
+        to the words still going); they run in groups of similar length, each padded to its
+        own longest (a batch of tweets holds one 30-character URL and hundreds of words of
+        two to eight); and a character's input projection is a row of ``emb.char @ W`` (V x
+        4H, made once per batch) gathered by its id, not its embedding multiplied by ``W``
+        (the backward pass sums the projections' gradients per character).
+        """
+        table = params["emb.char"]
+        lengths = batch.char_lengths
+        order = None
+        if lengths.size > 1 and (np.diff(lengths) > 0).any():
+            order = np.argsort(-lengths, kind="stable")
+        ids = batch.char_ids if order is None else batch.char_ids[order]
+        lengths = lengths if order is None else lengths[order]
+        groups = _length_groups(lengths)
+        pieces = [(a, b, np.ascontiguousarray(ids[a:b, :max(int(lengths[a]), 1)]))
+                  for a, b in groups]
+
+        def run(direction: str):
+            layer = self.char_rnn._direction_params(params, 0, direction)
+            projected = table @ layer["W"]
+            layer = dict(layer, W=np.empty((0, layer["W"].shape[1]), table.dtype))
+            finals, caches = [], []
+            for a, b, piece in pieces:
+                _, h_last, _, cache = direction_forward(
+                    "lstm", layer, np.empty(piece.shape + (0,), table.dtype), lengths[a:b],
+                    reverse=direction == "bwd", workspace=self.char_rnn.workspace,
+                    gather=(projected, piece))
+                finals.append(h_last)
+                caches.append(cache)
+            return np.concatenate(finals), caches
+
+        results = run_directions([functools.partial(run, "fwd"), functools.partial(run, "bwd")],
+                                 self.char_rnn._work(int(lengths.sum())))
+        # A direction's final state is its output at the word's last character (forward) or
+        # first (backward).
+        out = np.concatenate([results[0][0], results[1][0]], axis=1)
+        if order is not None:
+            unsorted = np.empty_like(out)
+            unsorted[order] = out
+            out = unsorted
+        return out, _CharLSTMCache(order, lengths, pieces, [results[0][1], results[1][1]])
 
     def _chars_backward(self, params, batch: TokenBatch, cache, d_out, grads):
         table = params["emb.char"]
@@ -187,6 +264,8 @@ class TokenFeaturizer:
                                       np.ascontiguousarray(d_out), dW_t, db, d_table)
             grads["char.cnn.W"] = np.ascontiguousarray(dW_t.T)
             grads["char.cnn.b"] = db
+        elif isinstance(cache, _CharLSTMCache):
+            self._char_lstm_backward(params, cache, d_out, grads, d_table)
         else:
             rnn_cache, last, shape = cache
             H = self.char_hidden
@@ -198,14 +277,57 @@ class TokenFeaturizer:
             ops_cpu.embedding_backward(batch.char_ids, d_emb, d_table)
         grads["emb.char"] = d_table
 
+    def _char_lstm_backward(self, params, cache: _CharLSTMCache, d_out, grads, d_table):
+        table = params["emb.char"]
+        H = self.char_hidden
+        workspace = self.char_rnn.workspace
+        d_out = d_out if cache.order is None else d_out[cache.order]
+        # The words' vectors read final states only: no gradient reaches the outputs of the
+        # other steps (one zero array, its first rows serving every group).
+        widest = max(piece.size for _, _, piece in cache.pieces)
+        zeros = np.zeros(widest * H, table.dtype)
+        directions = ("fwd", "bwd")
+
+        def backward(k: int):
+            layer = self.char_rnn._direction_params(params, 0, directions[k])
+            W = layer["W"]
+            gathered = dict(layer, W=np.empty((0, W.shape[1]), W.dtype))
+            d_rows = np.zeros((table.shape[0], W.shape[1]), W.dtype)
+            part = np.empty_like(d_rows)
+            sums: dict = {}
+            for (a, b, piece), dir_cache in zip(cache.pieces, cache.caches[k], strict=True):
+                d_pre = workspace.take(piece.shape + (W.shape[1],), W.dtype)
+                _, g, _, _ = direction_backward(
+                    gathered, dir_cache, zeros[:piece.size * H].reshape(piece.shape + (H,)),
+                    d_h_last=np.ascontiguousarray(d_out[a:b, k * H:(k + 1) * H]),
+                    d_pre=d_pre)
+                # The projections' gradients (zero at padding), summed per character.
+                ops_cpu.embedding_backward(piece, d_pre, part)
+                d_rows += part
+                workspace.give((d_pre,))
+                workspace.give(dir_cache.pooled)
+                for name in ("U", "b"):
+                    sums[name] = g[name] if name not in sums else sums[name] + g[name]
+            sums["W"] = table.T @ d_rows
+            return sums, d_rows @ W.T
+
+        results = run_directions([functools.partial(backward, k) for k in range(2)],
+                                 self.char_rnn._work(int(cache.lengths.sum())))
+        np.add(results[0][1], results[1][1], out=d_table)
+        for k, (g, _) in enumerate(results):
+            for name, value in g.items():
+                grads[self.char_rnn._key(0, directions[k]) + name] = value
+
     @staticmethod
     def _lookup(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         out = np.empty(ids.shape + (table.shape[1],), table.dtype)
         ops_cpu.embedding_lookup(table, ids, out)
         return out
 
-    def forward(self, params, batch: TokenBatch, rng: np.random.Generator | None = None):
-        """Token vectors (B, T, output_size); ``rng`` given means training (dropout on)."""
+    def forward(self, params, batch: TokenBatch, rng: np.random.Generator | None = None,
+                need_backward: bool = True):
+        """Token vectors (B, T, output_size); ``rng`` given means training (dropout on);
+        ``need_backward=False`` (prediction) keeps nothing for :meth:`backward`."""
         word_table = params["emb.word"]
         B, T = batch.word_ids.shape
         dtype = word_table.dtype
@@ -214,7 +336,7 @@ class TokenFeaturizer:
             parts.append(self._lookup(params["emb.shape"], batch.shape_ids))
         char_cache = None
         if self.char_encoder is not None:
-            per_word, char_cache = self._chars_forward(params, batch)
+            per_word, char_cache = self._chars_forward(params, batch, need_backward)
             parts.append(self._lookup(per_word, batch.word_slots))
         if self.context is not None:
             if batch.tokens is None:
@@ -297,7 +419,8 @@ class NumericFeaturizer:
         """No parameters of its own."""
         return {}
 
-    def forward(self, params, batch: NumericBatch, rng: np.random.Generator | None = None):
+    def forward(self, params, batch: NumericBatch, rng: np.random.Generator | None = None,
+                need_backward: bool = True):
         """The batch's values (B, T, D) in the parameters' dtype."""
         dtype = next(iter(params.values())).dtype if params else batch.x.dtype
         return batch.x.astype(dtype, copy=False), None

@@ -103,7 +103,7 @@ class TaggerModel(_FeaturizedModel):
 
     def scores(self, params, batch: Batch) -> np.ndarray:
         """Emission scores (B, T, K) in inference mode."""
-        x, _ = self.featurizer.forward(params, batch)
+        x, _ = self.featurizer.forward(params, batch, need_backward=False)
         return self.network.scores(params, x, batch.lengths)
 
     def predict(self, params, batch: Batch) -> np.ndarray:
@@ -154,5 +154,5 @@ class ClassifierModel(_FeaturizedModel):
             from .resident import classifier_outputs
 
             return classifier_outputs(self, params, batch)
-        x, _ = self.featurizer.forward(params, batch)
+        x, _ = self.featurizer.forward(params, batch, need_backward=False)
         return self.network.logits(params, x, batch.lengths)
