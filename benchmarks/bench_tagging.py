@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="tagger-bench-"))
     train = list(read_conll(ROOT / "data" / "sample-ner" / "train.conll"))
-    model = SequenceTagger(hidden_size=128, char_dim=25, char_hidden_size=50, max_epochs=3,
-                           random_state=0)
+    model = SequenceTagger(hidden_size=128, char_encoder="cnn", char_dim=25, char_hidden_size=50,
+                           max_epochs=3, random_state=0)
     model.fit([s.tokens for s in train], [s.tags for s in train])
     model_path = work / "ner.tagger"
     model.save(model_path)

@@ -85,7 +85,7 @@ def test_going_on_from_a_model_keeps_its_weights_unless_an_epoch_beats_them(data
     model = tagger.load(good_file)
     before, best, n = copy_of(model.params_), model.best_epoch_, len(model.history_)
     best_score = model.history_[best - 1]["dev_score"]
-    model.set_params(learning_rate=1.0, max_epochs=n + 3)  # far too high: every epoch is worse
+    model.set_params(learning_rate=3.0, max_epochs=n + 3)  # far too high: every epoch is worse
     model.continue_fit(X, y, X_dev, y_dev)
     assert len(model.history_) > n
     assert all(h["dev_score"] < best_score for h in model.history_[n:])
