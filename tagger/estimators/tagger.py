@@ -104,8 +104,8 @@ class SequenceTagger(RecurrentEstimator):
     char_encoder : {"cnn", "lstm", None}
         Character features per word: what makes unseen words work. Default "lstm", the final
         states of a character BiLSTM (Lample et al. 2016), over a width-3 CNN with max pooling
-        (Ma & Hovy 2016): UD EWT dev UPOS 95.63 against 95.44 and WNUT17 dev F1 34.80 against
-        33.64 (means over seeds 0-2 and 0-4, ``benchmarks/bench_regime.py``), at about 0.85x
+        (Ma & Hovy 2016): UD EWT dev UPOS 95.63 against 95.44 and WNUT17 dev F1 34.86 against
+        33.64 (means over seeds 0-2 and 0-4, ``benchmarks/bench_regime.py``), at 0.7-0.85x
         the CNN's training tokens/s.
     char_dim : int
         Character embedding width.

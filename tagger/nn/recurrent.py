@@ -253,8 +253,10 @@ def direction_forward(cell: str, params: dict, x: np.ndarray, lengths: np.ndarra
         cache.gates = kept((B, T, 4 * H))
         c_last = mem.empty((B, H))
         if gather is None:
+            # On the CPU ``projected`` is given either way: one compiled signature serves both.
             kernels.lstm_forward(x, lengths, W, U, b, h0, c0, reverse, h_out, cache.c_out,
-                                 cache.gates, h_prev, h_last, c_last)
+                                 cache.gates, h_prev, h_last, c_last,
+                                 *(() if mem.gpu else (False,)))
         else:
             table, ids = gather
             ops_cpu.embedding_lookup(np.ascontiguousarray(table, dtype),
