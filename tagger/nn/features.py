@@ -66,6 +66,7 @@ def _length_groups(lengths: np.ndarray, min_rows: int = 8) -> list[tuple[int, in
     """Row ranges of ``lengths`` (sorted longest first) whose longest is under twice the
     shortest, each of at least ``min_rows`` rows (but the last): every group padded to its
     own longest wastes at most about half its steps."""
+    lengths = np.asarray(lengths).tolist()  # Python ints: this loop runs once per batch
     groups = []
     start, n = 0, len(lengths)
     while start < n:

@@ -556,13 +556,14 @@ def beam_search_batch(decoder, src, src_lengths, bos: int, eos: int, max_length:
     out = []
     for b in range(B):
         if finished[b]:
-            ranked = sorted(((spelled(node, length), score / (length + 1) ** length_penalty,
-                              True) for node, score, length in finished[b]), key=lambda r: -r[1])
+            ranked = sorted(((node, length, score / (length + 1) ** length_penalty, True)
+                             for node, score, length in finished[b]), key=lambda r: -r[2])
         else:
-            ranked = sorted(((spelled(node, lengths[b]), score / max(lengths[b], 1)
-                              ** length_penalty, False) for node, score in live[b]),
-                            key=lambda r: -r[1])
-        out.append(ranked[:n_best])
+            ranked = sorted(((node, lengths[b], score / max(lengths[b], 1) ** length_penalty,
+                              False) for node, score in live[b]), key=lambda r: -r[2])
+        # Only the hypotheses returned are spelled out.
+        out.append([(spelled(node, length), score, done)
+                    for node, length, score, done in ranked[:n_best]])
     return out
 
 
