@@ -96,6 +96,17 @@ def test_char_lstm_training_and_prediction_paths_agree(dtype, tol):
         assert np.abs(trained[..., -4:]).max() > 0.01  # the character part is not all zero
 
 
+@pytest.mark.parametrize("longest_words_first", [False, True])
+def test_a_batch_without_words_has_zero_character_gradients(longest_words_first):
+    encoder, model, params = make_model("lstm", longest_words_first=longest_words_first)
+    batch = encoder.batch([[], []])
+    x, cache = model.featurizer.forward(params, batch, np.random.default_rng(0))
+    assert x.shape == (2, 0, model.featurizer.output_size)
+    grads = model.featurizer.backward(params, batch, cache, np.zeros_like(x))
+    for name in ("emb.char", "char.rnn.0.fwd.W", "char.rnn.0.fwd.U", "char.rnn.0.bwd.b"):
+        assert grads[name].shape == params[name].shape and not grads[name].any(), name
+
+
 def test_length_groups():
     from tagger.nn.features import _length_groups
 

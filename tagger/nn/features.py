@@ -238,7 +238,9 @@ class TokenFeaturizer:
                     gather=(projected, piece))
                 finals.append(h_last)
                 caches.append(cache)
-            return np.concatenate(finals), caches
+            # (A batch may hold no word at all: its sentences all empty.)
+            return (np.concatenate(finals) if finals else
+                    np.zeros((0, self.char_hidden), table.dtype)), caches
 
         results = run_directions([functools.partial(run, "fwd"), functools.partial(run, "bwd")],
                                  self.char_rnn._work(int(lengths.sum())))
@@ -285,7 +287,7 @@ class TokenFeaturizer:
         d_out = d_out if cache.order is None else d_out[cache.order]
         # The words' vectors read final states only: no gradient reaches the outputs of the
         # other steps (one zero array, its first rows serving every group).
-        widest = max(piece.size for _, _, piece in cache.pieces)
+        widest = max((piece.size for _, _, piece in cache.pieces), default=0)
         zeros = np.zeros(widest * H, table.dtype)
         directions = ("fwd", "bwd")
 
@@ -295,7 +297,7 @@ class TokenFeaturizer:
             gathered = dict(layer, W=np.empty((0, W.shape[1]), W.dtype))
             d_rows = np.zeros((table.shape[0], W.shape[1]), W.dtype)
             part = np.empty_like(d_rows)
-            sums: dict = {}
+            sums = {name: np.zeros_like(layer[name]) for name in ("U", "b")}
             for (a, b, piece), dir_cache in zip(cache.pieces, cache.caches[k], strict=True):
                 d_pre = workspace.take(piece.shape + (W.shape[1],), W.dtype)
                 _, g, _, _ = direction_backward(
@@ -308,7 +310,7 @@ class TokenFeaturizer:
                 workspace.give((d_pre,))
                 workspace.give(dir_cache.pooled)
                 for name in ("U", "b"):
-                    sums[name] = g[name] if name not in sums else sums[name] + g[name]
+                    sums[name] += g[name]
             sums["W"] = table.T @ d_rows
             return sums, d_rows @ W.T
 
