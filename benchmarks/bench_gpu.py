@@ -252,11 +252,12 @@ def barrier_cost(repeats: int) -> list[tuple[int, float]]:
     return rows
 
 
-def engine_epoch(device: str, hidden: int = 256,
-                 resident: bool = True) -> tuple[float, float, float]:
+def engine_epoch(device: str, hidden: int = 256, resident: bool = True,
+                 char_encoder: str = "lstm") -> tuple[float, float, float]:
     """(training tokens/s over one epoch, prediction tokens/s, dev F1) of a SequenceTagger on the
     embedded sample corpus (data/sample-ner), one epoch after a warm-up fit and prediction
-    (compilation). ``resident=False``: the GPU engine with per-batch copies
+    (compilation; the warm-up predicts the whole dev set, whose batches take both of the CPU's
+    prediction paths). ``resident=False``: the GPU engine with per-batch copies
     (``TAGGER_CUDA_RESIDENT=0``)."""
     from tagger import SequenceTagger, _config
 
@@ -267,8 +268,8 @@ def engine_epoch(device: str, hidden: int = 256,
     X, y = read_training_data(HERE.parent / "data" / "sample-ner" / "train.conll", "tag")
     Xd, yd = read_training_data(HERE.parent / "data" / "sample-ner" / "dev.conll", "tag")
     options = dict(hidden_size=hidden, batch_size=32, max_epochs=1, early_stopping=False,
-                   random_state=0, device=device)
-    SequenceTagger(**options).fit(X[:64], y[:64]).predict(Xd[:64])  # compile everything first
+                   random_state=0, device=device, char_encoder=char_encoder)
+    SequenceTagger(**options).fit(X[:64], y[:64]).predict(Xd)  # compile everything first
     model = SequenceTagger(**options)
     start = time.perf_counter()
     model.fit(X, y)
@@ -450,15 +451,19 @@ def main(argv: list[str] | None = None) -> None:
         lines += ["", "The whole tagger (`SequenceTagger`, hidden 256, batch 32, word, character "
                   "and shape features, CRF) for one epoch on data/sample-ner (1,500 sentences), "
                   "after a warm-up fit and prediction:", "",
-                  "| device | training tokens/s | prediction tokens/s (dev) | dev F1 |",
-                  "|---|---:|---:|---:|"]
-        for label, device, resident in (("cpu", "cpu", True),
-                                        ("cuda, everything on the device", "cuda", True),
-                                        ("cuda, per-batch copies (`TAGGER_CUDA_RESIDENT=0`)",
-                                         "cuda", False)):
-            train_tps, predict_tps, f1 = engine_epoch(device, resident=resident)
-            print(label, train_tps, predict_tps, f1, flush=True)
-            lines.append(f"| {label} | {train_tps:,.0f} | {predict_tps:,.0f} | {f1:.3f} |")
+                  "| device | characters | training tokens/s | prediction tokens/s (dev) "
+                  "| dev F1 |", "|---|---|---:|---:|---:|"]
+        for label, device, resident, chars in (
+                ("cpu", "cpu", True, "lstm"),
+                ("cuda, everything on the device", "cuda", True, "lstm"),
+                ("cuda, per-batch copies (`TAGGER_CUDA_RESIDENT=0`)", "cuda", False, "lstm"),
+                ("cpu", "cpu", True, "cnn"),
+                ("cuda, everything on the device", "cuda", True, "cnn")):
+            train_tps, predict_tps, f1 = engine_epoch(device, resident=resident,
+                                                      char_encoder=chars)
+            print(label, chars, train_tps, predict_tps, f1, flush=True)
+            lines.append(f"| {label} | {chars} | {train_tps:,.0f} | {predict_tps:,.0f} "
+                         f"| {f1:.3f} |")
     if args.transducer:
         lines += ["", "The encoder–decoder (`SequenceTransducer`, its defaults: hidden 128, batch "
                   "32, attention, input feeding) for one epoch on the sample corpus's distinct "

@@ -67,9 +67,23 @@ def _probe_cuda() -> tuple[bool, str]:
                 raise RuntimeError("a test kernel returned wrong results")
             _probe = (True, "")
         except Exception as exc:  # toolkit missing, driver too old, ...
-            _probe = (False, f"a test kernel could not run on the GPU ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc})")
+            _probe = (False, _probe_failure(exc))
         return _probe
+
+
+def _probe_failure(exc: BaseException) -> str:
+    """Why the test kernel failed, in one line, with the remedy where it is known."""
+    text = str(exc).strip()
+    reason = (f"a test kernel could not run on the GPU ({type(exc).__name__}: "
+              f"{text.splitlines()[0] if text else exc})")
+    if isinstance(exc, AttributeError) and text.startswith("module 'numpy' has no attribute"):
+        # numba-cuda 0.30 registers its typing of np.row_stack, which NumPy 2.5 removed, when
+        # it compiles a first kernel.
+        import numpy as np
+
+        reason += (f"; this numba-cuda does not support NumPy {np.__version__}: install an "
+                   f"older NumPy (pip install 'numpy<2.5') or a numba-cuda that supports it")
+    return reason
 
 
 def _driver_present() -> bool:

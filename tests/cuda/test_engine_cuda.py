@@ -55,6 +55,35 @@ def test_cuda_resolves_and_auto_prefers_it(monkeypatch):
         backend.resolve_device("auto")
 
 
+def test_a_failing_test_kernel_says_why_and_what_to_do(monkeypatch):
+    """numba-cuda 0.30.4 cannot compile a kernel with NumPy 2.5 (np.row_stack is gone): the
+    probe's error names the cause and the remedy, and device="cuda" is refused with it."""
+    import warnings
+
+    from tagger.kernels import rnn_cuda
+
+    class Broken:
+        def __getitem__(self, launch):
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(backend, "_probe", None)  # restored after the test: probed again
+    monkeypatch.setattr(backend, "_warned", False)
+    monkeypatch.setattr(rnn_cuda, "smoke_kernel", Broken())
+    with pytest.raises(RuntimeError, match=r"device='cuda' was requested, but a test kernel "
+                       r"could not run on the GPU \(AttributeError: module 'numpy' has no "
+                       r"attribute 'row_stack'\); this numba-cuda does not support NumPy .*"
+                       r"pip install 'numpy<2.5'"):
+        backend.resolve_device("cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert backend.resolve_device("auto") == "cpu"  # the answer is kept for the process
+    messages = [str(w.message) for w in caught]
+    if backend._gpu_intended():  # the [cuda] extra's toolkit wheels are installed
+        assert len(messages) == 1 and "pip install 'numpy<2.5'" in messages[0]
+    else:
+        assert messages == []
+
+
 @pytest.mark.parametrize("paired, resident", [(True, True), (False, True), (True, False)],
                          ids=["directions-together", "in-turn", "per-batch-copies"])
 def test_tagger_trains_and_predicts_on_the_gpu_kernels(monkeypatch, paired, resident):
