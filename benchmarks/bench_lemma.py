@@ -8,6 +8,9 @@ every word counted; the test split is not read):
 * ``Lemmatizer(random_state=seed)`` with gold UPOS, and with the UPOS of a
   ``SequenceTagger(random_state=seed)`` trained on the same training file (both models are
   saved under ``--work`` and reused by later runs; ``--retrain`` trains the lemmatizer again);
+* with ``--char-lm``, also with the UPOS of a ``SequenceTagger(char_lm=(forward, backward))``
+  whose character language models are those of ``bench_char_lm.py`` (saved under ``--work``
+  too);
 * each also on the dev tokens whose (form, UPOS) pair training never showed;
 * with ``--jackknife K``, lemmatizers that learn from the tags the tagger predicts for training
   sentences it did not see (K contiguous folds of the training file, each tagged by a
@@ -18,6 +21,7 @@ Usage::
 
     python benchmarks/bench_lemma.py                # update RESULTS.md
     python benchmarks/bench_lemma.py --no-tagger --no-write
+    python benchmarks/bench_lemma.py --char-lm     # also a tagger with contextual embeddings
 """
 
 from __future__ import annotations
@@ -173,6 +177,27 @@ def jackknife_rows(model, data, predicted_upos, folds: int, seed: int, work: Pat
     return rows
 
 
+def char_lm_upos(X, upos, X_dev, upos_dev, seed: int, work: Path) -> tuple[str, list]:
+    """(row name, dev UPOS) of ``SequenceTagger(random_state=seed, char_lm=(forward,
+    backward))``, its language models those of ``bench_char_lm.py`` (one LSTM layer of 128, 8
+    epochs at most, on the raw text of the UD EWT, WNUT17 and SST-2 training files), trained or
+    reused under ``work`` like the tagger."""
+    import bench_char_lm
+
+    forward, backward, _ = bench_char_lm.language_models(argparse.Namespace(
+        work=str(work), lm_hidden=128, lm_epochs=8, seed=seed, retrain=False))
+    path = work / f"upos_charlm_s{seed}.tagger"
+    if path.exists():
+        tagger = load(path)
+    else:
+        tagger = SequenceTagger(random_state=seed, char_lm=(forward, backward), verbose=1)
+        tagger.fit(X, upos, X_dev=X_dev, y_dev=upos_dev)
+        tagger.save(path)
+    predicted = tagger.predict(X_dev)
+    return (f"Lemmatizer, UPOS of `SequenceTagger(char_lm=...)` "
+            f"({accuracy(flat(predicted), flat(upos_dev)):.2f})", predicted)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -184,6 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--jackknife", type=int, default=0, metavar="K",
                         help="also lemmatizers built on K-fold jackknifed training tags")
+    parser.add_argument("--char-lm", action="store_true",
+                        help="also the UPOS of a tagger with contextual character embeddings "
+                             "(bench_char_lm.py's language models, trained or reused under "
+                             "--work)")
     args = parser.parse_args(argv)
     folder = DATA / "ud_ewt"
     if not folder.is_dir():
@@ -230,6 +259,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.jackknife:
             rows.update(jackknife_rows(model, (X, upos, lemmas, X_dev, upos_dev, lemmas_dev),
                                        predicted_upos, args.jackknife, args.seed, work))
+        if args.char_lm:
+            name, lm_upos = char_lm_upos(X, upos, X_dev, upos_dev, args.seed, work)
+            rows[name] = flat(model.predict(X_dev, lm_upos))
+            errors = tag_errors(rows["Lemmatizer, gold UPOS"], rows[name], gold,
+                                flat(upos_dev), flat(lm_upos)).strip()
+            if errors:
+                tagger_note += f" With contextual character embeddings: {errors}"
     n_unseen = sum(unseen)
     lines = [
         "## Lemmas on UD English EWT (`benchmarks/bench_lemma.py`)",
