@@ -19,8 +19,8 @@ CACHE_DIR: str | None = os.environ.get("TAGGER_CACHE_DIR") or None
 
 # An inner kernel (one only other kernels call) compiled inside another gets only Numba's cheap
 # module optimization of its own: the kernel that calls it optimizes the code again in full once
-# it is linked in, and only that copy runs (see tagger.kernels._jit). TAGGER_CHEAP_INNER=0 turns
-# this off (every function optimized in full twice, as Numba does; for comparisons).
+# it is linked in, as a private copy that is the only one its calls run (see tagger.kernels._jit).
+# TAGGER_CHEAP_INNER=0 turns this off (every function optimized in full twice, as Numba does).
 CHEAP_INNER_KERNELS: bool = os.environ.get("TAGGER_CHEAP_INNER", "1") not in ("", "0")
 
 # Number of threads the CPU kernels use when the caller gives none (None: Numba's current value).

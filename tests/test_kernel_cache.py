@@ -218,7 +218,7 @@ def test_inner_kernels_get_the_full_optimization_once_inside_their_caller(monkey
     kernel that calls it, and an inner kernel called from Python, get Numba's full one."""
     import numpy as np
 
-    if _jit._full_module_optimizer is None:
+    if _jit._full_module_optimizer is None or not _config.CHEAP_INNER_KERNELS:
         pytest.skip("the cheap inner optimization is off (TAGGER_CHEAP_INNER=0)")
     full, cheap = [], []
     real_full, real_cheap = _jit._full_module_optimizer, _jit._cheap_module_optimizer
@@ -258,6 +258,69 @@ def test_inner_kernels_get_the_full_optimization_once_inside_their_caller(monkey
     del full[:], cheap[:]
     assert _scaled_sum(np.arange(3, dtype=np.float32), 1.0) == 3.0
     assert any(name.endswith("_scaled_sum") for name in full) and not cheap
+
+
+def test_a_kernel_runs_its_own_copies_of_the_helpers_linked_into_it():
+    """Helpers linked into a kernel are private to its module (internal linkage), so that a call
+    never binds to another library's copy of the same name (see "Which copy of a helper runs")."""
+    import llvmlite.binding as ll
+    import numpy as np
+
+    if _jit._full_module_optimizer is None:
+        pytest.skip("this Numba's code generator is organised otherwise")
+
+    @_uncached
+    @_jit.kernel()
+    def _weighted(x, a):
+        s = 0.0
+        for v in x:
+            s += a * v * v
+        return s
+
+    @_uncached
+    @_jit.kernel()
+    def caller_kernel(x):
+        return _weighted(x, 2.0) + _weighted(x[1:], 3.0)
+
+    assert caller_kernel(np.arange(4.0)) == 28.0 + 42.0
+    [result] = caller_kernel.overloads.values()
+    module = result.library._final_module
+    defined = [f for f in module.functions if not f.is_declaration]
+    assert any(f.linkage == ll.Linkage.external for f in defined)  # its entry points
+    weak = [f.name for f in defined if f.linkage == ll.Linkage.linkonce_odr]
+    assert not weak, weak
+
+
+_SAME_BITS = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_crf_kernels import random_problem
+from tagger.kernels import crf_cpu
+em, _, lengths, params, masks = random_problem(
+    np.random.default_rng(90), 17, 12, 7, np.float64, masked=True)
+marginals, log_z = np.empty_like(em), np.empty(em.shape[0])
+crf_cpu.crf_marginals_serial(em, lengths, *params, *masks, marginals, log_z)
+hits = sum(crf_cpu.crf_marginals_serial.stats.cache_hits.values())
+print(hits, hashlib.sha256(marginals.tobytes() + log_z.tobytes()).hexdigest())
+"""
+
+
+def test_a_kernel_gives_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path):
+    """The process that compiles a kernel runs the code that later processes load from the cache
+    (before its helpers were made private, the compiling process ran the helpers' own, cheaply
+    optimized libraries: other code, other rounding, 1.8 times slower for these marginals)."""
+    env = {**os.environ, "TAGGER_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("TAGGER_NO_CACHE", None)
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _SAME_BITS, str(Path(__file__).parent)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.split())
+    (compiled_hits, compiled), (loaded_hits, loaded) = runs
+    assert (compiled_hits, loaded_hits) == ("0", "1")
+    assert compiled == loaded
 
 
 def test_kernel_inner_flag_follows_the_name_unless_given():

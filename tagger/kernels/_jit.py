@@ -40,15 +40,30 @@ Inner kernels
 -------------
 Numba compiles a function that a kernel calls as a library of its own, optimizes that library's
 module in full (inlining, loop vectorization), then links it into the caller's module and
-optimizes the whole again in full: a helper two calls deep is optimized three times, and the
-compiled code that runs is the caller's. A kernel declared *inner* (called only from other
-kernels: by default one whose name starts with an underscore) therefore gets only Numba's cheap
-module pass (the one it runs before the full one) when it is compiled inside another kernel; its
-function-level optimizations still run, and the caller's full pass optimizes it once, after
-inlining, as before. Called from Python (a test), an inner kernel compiles in full. This cuts the
-quickstart's compile time by about a third (``benchmarks/bench_startup.py``);
-``TAGGER_CHEAP_INNER=0`` turns it off. A Numba whose code generator is organised otherwise is
-left alone.
+optimizes the whole again in full: a helper two calls deep is optimized three times. A kernel
+declared *inner* (called only from other kernels: by default one whose name starts with an
+underscore) therefore gets only Numba's cheap module pass (the one it runs before the full one)
+when it is compiled inside another kernel; its function-level optimizations still run, and the
+caller's full pass optimizes it once, after inlining. Called from Python (a test), an inner kernel
+compiles in full. This cuts the quickstart's compile time by about a third
+(``benchmarks/bench_startup.py``); ``TAGGER_CHEAP_INNER=0`` turns it off.
+
+Which copy of a helper runs
+---------------------------
+Numba links a helper into its caller as a *weak* definition (``linkonce_odr``), and every
+library's code is loaded into one process-wide JIT linker, which binds a call to a weak symbol to
+the first definition of that name it has seen. A helper the caller did not inline was therefore
+run from whichever library was loaded first: in the process that compiled the kernel, the
+helper's own library (loaded before its caller; with the cheap pass above, code never vectorized:
+the CRF marginals ran 1.8 times slower than the same kernel loaded from the cache), and in a
+process that loaded kernels from the cache, another kernel's copy of the helper whenever two
+libraries' copies had the same name. Under fast-math flags two copies can round differently, so
+a kernel's results depended on what the process had compiled or loaded before it (one unit in the
+last place in the CRF's marginals). The final module of every kernel compiled here (a kernel
+called from Python, or a kernel that is not inner compiled inside another) therefore makes every
+weak definition linked into it private to it (``internal`` linkage) before it is optimized: its
+calls run its own copies, compiled or loaded, whatever else the process holds. A library that
+links such a module in gets its private copies along with it.
 
 Processes that compile at once
 ------------------------------
@@ -77,6 +92,7 @@ import types
 import warnings
 from pathlib import Path
 
+import llvmlite.binding as ll
 import numba
 from numba.core import caching
 from numba.core import event as numba_event
@@ -399,21 +415,38 @@ def _cheap_module_optimizer(library) -> None:
     manager.run(library._final_module, builder)
 
 
+def _internalize_linked_functions(module) -> int:
+    """Make every weak function definition (``linkonce_odr``: what Numba links in from another
+    library) of ``module`` private to it; return how many (see "Which copy of a helper runs")."""
+    count = 0
+    for function in module.functions:
+        if not function.is_declaration and function.linkage == ll.Linkage.linkonce_odr:
+            function.linkage = "internal"
+            count += 1
+    return count
+
+
 def _optimize_final_module(library) -> None:
     """What replaces Numba's ``CPUCodeLibrary._optimize_final_module``: the cheap pass alone for
-    an inner kernel compiled inside another kernel (see "Inner kernels" above), Numba's full
-    optimization for everything else."""
+    an inner kernel compiled inside another (see "Inner kernels" above); for the other kernels,
+    the helpers linked in made private, then Numba's full optimization; other libraries as Numba
+    does."""
     stack = _COMPILING.stack
-    if len(stack) >= 2 and getattr(stack[-1], "_tagger_inner", False):
-        try:
-            _cheap_module_optimizer(library)
-            return
-        except Exception:  # noqa: S110 - another Numba's internals: optimize as it would
-            pass
+    kernel_ = stack[-1] if stack else None
+    if hasattr(kernel_, "_tagger_inner"):
+        if len(stack) >= 2 and kernel_._tagger_inner:
+            if _config.CHEAP_INNER_KERNELS:
+                try:
+                    _cheap_module_optimizer(library)
+                    return
+                except Exception:  # noqa: S110 - another Numba's internals: optimize as it would
+                    pass
+        else:
+            _internalize_linked_functions(library._final_module)
     _full_module_optimizer(library)
 
 
-def _install_inner_module_optimizer() -> None:
+def _install_final_module_optimizer() -> None:
     global _full_module_optimizer
     from numba.core import codegen
 
@@ -426,8 +459,7 @@ def _install_inner_module_optimizer() -> None:
     library_class._optimize_final_module = _optimize_final_module
 
 
-if _config.CHEAP_INNER_KERNELS:
-    _install_inner_module_optimizer()
+_install_final_module_optimizer()
 
 
 class _CompileClock(numba_event.Listener):
