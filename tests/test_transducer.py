@@ -208,6 +208,23 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         small(device="cuda").fit(["ab"], ["ba"])
 
 
+def test_auto_device_is_the_cpu_without_asking_for_a_gpu(monkeypatch):
+    """The encoder-decoder runs faster on the CPU (see ``device``): "auto" does not even probe
+    for a GPU; "cuda" in the environment still asks for one."""
+    from tagger.kernels import backend
+
+    def no_probe():
+        raise AssertionError("the GPU was probed")
+
+    monkeypatch.setattr(backend, "_probe_cuda", no_probe)
+    monkeypatch.delenv("TAGGER_DEVICE", raising=False)
+    assert SequenceTransducer()._resolve_device() == "cpu"
+    assert backend.resolve_device("auto", auto_gpu=False) == "cpu"
+    monkeypatch.setenv("TAGGER_DEVICE", "cuda")
+    with pytest.raises(AssertionError, match="probed"):
+        SequenceTransducer()._resolve_device()
+
+
 def test_feature_checks_and_scikit_learn_contract():
     from sklearn.base import clone
 

@@ -112,8 +112,11 @@ def cuda_usable() -> bool:
     return _probe_cuda()[0]
 
 
-def resolve_device(requested: str = "auto") -> str:
+def resolve_device(requested: str = "auto", auto_gpu: bool = True) -> str:
     """``"cpu"`` or ``"cuda"``: where to run, given the request and ``TAGGER_DEVICE``.
+
+    ``auto_gpu=False`` makes "auto" mean the CPU, for a model that runs faster there (an
+    explicit "cuda", here or in ``TAGGER_DEVICE``, still takes the GPU).
 
     Raises
     ------
@@ -131,7 +134,7 @@ def resolve_device(requested: str = "auto") -> str:
         requested = override
     if requested not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {requested!r}")
-    if requested == "cpu":
+    if requested == "cpu" or (requested == "auto" and not auto_gpu):
         return "cpu"
     usable, reason = _probe_cuda()
     if usable:

@@ -105,6 +105,17 @@ def test_decoding_on_the_device_finds_what_the_cpu_finds():
 
 
 @pytest.mark.filterwarnings("ignore:.*reached max_output_length:UserWarning")
+def test_auto_takes_the_cpu_and_cuda_the_gpu(monkeypatch):
+    from tagger.kernels.backend import cuda_usable
+
+    assert cuda_usable()
+    monkeypatch.delenv("TAGGER_DEVICE", raising=False)
+    assert SequenceTransducer()._resolve_device() == "cpu"
+    assert SequenceTransducer(device="cuda")._resolve_device() == "cuda"
+    monkeypatch.setenv("TAGGER_DEVICE", "cuda")
+    assert SequenceTransducer()._resolve_device() == "cuda"
+
+
 def test_estimator_trains_and_predicts_on_the_device_as_on_the_cpu():
     X = ["abc", "ba", "cab"]
     y = ["cba", "ab", "bac"]
