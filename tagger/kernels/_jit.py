@@ -63,7 +63,8 @@ last place in the CRF's marginals). The final module of every kernel compiled he
 called from Python, or a kernel that is not inner compiled inside another) therefore makes every
 weak definition linked into it private to it (``internal`` linkage) before it is optimized: its
 calls run its own copies, compiled or loaded, whatever else the process holds. A library that
-links such a module in gets its private copies along with it.
+links such a module in gets its private copies along with it. A Numba whose code generator is
+organised otherwise is left as it is (neither this nor the cheap pass is applied).
 
 Processes that compile at once
 ------------------------------
