@@ -261,8 +261,9 @@ def test_inner_kernels_get_the_full_optimization_once_inside_their_caller(monkey
 
 
 def test_a_kernel_runs_its_own_copies_of_the_helpers_linked_into_it():
-    """Helpers linked into a kernel are private to its module (internal linkage), so that a call
-    never binds to another library's copy of the same name (see "Which copy of a helper runs")."""
+    """Helpers linked into a kernel are private to its module (private linkage: no symbol), so
+    that a call never binds to another library's copy of the same name (see "Which copy of a
+    helper runs")."""
     import llvmlite.binding as ll
     import numpy as np
 
@@ -287,8 +288,10 @@ def test_a_kernel_runs_its_own_copies_of_the_helpers_linked_into_it():
     module = result.library._final_module
     defined = [f for f in module.functions if not f.is_declaration]
     assert any(f.linkage == ll.Linkage.external for f in defined)  # its entry points
-    weak = [f.name for f in defined if f.linkage == ll.Linkage.linkonce_odr]
-    assert not weak, weak
+    shared = [f.name for f in defined
+              if f.linkage not in (ll.Linkage.external, ll.Linkage.private)]
+    assert not shared, shared
+    assert any(f.linkage == ll.Linkage.private for f in defined)  # the helper's copy
 
 
 _SAME_BITS = """
@@ -321,6 +324,40 @@ def test_a_kernel_gives_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path
     (compiled_hits, compiled), (loaded_hits, loaded) = runs
     assert (compiled_hits, loaded_hits) == ("0", "1")
     assert compiled == loaded
+
+
+_HELPER_AFTER_CALLER = """
+import sys
+import numpy as np
+from tagger.kernels import gemm_cpu
+from tagger.nn.recurrent import RNNStack
+rng = np.random.default_rng(0)
+stack = RNNStack("lstm", 10, 8, 1, bidirectional=False)
+params = stack.init_params(rng)
+stack.forward(params, rng.standard_normal((3, 5, 10)).astype(np.float32), np.full(3, 5, np.int64))
+if sys.argv[1:] == ["helper"]:
+    a = rng.standard_normal((9, 33)).astype(np.float32)
+    m = rng.standard_normal((33, 47)).astype(np.float32)
+    out = np.zeros((9, 47), np.float32)
+    gemm_cpu.matmul_packed(a, 9, gemm_cpu.packed(m), 47, out)
+    print(float(np.abs(out - a @ m).max()), sum(gemm_cpu.matmul_packed.stats.cache_hits.values()))
+"""
+
+
+def test_a_helper_loaded_after_a_kernel_that_holds_a_copy_of_it(tmp_path):
+    """A process loads the LSTM kernel from the cache (with its private copy of the product
+    helpers), then calls one of those helpers from Python, loaded from the cache too. The JIT
+    linker registers even a module's internal functions by name: when the copies were merely
+    internal, the helper's call to ``_micro`` ran the LSTM kernel's copy, whose arguments the
+    optimizer had changed, and the process crashed; private copies have no name to bind to."""
+    env = {**os.environ, "TAGGER_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("TAGGER_NO_CACHE", None)
+    for args in ([], ["helper"]):
+        done = subprocess.run([sys.executable, "-c", _HELPER_AFTER_CALLER, *args], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    error, hits = done.stdout.split()
+    assert float(error) < 1e-4 and hits == "1"
 
 
 def test_kernel_inner_flag_follows_the_name_unless_given():

@@ -61,10 +61,14 @@ libraries' copies had the same name. Under fast-math flags two copies can round 
 a kernel's results depended on what the process had compiled or loaded before it (one unit in the
 last place in the CRF's marginals). The final module of every kernel compiled here (a kernel
 called from Python, or a kernel that is not inner compiled inside another) therefore makes every
-weak definition linked into it private to it (``internal`` linkage) before it is optimized: its
-calls run its own copies, compiled or loaded, whatever else the process holds. A library that
-links such a module in gets its private copies along with it. A Numba whose code generator is
-organised otherwise is left as it is (neither this nor the cheap pass is applied).
+weak definition linked into it private to it (``private`` linkage: no symbol in the object at
+all) before it is optimized: its calls run its own copies, compiled or loaded, whatever else the
+process holds. ``internal`` linkage is not enough: the JIT linker registers a module's internal
+functions by name too, and the optimizer may change an internal function's arguments, so a
+helper loaded later (a test calling ``gemm_cpu.matmul_packed`` after an LSTM kernel was loaded)
+had its call bound to the kernel's altered copy and crashed. A library that links such a module
+in gets its private copies along with it. A Numba whose code generator is organised otherwise
+is left as it is (neither this nor the cheap pass is applied).
 
 Processes that compile at once
 ------------------------------
@@ -416,13 +420,14 @@ def _cheap_module_optimizer(library) -> None:
     manager.run(library._final_module, builder)
 
 
-def _internalize_linked_functions(module) -> int:
+def _privatize_linked_functions(module) -> int:
     """Make every weak function definition (``linkonce_odr``: what Numba links in from another
-    library) of ``module`` private to it; return how many (see "Which copy of a helper runs")."""
+    library) of ``module`` private to it (no symbol at all); return how many (see "Which copy of
+    a helper runs")."""
     count = 0
     for function in module.functions:
         if not function.is_declaration and function.linkage == ll.Linkage.linkonce_odr:
-            function.linkage = "internal"
+            function.linkage = "private"
             count += 1
     return count
 
@@ -443,7 +448,7 @@ def _optimize_final_module(library) -> None:
                 except Exception:  # noqa: S110 - another Numba's internals: optimize as it would
                     pass
         else:
-            _internalize_linked_functions(library._final_module)
+            _privatize_linked_functions(library._final_module)
     _full_module_optimizer(library)
 
 
