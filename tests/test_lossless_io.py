@@ -52,7 +52,10 @@ def _cli(*args: str, stdin=None, close_fd: int | None = None, timeout: float = 1
     if close_fd is not None:
         wrapper = "import os, sys; os.close(int(sys.argv[1])); os.execv(sys.argv[2], sys.argv[2:])"
         command = [sys.executable, "-c", wrapper, str(close_fd), *command]
-    return subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout)
+    # On the CPU: with the [cuda] extra installed and no GPU, "auto" would add a warning line to
+    # the standard error these tests read.
+    env = {**os.environ, "TAGGER_DEVICE": "cpu"}
+    return subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout, env=env)
 
 
 # ---------------------------------------------------------------------------------------------
