@@ -84,14 +84,14 @@ _as_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0,
                               reason="giving a directory to another user needs root")
 
 
-def _run(tmp_path, cache_dir, *args):
-    """Run the script with ``cache_dir`` as TAGGER_CACHE_DIR and the other candidate roots
+def _run(tmp_path, cache_dir, *args, script=_SCRIPT):
+    """Run ``script`` with ``cache_dir`` as TAGGER_CACHE_DIR and the other candidate roots
     (XDG_CACHE_HOME, TMPDIR) under ``tmp_path``; stdout lines and stderr."""
     (tmp_path / "tmp").mkdir(exist_ok=True)
     env = dict(os.environ, TAGGER_CACHE_DIR=str(cache_dir), XDG_CACHE_HOME=str(tmp_path / "xdg"),
                TMPDIR=str(tmp_path / "tmp"), PYTHONWARNINGS="default")
     env.pop("TAGGER_NO_CACHE", None)
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, *args], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -313,15 +313,9 @@ def test_a_kernel_gives_the_same_bits_compiled_or_loaded_from_the_cache(tmp_path
     """The process that compiles a kernel runs the code that later processes load from the cache
     (before its helpers were made private, the compiling process ran the helpers' own, cheaply
     optimized libraries: other code, other rounding, 1.8 times slower for these marginals)."""
-    env = {**os.environ, "TAGGER_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("TAGGER_NO_CACHE", None)
-    runs = []
-    for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", _SAME_BITS, str(Path(__file__).parent)],
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        runs.append(done.stdout.split())
-    (compiled_hits, compiled), (loaded_hits, loaded) = runs
+    runs = [_run(tmp_path, tmp_path / "cache", str(Path(__file__).parent), script=_SAME_BITS)
+            for _ in range(2)]
+    (compiled_hits, compiled), (loaded_hits, loaded) = [lines[0].split() for lines, _ in runs]
     assert (compiled_hits, loaded_hits) == ("0", "1")
     assert compiled == loaded
 
@@ -350,13 +344,9 @@ def test_a_helper_loaded_after_a_kernel_that_holds_a_copy_of_it(tmp_path):
     linker registers even a module's internal functions by name: when the copies were merely
     internal, the helper's call to ``_micro`` ran the LSTM kernel's copy, whose arguments the
     optimizer had changed, and the process crashed; private copies have no name to bind to."""
-    env = {**os.environ, "TAGGER_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("TAGGER_NO_CACHE", None)
-    for args in ([], ["helper"]):
-        done = subprocess.run([sys.executable, "-c", _HELPER_AFTER_CALLER, *args], env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
-    error, hits = done.stdout.split()
+    _run(tmp_path, tmp_path / "cache", script=_HELPER_AFTER_CALLER)
+    lines, _ = _run(tmp_path, tmp_path / "cache", "helper", script=_HELPER_AFTER_CALLER)
+    error, hits = lines[0].split()
     assert float(error) < 1e-4 and hits == "1"
 
 

@@ -420,16 +420,13 @@ def _cheap_module_optimizer(library) -> None:
     manager.run(library._final_module, builder)
 
 
-def _privatize_linked_functions(module) -> int:
+def _privatize_linked_functions(module) -> None:
     """Make every weak function definition (``linkonce_odr``: what Numba links in from another
-    library) of ``module`` private to it (no symbol at all); return how many (see "Which copy of
-    a helper runs")."""
-    count = 0
+    library) of ``module`` private to it, with no symbol at all (see "Which copy of a helper
+    runs")."""
     for function in module.functions:
         if not function.is_declaration and function.linkage == ll.Linkage.linkonce_odr:
             function.linkage = "private"
-            count += 1
-    return count
 
 
 def _optimize_final_module(library) -> None:
