@@ -93,7 +93,10 @@ class SequenceClassifier(RecurrentEstimator):
     class_weight : dict, "balanced" or None
         Weight of each class in the loss ("balanced": inversely proportional to its frequency).
     device : {"auto", "cpu", "cuda"}
-        Where the network runs (only the CPU in this version).
+        Where training and prediction run: "cuda" on the GPU (the ``[cuda]`` extra and a
+        usable GPU; else an error saying why), "cpu" on the CPU kernels, "auto" the GPU when
+        one is usable, else the CPU (see :func:`tagger.kernels.backend.resolve_device`; the
+        ``TAGGER_DEVICE`` environment variable overrides it).
     n_jobs : int or None
         CPU threads (None: all).
     random_state : int, RandomState or None

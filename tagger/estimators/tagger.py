@@ -179,7 +179,10 @@ class SequenceTagger(RecurrentEstimator):
     labels : list of str, optional
         Labels to know from the start, so that a later ``partial_fit`` may use them.
     device : {"auto", "cpu", "cuda"}
-        Where the network runs (only the CPU in this version).
+        Where training and prediction run: "cuda" on the GPU (the ``[cuda]`` extra and a
+        usable GPU; else an error saying why), "cpu" on the CPU kernels, "auto" the GPU when
+        one is usable, else the CPU (see :func:`tagger.kernels.backend.resolve_device`; the
+        ``TAGGER_DEVICE`` environment variable overrides it). With ``char_lm``, the CPU.
     n_jobs : int or None
         CPU threads (None: all).
     random_state : int, RandomState or None
