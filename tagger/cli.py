@@ -188,7 +188,7 @@ def _parameter_docs() -> dict[str, str]:
 _NONE_DEFAULT_TYPES = {"embeddings": str, "labels": str, "n_jobs": int, "random_state": int,
                        "class_weight": str, "clip_norm": float}
 #: Options that mean None when given as "none".
-_NONE_WORDS = {"char_encoder", "clip_norm", "class_weight"}
+_NONE_WORDS = {"char_encoder", "clip_norm", "class_weight", "epoch_size"}
 #: Parameters the command line sets in its own way.
 _OWN_OPTIONS = {"verbose", "device", "n_jobs", "random_state", "char_lm"}
 
@@ -215,6 +215,12 @@ def _convert_param(name: str, value: Any) -> Any:
         except ValueError:
             raise typer.BadParameter(f"--clip-norm must be a number or none, got {value!r}",
                                      param_hint="--clip-norm") from None
+    if name == "epoch_size" and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise typer.BadParameter(f"--epoch-size must be an integer or none, got {value!r}",
+                                     param_hint="--epoch-size") from None
     if name == "labels" and isinstance(value, str):
         return [label for label in value.split(",") if label]
     if name == "class_weight" and isinstance(value, str) and value.startswith("{"):
@@ -247,7 +253,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 
 #: What the estimator options whose type alone says too little take.
-_METAVARS = {"clip_norm": "FLOAT|none", "class_weight": "balanced|JSON|none",
+_METAVARS = {"clip_norm": "FLOAT|none", "epoch_size": "INTEGER|none",
+             "class_weight": "balanced|JSON|none",
              "labels": "LABEL,...", "embeddings": "PATH"}
 #: Help of the options whose docstring's first sentence does not stand alone.
 _HELP = {"direction": "Read the text from left to right, or from right to left (a backward "

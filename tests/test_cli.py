@@ -115,7 +115,8 @@ def test_list_recipes():
 @pytest.mark.parametrize("option, value", [
     ("--cell", "transformer"), ("--optimizer", "rmsprop"), ("--tag-scheme", "BILOUX"),
     ("--char-encoder", "rnn"), ("--pooling", "sum"), ("--dropout", "1.5"),
-    ("--hidden-size", "0"), ("--clip-norm", "big"),
+    ("--hidden-size", "0"), ("--clip-norm", "big"), ("--epoch-size", "0"),
+    ("--epoch-size", "many"),
 ])
 def test_an_invalid_estimator_option_is_a_usage_error(option, value, tmp_path):
     out = tmp_path / "m.tagger"
@@ -138,6 +139,14 @@ def captured_training(monkeypatch):
 
     monkeypatch.setattr(workflows, "train", stop)
     return seen
+
+
+@pytest.mark.parametrize("value, expected", [("5000", 5000), ("none", None), ("NONE", None)])
+def test_epoch_size_takes_an_integer_or_none(value, expected, captured_training, tmp_path):
+    result = runner.invoke(app, ["train", "--train", str(NER / "dev.conll"), "-o",
+                                 str(tmp_path / "m.tagger"), "--epoch-size", value, "--quiet"])
+    assert result.exit_code != 2, result.output
+    assert captured_training["params"]["epoch_size"] == expected
 
 
 @pytest.mark.parametrize("name", ["BILOU", "biluo", "BIOES", "iobes"])

@@ -10,7 +10,7 @@ from tagger.demo import train_lookahead
 from tagger.nn.network import TaggingNetwork
 from tagger.nn.optim import Adam
 from tagger.nn.recurrent import dropout_mask
-from tagger.nn.training import length_batches, pad_sequences, run_batches, thread_limit, train_step
+from tagger.nn.training import EpochBatches, length_batches, pad_sequences, run_batches, thread_limit, train_step
 
 
 def small_batch(seed=0, B=3, T=5, D=3, K=4, dtype=np.float64):
@@ -118,6 +118,40 @@ def test_length_batches_cover_every_index_once_sorted_within_batch():
         assert (np.diff(lengths[b]) <= 0).all()
     with pytest.raises(ValueError, match="batch_size"):
         length_batches(lengths, 0)
+
+
+def test_epoch_batches_cut_each_pass_into_epochs_that_see_every_example_once():
+    lengths = np.random.default_rng(0).integers(0, 30, size=103)  # some empty
+    nonempty = sorted(np.flatnonzero(lengths > 0).tolist())
+    # epoch_size None, or at least the examples: each epoch is the pass length_batches draws
+    for size in (None, len(nonempty)):
+        plan, rng, twin = EpochBatches(lengths, 8, size), np.random.default_rng(3), \
+            np.random.default_rng(3)
+        assert plan.parts == 1
+        for _ in range(2):
+            expected = [b for b in length_batches(lengths, 8, twin) if lengths[b[0]] > 0]
+            assert [b.tolist() for b in plan.next_epoch(rng)] == [b.tolist() for b in expected]
+        assert rng.bit_generator.state == twin.bit_generator.state
+    plan, rng = EpochBatches(lengths, 8, 30), np.random.default_rng(3)
+    assert plan.parts == -(-len(nonempty) // 30)
+    for _ in range(2):  # two passes
+        epochs = [plan.next_epoch(rng) for _ in range(plan.parts)]
+        sizes = [len(e) for e in epochs]
+        assert max(sizes) - min(sizes) <= 1
+        seen = np.concatenate([b for e in epochs for b in e]).tolist()
+        assert len(seen) == len(set(seen))  # (a batch may hold an empty one beside others)
+        assert sorted(i for i in seen if lengths[i] > 0) == nonempty
+    # Restored in the middle of a pass from its saved state: the rest of the same pass.
+    plan.next_epoch(rng)
+    state, part = plan.pass_state, plan.part
+    rest = [plan.next_epoch(rng) for _ in range(plan.parts - part)]
+    again = EpochBatches(lengths, 8, 30)
+    again.restore(state, part)
+    for epoch in rest:
+        assert [b.tolist() for b in again.next_epoch(rng)] == [b.tolist() for b in epoch]
+    assert again.part == 0
+    again.restore(state, plan.parts + 5)  # a part this data has not: a new pass
+    assert again.part == 0 and again.pass_state is None
 
 
 def test_thread_limit_restores_numba_threads():

@@ -426,11 +426,15 @@ def test_tags_numeric_sequences(tmp_path):
     assert model.predict([np.zeros((0, 2))]) == [[]]  # an empty sequence gets no tags
 
 
-@pytest.mark.parametrize("stop_after, decay", [(1, 0.0), (3, 0.0), (3, 0.5)])
+@pytest.mark.parametrize("stop_after, decay, epoch_size", [
+    (1, 0.0, 20000), (3, 0.0, 20000), (3, 0.5, 20000),
+    # 54 training sentences (a tenth held out) in epochs of at most 20: three a pass; stopped
+    # in the middle of the first pass, and at its end
+    (2, 0.5, 20), (3, 0.0, 20)])
 def test_resuming_a_checkpoint_gives_the_uninterrupted_model_bit_for_bit(tmp_path, stop_after,
-                                                                         decay):
+                                                                         decay, epoch_size):
     X, y = ner_data(60)
-    options = dict(SMALL, max_epochs=5, patience=2, average_decay=decay)
+    options = dict(SMALL, max_epochs=5, patience=2, average_decay=decay, epoch_size=epoch_size)
     whole = SequenceTagger(**options).fit(X, y)
 
     class Interrupted(Exception):
@@ -493,6 +497,26 @@ def test_average_decay_is_checked():
     for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(ValueError, match="average_decay must be a number in"):
             SequenceTagger(**dict(SMALL, average_decay=bad)).fit(*ner_data(5))
+
+
+def test_an_epoch_is_at_most_epoch_size_sentences():
+    """A corpus larger than epoch_size is cut into epochs of a pass each (here 60 sentences in
+    batches of 8, three epochs of 20 a pass), scored and early-stopped at each one's end."""
+    X, y = ner_data(60)
+    X_dev, y_dev = ner_data(20, seed=5)
+    batches = []
+
+    def hear(event, info):
+        if event == "epoch_start":
+            batches.append(info["n_batches"])
+
+    model = SequenceTagger(**dict(SMALL, max_epochs=6, epoch_size=20, early_stopping=False))
+    model.fit(X, y, X_dev=X_dev, y_dev=y_dev, callback=hear)
+    assert batches == [2, 3, 3, 2, 3, 3]
+    assert len(model.history_) == 6 and all(h["dev_score"] is not None for h in model.history_)
+    for bad in (0, -5, 2.5, True, "100"):
+        with pytest.raises(ValueError, match="epoch_size must be a positive integer or None"):
+            SequenceTagger(**dict(SMALL, epoch_size=bad)).fit(*ner_data(5))
 
 
 def test_a_sequence_of_100000_tokens_is_tagged(fitted):

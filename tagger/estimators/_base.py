@@ -20,7 +20,7 @@ from ..kernels._jit import compile_seconds
 from ..nn.features import CHAR_ENCODERS, NumericFeaturizer, TokenFeaturizer
 from ..nn.optim import OPTIMIZERS, decayed_learning_rate, make_optimizer
 from ..nn.recurrent import CELLS
-from ..nn.training import apply_gradients, length_batches, thread_limit
+from ..nn.training import EpochBatches, apply_gradients, thread_limit
 from ..text.embeddings import load_word_vectors
 from ..text.tokenize import make_tokenizer
 from ..text.vocab import SHAPES, Vocabulary
@@ -89,6 +89,10 @@ class RecurrentEstimator(EstimatorBase):
         decay = getattr(self, "average_decay", 0.0)
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
             raise ValueError(f"average_decay must be a number in [0, 1), got {decay!r}")
+        size = getattr(self, "epoch_size", None)
+        if size is not None and (not isinstance(size, (int, np.integer)) or
+                                 isinstance(size, bool) or size < 1):
+            raise ValueError(f"epoch_size must be a positive integer or None, got {size!r}")
 
     def _check_clip_and_stopping(self) -> None:
         """``clip_norm`` positive or None, ``early_stopping`` a bool (the estimators with their
@@ -346,6 +350,9 @@ class RecurrentEstimator(EstimatorBase):
         last_epoch = first_epoch + epochs
         best_score, best_params, waited = (-math.inf,), None, 0
         best_progress: tuple = ()
+        # An epoch is a pass over the data or, for a corpus of more than epoch_size examples, a
+        # part of one (see EpochBatches).
+        epochs_plan = EpochBatches(lengths, self.batch_size, getattr(self, "epoch_size", None))
         # The moving average of the weights at each epoch's end (average_decay), which the dev
         # score, the best epoch and the final model read; training goes on from the weights.
         decay = float(getattr(self, "average_decay", 0.0) or 0.0)
@@ -358,6 +365,7 @@ class RecurrentEstimator(EstimatorBase):
                                   for v in resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
+            epochs_plan.restore(resume.get("pass_rng"), int(resume.get("pass_part", 0)))
             average = resume.get("average") if decay else None
         # What an interruption or a divergence falls back on: the weights of best_epoch_. A new
         # model's starting weights are random, so they are not copied; a trained model's are.
@@ -388,8 +396,10 @@ class RecurrentEstimator(EstimatorBase):
                     self._optimizer.learning_rate = lr
                     start, total_loss, n_tokens, chance = time.perf_counter(), 0.0, 0, 0.0
                     compiled_before = compile_seconds()
-                    batches = [idx for idx in length_batches(lengths, self.batch_size, rng)
-                               if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
+                    batches = epochs_plan.next_epoch(rng)
+                    # The mean loss per example of the epoch (a whole pass counts the empty
+                    # examples too, whose loss is 0).
+                    examples = len(X) if epochs_plan.parts == 1 else sum(map(len, batches))
                     if callback is not None:
                         callback("epoch_start", {"epoch": epoch, "n_batches": len(batches)})
                     for number, idx in enumerate(batches, 1):
@@ -417,8 +427,8 @@ class RecurrentEstimator(EstimatorBase):
                     if total_loss > _DIVERGENCE_FACTOR * chance:
                         raise FloatingPointError(
                             f"training diverged in epoch {epoch}: the mean loss "
-                            f"{total_loss / len(X):.4g} is over {_DIVERGENCE_FACTOR:g} times "
-                            f"that of a uniform guess ({chance / len(X):.4g})")
+                            f"{total_loss / examples:.4g} is over {_DIVERGENCE_FACTOR:g} times "
+                            f"that of a uniform guess ({chance / examples:.4g})")
                     if trainer is not None:
                         trainer.download()  # the host copies serve the dev score and checkpoints
                     # Each loss is checked before its step, so the epoch's last step could
@@ -445,7 +455,7 @@ class RecurrentEstimator(EstimatorBase):
                             dev_score, dev_key, progress, dev_extra = self._dev_score(X_dev,
                                                                                       y_dev)
                     self.history_.append({
-                        "epoch": epoch, "loss": total_loss / max(len(X), 1),
+                        "epoch": epoch, "loss": total_loss / max(examples, 1),
                         "dev_score": dev_score, **dev_extra, "seconds": seconds,
                         "compile_seconds": compiling, "tokens_per_s": speed,
                         "learning_rate": lr})
@@ -472,7 +482,9 @@ class RecurrentEstimator(EstimatorBase):
                         self._checkpoint_state = {
                             "rng": rng.bit_generator.state, "best_key": list(best_score),
                             "best_progress": list(best_progress), "waited": waited,
-                            "best_params": best_params, "stopped": stop, "average": average}
+                            "best_params": best_params, "stopped": stop, "average": average,
+                            "pass_rng": epochs_plan.pass_state if epochs_plan.part else None,
+                            "pass_part": epochs_plan.part}
                         try:
                             callback("epoch_end", {**self.history_[-1],
                                                    "best_epoch": self.best_epoch_,

@@ -162,6 +162,8 @@ def check_params(cls, params, trust_tokenizer: bool):
             _number(getattr(estimator, name), name)
     if estimator.clip_norm is not None:
         _number(estimator.clip_norm, "clip_norm")
+    if getattr(estimator, "epoch_size", None) is not None:
+        _int(estimator.epoch_size, "epoch_size", 1, 2**31)
     if estimator.device not in _DEVICES:
         _fail(f"device must be one of {', '.join(_DEVICES)}")
     if estimator.n_jobs is not None:
@@ -216,6 +218,13 @@ def check_training_state(state) -> dict:
             _fail(f"training_state {key} must be true or false")
     if not isinstance(state.get("has_average", False), bool):  # checkpoints before averaging
         _fail("training_state has_average must be true or false")
+    # Where in a pass the next epoch starts (epoch_size); checkpoints from before: a new pass.
+    _int(state.get("pass_part", 0), "training_state pass_part", 0, 2**31)
+    if state.get("pass_rng") is not None:
+        try:
+            np.random.default_rng(0).bit_generator.state = state["pass_rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            _fail(f"training_state pass_rng is not a generator state ({exc})")
     return dict(state)
 
 

@@ -79,6 +79,15 @@ class SequenceClassifier(RecurrentEstimator):
         Training epochs at most.
     batch_size : int
         Sequences per batch (batches group sequences of similar length).
+    epoch_size : int or None
+        Sequences per epoch at most. A larger training set is read in shuffled passes, each
+        cut into ``ceil(sequences / epoch_size)`` epochs of as many batches alike, so that a
+        large corpus is scored on the development set, averaged and early-stopped several
+        times a pass; ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count
+        these epochs. None: an epoch is a pass. Default 20000: SST-2's 67,349 training
+        phrases make four epochs a pass, and its dev accuracy is 85.87 against 85.66 with whole
+        passes (mean of seeds 0-4, higher on four), in under half the training (4.1 passes
+        against 8.8; ``benchmarks/bench_regime.py``).
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
@@ -134,7 +143,8 @@ class SequenceClassifier(RecurrentEstimator):
                  char_hidden_size=50, shape_dim=16, lowercase=True, min_word_count=1,
                  word_dropout=0.25, embeddings=None, tokenizer="regex", dropout=0.5,
                  optimizer="adam", learning_rate=2e-3, lr_decay=0.05, average_decay=0.5,
-                 max_epochs=30, batch_size=32, clip_norm=5.0, early_stopping=True, patience=5,
+                 max_epochs=30, batch_size=32, epoch_size=20000, clip_norm=5.0,
+                 early_stopping=True, patience=5,
                  validation_fraction=0.1, class_weight=None, device="auto", n_jobs=None,
                  random_state=None, verbose=0):
         self.cell = cell
@@ -159,6 +169,7 @@ class SequenceClassifier(RecurrentEstimator):
         self.average_decay = average_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.epoch_size = epoch_size
         self.clip_norm = clip_norm
         self.early_stopping = early_stopping
         self.patience = patience

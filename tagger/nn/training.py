@@ -47,6 +47,58 @@ def length_batches(lengths: Sequence[int], batch_size: int,
     return batches
 
 
+class EpochBatches:
+    """The batches of each epoch: shuffled passes over the training set (:func:`length_batches`,
+    empty examples left out), each cut into ``parts`` epochs of consecutive batches.
+
+    With ``epoch_size`` None, or at least the number of examples, an epoch is one pass, drawn
+    from the generator exactly as ``length_batches(lengths, batch_size, rng)`` would draw it.
+    Otherwise a pass is cut into ``ceil(examples / epoch_size)`` epochs of as many batches as
+    possible alike, so that a large corpus is scored, averaged and early-stopped several times
+    a pass.
+
+    To go on from a checkpoint in the middle of a pass, :attr:`pass_state` (the generator's
+    state before the pass was shuffled) and :attr:`part` (the next epoch's part) are saved;
+    :meth:`restore` draws the pass again from them.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, epoch_size: int | None):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        examples = sum(1 for n in lengths if n > 0)
+        self.parts = 1 if epoch_size is None else max(1, -(-examples // epoch_size))
+        self.part = 0
+        self.pass_state: dict | None = None
+        self._batches: list[np.ndarray] | None = None
+
+    def _draw(self, rng: np.random.Generator) -> list[np.ndarray]:
+        lengths = self.lengths
+        return [idx for idx in length_batches(lengths, self.batch_size, rng)
+                if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
+
+    def restore(self, pass_state: dict | None, part: int) -> None:
+        """Go on in the middle of the pass that began with ``pass_state`` (a generator state),
+        at ``part``; a part beyond this training set's (other data) starts a new pass."""
+        if pass_state is None or not 0 < part < self.parts:
+            self.part, self.pass_state, self._batches = 0, None, None
+            return
+        generator = np.random.default_rng(0)
+        generator.bit_generator.state = pass_state
+        self.part, self.pass_state = part, pass_state
+        self._batches = self._draw(generator)
+
+    def next_epoch(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """The batches of the next epoch (a new pass, drawn from ``rng``, when one ends)."""
+        if self.part == 0 or self._batches is None:
+            self.part = 0
+            self.pass_state = rng.bit_generator.state if self.parts > 1 else None
+            self._batches = self._draw(rng)
+        batches, k = self._batches, self.part
+        n = len(batches)
+        self.part = (k + 1) % self.parts
+        return batches[k * n // self.parts:(k + 1) * n // self.parts]
+
+
 def pad_sequences(sequences: Sequence[np.ndarray], dtype=None, value=0):
     """Stack variable-length arrays (L_i, ...) into one right-padded array (B, T, ...).
 
