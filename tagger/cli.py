@@ -206,21 +206,21 @@ def _estimator_parameters() -> dict[str, tuple[type, Any]]:
     return params
 
 
+#: Options that take "none" or a number: the number's type, and what to call it in an error.
+_NUMBER_OR_NONE = {"clip_norm": (float, "a number"), "epoch_size": (int, "an integer")}
+
+
 def _convert_param(name: str, value: Any) -> Any:
     if isinstance(value, str) and name in _NONE_WORDS and value.lower() == "none":
         return None
-    if name == "clip_norm" and isinstance(value, str):
+    if name in _NUMBER_OR_NONE and isinstance(value, str):
+        kind, what = _NUMBER_OR_NONE[name]
+        flag = "--" + name.replace("_", "-")
         try:
-            return float(value)
+            return kind(value)
         except ValueError:
-            raise typer.BadParameter(f"--clip-norm must be a number or none, got {value!r}",
-                                     param_hint="--clip-norm") from None
-    if name == "epoch_size" and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            raise typer.BadParameter(f"--epoch-size must be an integer or none, got {value!r}",
-                                     param_hint="--epoch-size") from None
+            raise typer.BadParameter(f"{flag} must be {what} or none, got {value!r}",
+                                     param_hint=flag) from None
     if name == "labels" and isinstance(value, str):
         return [label for label in value.split(",") if label]
     if name == "class_weight" and isinstance(value, str) and value.startswith("{"):
