@@ -230,6 +230,18 @@ def test_partial_fit():
         declared.partial_fit(X[:2], y[:2], classes=["neg", "pos"])
 
 
+def test_partial_fit_makes_a_whole_pass_whatever_the_epoch_size():
+    X, y = review_data(120)
+    cut = SequenceClassifier(**dict(SMALL, epoch_size=25))
+    whole = SequenceClassifier(**dict(SMALL, epoch_size=None))
+    for part in (slice(0, 60), slice(60, 120)):
+        cut.partial_fit(X[part], y[part])
+        whole.partial_fit(X[part], y[part])
+    assert cut.epoch_size == 25
+    for k in whole.params_:
+        np.testing.assert_array_equal(cut.params_[k], whole.params_[k], err_msg=k)
+
+
 def test_class_and_sample_weights():
     X, y = review_data(100)
     y = np.where(np.arange(100) < 80, "neg", y)  # imbalanced

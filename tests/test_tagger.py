@@ -519,6 +519,20 @@ def test_an_epoch_is_at_most_epoch_size_sentences():
             SequenceTagger(**dict(SMALL, epoch_size=bad)).fit(*ner_data(5))
 
 
+def test_partial_fit_makes_a_whole_pass_whatever_the_epoch_size():
+    """partial_fit trains on every sentence it is given, first call and later ones: with an
+    epoch_size under the data's size it gives the model of whole passes."""
+    X, y = ner_data(60)
+    cut = SequenceTagger(**dict(SMALL, epoch_size=10))
+    whole = SequenceTagger(**dict(SMALL, epoch_size=None))
+    for _ in range(2):
+        cut.partial_fit(X, y)
+        whole.partial_fit(X, y)
+    assert cut.epoch_size == 10  # the parameter is given back after the first call
+    for k in whole.params_:
+        np.testing.assert_array_equal(cut.params_[k], whole.params_[k], err_msg=k)
+
+
 def test_a_sequence_of_100000_tokens_is_tagged(fitted):
     model, _, _ = fitted
     long = ["John", "lives", "in", "Paris", "."] * 20_000

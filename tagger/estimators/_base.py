@@ -317,7 +317,7 @@ class RecurrentEstimator(EstimatorBase):
 
     def _train(self, X, targets, X_dev, y_dev, epochs: int, rng: np.random.Generator,
                early_stop: bool, callback=None, resume: dict | None = None,
-               score_start: bool = False) -> None:
+               score_start: bool = False, whole_passes: bool = False) -> None:
         """Epochs of mini-batch training, a history entry per epoch, early stopping on the
         development score (the best epoch's weights are kept).
 
@@ -329,7 +329,8 @@ class RecurrentEstimator(EstimatorBase):
         same model as an uninterrupted run). ``resume`` is that state, read back. With
         ``score_start`` (going on from a model file without that state), the starting weights
         are scored on the development data first and stay the best ones (``best_epoch_``
-        unchanged) unless an epoch beats them.
+        unchanged) unless an epoch beats them. An epoch is a part of a pass over ``X`` when it
+        holds more than ``epoch_size`` examples, unless ``whole_passes`` (``partial_fit``).
 
         Training diverges when a loss or gradient is not finite, or when an epoch's mean loss
         is over ``_DIVERGENCE_FACTOR`` times the loss of a uniform guess on the same examples
@@ -352,7 +353,8 @@ class RecurrentEstimator(EstimatorBase):
         best_progress: tuple = ()
         # An epoch is a pass over the data or, for a corpus of more than epoch_size examples, a
         # part of one (see EpochBatches).
-        epochs_plan = EpochBatches(lengths, self.batch_size, getattr(self, "epoch_size", None))
+        epochs_plan = EpochBatches(lengths, self.batch_size,
+                                   None if whole_passes else getattr(self, "epoch_size", None))
         # The moving average of the weights at each epoch's end (average_decay), which the dev
         # score, the best epoch and the final model read; training goes on from the weights.
         decay = float(getattr(self, "average_decay", 0.0) or 0.0)
@@ -734,10 +736,11 @@ class RecurrentEstimator(EstimatorBase):
 
     def _train_more(self, X, targets, rng: np.random.Generator, X_dev=None, y_dev=None,
                     epochs: int = 1, early_stop: bool = False, callback=None,
-                    resume: dict | None = None, score_start: bool = False) -> None:
+                    resume: dict | None = None, score_start: bool = False,
+                    whole_passes: bool = False) -> None:
         """More epochs from the saved optimizer state (``partial_fit``, ``continue_fit``); a
         fresh optimizer, with a warning, when there is none (a model file saved without it).
-        ``resume`` and ``score_start``: see :meth:`_train`."""
+        ``resume``, ``score_start`` and ``whole_passes``: see :meth:`_train`."""
         self._optimizer = make_optimizer(self.optimizer, self.learning_rate)
         state = getattr(self, "optimizer_state_", None)
         if state:
@@ -748,7 +751,7 @@ class RecurrentEstimator(EstimatorBase):
                           stacklevel=3)
         try:
             self._train(X, targets, X_dev, y_dev, epochs, rng, early_stop, callback, resume,
-                        score_start)
+                        score_start, whole_passes)
             self.optimizer_state_ = self._optimizer.state_dict()
         finally:
             del self._optimizer
@@ -783,13 +786,18 @@ class RecurrentEstimator(EstimatorBase):
                          resume, score_start=resume is None)
 
     def _first_partial_fit(self, fit, *args, **kwargs):
-        """``partial_fit`` on an unfitted estimator: one epoch of ``fit`` without early stopping."""
-        saved = self.max_epochs, self.early_stopping
+        """``partial_fit`` on an unfitted estimator: one whole pass of ``fit`` over the data
+        given (whatever ``epoch_size``), without early stopping."""
+        saved = self.max_epochs, self.early_stopping, self.__dict__.get("epoch_size")
         self.max_epochs, self.early_stopping = 1, False
+        if "epoch_size" in self.__dict__:
+            self.epoch_size = None
         try:
             return fit(*args, **kwargs)
         finally:
-            self.max_epochs, self.early_stopping = saved
+            self.max_epochs, self.early_stopping = saved[:2]
+            if "epoch_size" in self.__dict__:
+                self.epoch_size = saved[2]
 
     def _batches(self, X: list, device: str = "cpu"):
         """Prediction batches: indices of non-empty examples, longest first (little padding)."""

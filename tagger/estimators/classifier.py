@@ -84,10 +84,11 @@ class SequenceClassifier(RecurrentEstimator):
         cut into ``ceil(sequences / epoch_size)`` epochs of as many batches alike, so that a
         large corpus is scored on the development set, averaged and early-stopped several
         times a pass; ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count
-        these epochs. None: an epoch is a pass. Default 20000: SST-2's 67,349 training
-        phrases make four epochs a pass, and with ``patience=10`` its dev accuracy is 86.17
-        against 85.66 in whole passes with a patience of 5 (mean of seeds 0-4, higher on every
-        seed), in less training (6.4 passes against 8.8; ``benchmarks/bench_regime.py``).
+        these epochs. None: an epoch is a pass. (:meth:`partial_fit` always makes one whole
+        pass.) Default 20000: SST-2's 67,349 training phrases make four epochs a pass, and
+        with ``patience=10`` its dev accuracy is 86.17 against 85.66 in whole passes with a
+        patience of 5 (mean of seeds 0-4, higher on every seed), in less training (6.4 passes
+        against 8.8; ``benchmarks/bench_regime.py``).
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
@@ -365,8 +366,8 @@ class SequenceClassifier(RecurrentEstimator):
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One more epoch over ``X``, ``y``; on an unfitted classifier, a first epoch of
-        training, with ``classes`` (every label the classifier will ever see) when ``y`` does
+        """One more pass over all of ``X``, ``y`` (whatever ``epoch_size``); on an unfitted
+        classifier, a first pass of training, with ``classes`` (every label the classifier will ever see) when ``y`` does
         not show them all.
 
         Returns
@@ -384,7 +385,7 @@ class SequenceClassifier(RecurrentEstimator):
         ids = self._label_ids(self._check_y(y, len(X)))
         weights = self._example_weights(ids, sample_weight)
         rng = np.random.default_rng(self._seed() + len(self.history_))
-        self._train_more(X, (ids, weights), rng)
+        self._train_more(X, (ids, weights), rng, whole_passes=True)
         return self
 
     def _batch_targets(self, batch, idx, targets) -> tuple:

@@ -168,9 +168,10 @@ class SequenceTagger(RecurrentEstimator):
         cut into ``ceil(sentences / epoch_size)`` epochs of as many batches alike, so that a
         large corpus is scored on the development set, averaged and early-stopped several
         times a pass; ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count
-        these epochs. None: an epoch is a pass. Default 20000, the classifier's (measured on
-        SST-2's 67,349 phrases, see :class:`SequenceClassifier`); UD EWT's and WNUT17's
-        training sets (12,544 and 3,394 sentences) train in whole passes as before.
+        these epochs. None: an epoch is a pass. (:meth:`partial_fit` always makes one whole
+        pass.) Default 20000, the classifier's (measured on SST-2's 67,349 phrases, see
+        :class:`SequenceClassifier`); UD EWT's and WNUT17's training sets (12,544 and 3,394
+        sentences) train in whole passes as before.
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
@@ -470,7 +471,8 @@ class SequenceTagger(RecurrentEstimator):
         return self
 
     def partial_fit(self, X, y):
-        """One more epoch over ``X``, ``y``; on an unfitted tagger, a first epoch of training.
+        """One more pass over all of ``X``, ``y`` (whatever ``epoch_size``); on an unfitted
+        tagger, a first pass of training.
 
         The vocabularies stay as they are (new words are unknown words). Tags outside
         ``classes_`` raise a clear error unless they were declared with ``labels``.
@@ -489,7 +491,7 @@ class SequenceTagger(RecurrentEstimator):
             raise ValueError(f"partial_fit got labels never seen before: {', '.join(unknown)}; "
                              f"declare every label up front with SequenceTagger(labels=[...])")
         rng = np.random.default_rng(self._seed() + len(self.history_))
-        self._train_more(X, [self._internal_ids(tags) for tags in y], rng)
+        self._train_more(X, [self._internal_ids(tags) for tags in y], rng, whole_passes=True)
         return self
 
     def _batch_targets(self, batch, idx, targets) -> tuple:
