@@ -561,6 +561,16 @@ def test_training_with_a_huge_learning_rate_from_a_file_keeps_weights_finite(fil
     assert not bad, f"{len(bad)} weight arrays non-finite after partial_fit, e.g. {bad[0]}"
 
 
+def test_a_file_from_before_epoch_size_goes_on_training_in_whole_passes(files, tmp_path):
+    config, arrays = read_model(files.checkpoint)
+    assert config["params"]["epoch_size"] == 20000
+    del config["params"]["epoch_size"]
+    path = tmp_path / "old.tagger"
+    write_model(path, config, arrays)
+    assert tagger.load(path).epoch_size is None
+    assert tagger.load(files.checkpoint).epoch_size == 20000
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_a_random_state_numpy_cannot_take_is_refused_at_load(files, tmp_path, seed):
     config, arrays = read_model(files.with_optimizer)

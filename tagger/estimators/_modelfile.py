@@ -138,6 +138,9 @@ def check_params(cls, params, trust_tokenizer: bool):
     if unknown:
         _fail(f"unknown hyperparameters {unknown[:5]}")
     estimator = cls(**params)
+    if "epoch_size" not in params and "epoch_size" in cls._get_param_names():
+        # A file from before epoch_size was trained in whole passes, and goes on so.
+        estimator.epoch_size = None
     limits = {"hidden_size": "width", "word_dim": "width", "char_dim": "width",
               "char_hidden_size": "width", "embedding_dim": "width", "num_layers": "layers",
               "bptt": "steps", "batch_size": "steps", "feature_dim": "width",
