@@ -152,6 +152,9 @@ def test_epoch_batches_cut_each_pass_into_epochs_that_see_every_example_once():
     assert again.part == 0
     again.restore(state, plan.parts + 5)  # a part this data has not: a new pass
     assert again.part == 0 and again.pass_state is None
+    tiny = EpochBatches(lengths, 8, 1)  # never an epoch without a batch
+    assert tiny.parts == -(-len(nonempty) // 8)
+    assert all(len(tiny.next_epoch(rng)) == 1 for _ in range(2 * tiny.parts))
 
 
 def test_thread_limit_restores_numba_threads():

@@ -53,9 +53,9 @@ class EpochBatches:
 
     With ``epoch_size`` None, or at least the number of examples, an epoch is one pass, drawn
     from the generator exactly as ``length_batches(lengths, batch_size, rng)`` would draw it.
-    Otherwise a pass is cut into ``ceil(examples / epoch_size)`` epochs of as many batches as
-    possible alike, so that a large corpus is scored, averaged and early-stopped several times
-    a pass.
+    Otherwise a pass is cut into ``ceil(examples / epoch_size)`` epochs (at most one a batch)
+    of as many batches as possible alike, so that a large corpus is scored, averaged and
+    early-stopped several times a pass.
 
     To go on from a checkpoint in the middle of a pass, :attr:`pass_state` (the generator's
     state before the pass was shuffled) and :attr:`part` (the next epoch's part) are saved;
@@ -66,7 +66,10 @@ class EpochBatches:
         self.lengths = lengths
         self.batch_size = batch_size
         examples = sum(1 for n in lengths if n > 0)
-        self.parts = 1 if epoch_size is None else max(1, -(-examples // epoch_size))
+        # At least a batch an epoch: the examples are sorted longest first before they are cut
+        # into batches, so ceil(examples / batch_size) batches hold them.
+        self.parts = 1 if epoch_size is None else max(
+            1, min(-(-examples // epoch_size), -(-examples // batch_size)))
         self.part = 0
         self.pass_state: dict | None = None
         self._batches: list[np.ndarray] | None = None
