@@ -509,11 +509,12 @@ MALFORMED = {
         best_key=["x"]),
     "training_state without has_best_params": lambda c, a: _drop(c["training_state"],
                                                                  "has_best_params"),
-    "training_state pass_part negative": lambda c, a: c["training_state"].update(pass_part=-1),
-    "training_state pass_part a string": lambda c, a: c["training_state"].update(
-        pass_part="1"),
+    "training_state pass_batch negative": lambda c, a: c["training_state"].update(
+        pass_batch=-1),
+    "training_state pass_batch a string": lambda c, a: c["training_state"].update(
+        pass_batch="1"),
     "training_state pass_rng malformed": lambda c, a: c["training_state"].update(
-        pass_part=1, pass_rng={"bit_generator": "PCG64", "state": "x"}),
+        pass_batch=1, pass_rng={"bit_generator": "PCG64", "state": "x"}),
     "epoch_size zero": lambda c, a: c["params"].update(epoch_size=0),
     "epoch_size a float": lambda c, a: c["params"].update(epoch_size=100.5),
     "optimizer arrays without optimizer.steps": lambda c, a: _drop(a, "optimizer.steps"),
@@ -718,7 +719,7 @@ _PLAUSIBLE_STATE = {
             {**_PCG64, "has_uint32": 1, "uinteger": 2**32 - 1},
             {**_PCG64, "has_uint32": 2}, {**_PCG64, "state": {"state": -1, "inc": 1}},
             {**_PCG64, "state": {"state": 2**200, "inc": 1}}],
-    "pass_part": [0, 1, 2, 2**31, -1, 2**40],
+    "pass_batch": [0, 1, 2, 2**31, -1, 2**40],
     "pass_rng": [None, _PCG64, {**_PCG64, "state": {"state": -1, "inc": 1}}, 7],
 }
 # Changes of the network's structure or label set, after which the arrays are rebuilt to the

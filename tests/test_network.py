@@ -10,7 +10,14 @@ from tagger.demo import train_lookahead
 from tagger.nn.network import TaggingNetwork
 from tagger.nn.optim import Adam
 from tagger.nn.recurrent import dropout_mask
-from tagger.nn.training import EpochBatches, length_batches, pad_sequences, run_batches, thread_limit, train_step
+from tagger.nn.training import (
+    EpochBatches,
+    length_batches,
+    pad_sequences,
+    run_batches,
+    thread_limit,
+    train_step,
+)
 
 
 def small_batch(seed=0, B=3, T=5, D=3, K=4, dtype=np.float64):
@@ -142,16 +149,28 @@ def test_epoch_batches_cut_each_pass_into_epochs_that_see_every_example_once():
         assert len(seen) == len(set(seen))  # (a batch may hold an empty one beside others)
         assert sorted(i for i in seen if lengths[i] > 0) == nonempty
     # Restored in the middle of a pass from its saved state: the rest of the same pass.
-    plan.next_epoch(rng)
-    state, part = plan.pass_state, plan.part
-    rest = [plan.next_epoch(rng) for _ in range(plan.parts - part)]
+    first = plan.next_epoch(rng)
+    state, position = plan.pass_state, plan.position
+    assert position == len(first)
+    rest = []
+    while plan.position:
+        rest.append(plan.next_epoch(rng))
     again = EpochBatches(lengths, 8, 30)
-    again.restore(state, part)
+    again.restore(state, position)
     for epoch in rest:
         assert [b.tolist() for b in again.next_epoch(rng)] == [b.tolist() for b in epoch]
-    assert again.part == 0
-    again.restore(state, plan.parts + 5)  # a part this data has not: a new pass
-    assert again.part == 0 and again.pass_state is None
+    assert again.position == 0
+    # Cut differently on the way (another epoch_size): the same batches, none skipped.
+    finer = EpochBatches(lengths, 8, 12)
+    finer.restore(state, position)
+    went_on = [finer.next_epoch(rng)]
+    while finer.position:
+        went_on.append(finer.next_epoch(rng))
+    assert len(went_on) > len(rest)
+    assert [b.tolist() for e in went_on for b in e] == [b.tolist() for e in rest for b in e]
+    for outside in (0, -1, 10**9):  # not inside this data's pass: a new pass
+        again.restore(state, outside)
+        assert again.position == 0 and again.pass_state is None
     tiny = EpochBatches(lengths, 8, 1)  # never an epoch without a batch
     assert tiny.parts == -(-len(nonempty) // 8)
     assert all(len(tiny.next_epoch(rng)) == 1 for _ in range(2 * tiny.parts))

@@ -499,9 +499,9 @@ def test_average_decay_is_checked():
             SequenceTagger(**dict(SMALL, average_decay=bad)).fit(*ner_data(5))
 
 
-def test_an_epoch_is_at_most_epoch_size_sentences():
+def test_a_corpus_of_more_than_epoch_size_sentences_has_several_epochs_a_pass():
     """A corpus larger than epoch_size is cut into epochs of a pass each (here 60 sentences in
-    batches of 8, three epochs of 20 a pass), scored and early-stopped at each one's end."""
+    batches of 8, three epochs of about 20 a pass), each scored at its end."""
     X, y = ner_data(60)
     X_dev, y_dev = ner_data(20, seed=5)
     batches = []
@@ -515,8 +515,9 @@ def test_an_epoch_is_at_most_epoch_size_sentences():
     assert batches == [2, 3, 3, 2, 3, 3]
     assert len(model.history_) == 6 and all(h["dev_score"] is not None for h in model.history_)
     for bad in (0, -5, 2.5, True, "100"):
-        with pytest.raises(ValueError, match="epoch_size must be a positive integer or None"):
-            SequenceTagger(**dict(SMALL, epoch_size=bad)).fit(*ner_data(5))
+        for train in ("fit", "partial_fit"):
+            with pytest.raises(ValueError, match="epoch_size must be a positive integer or "):
+                getattr(SequenceTagger(**dict(SMALL, epoch_size=bad)), train)(*ner_data(5))
 
 
 def test_partial_fit_makes_a_whole_pass_whatever_the_epoch_size():

@@ -89,6 +89,10 @@ class RecurrentEstimator(EstimatorBase):
         decay = getattr(self, "average_decay", 0.0)
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
             raise ValueError(f"average_decay must be a number in [0, 1), got {decay!r}")
+        self._check_epoch_size()
+
+    def _check_epoch_size(self) -> None:
+        """``epoch_size`` (where the estimator has it) a positive integer or None."""
         size = getattr(self, "epoch_size", None)
         if size is not None and (not isinstance(size, (int, np.integer)) or
                                  isinstance(size, bool) or size < 1):
@@ -367,7 +371,7 @@ class RecurrentEstimator(EstimatorBase):
                                   for v in resume["best_progress"])
             waited = int(resume["waited"])
             best_params = resume.get("best_params")
-            epochs_plan.restore(resume.get("pass_rng"), int(resume.get("pass_part", 0)))
+            epochs_plan.restore(resume.get("pass_rng"), int(resume.get("pass_batch", 0)))
             average = resume.get("average") if decay else None
         # What an interruption or a divergence falls back on: the weights of best_epoch_. A new
         # model's starting weights are random, so they are not copied; a trained model's are.
@@ -485,8 +489,9 @@ class RecurrentEstimator(EstimatorBase):
                             "rng": rng.bit_generator.state, "best_key": list(best_score),
                             "best_progress": list(best_progress), "waited": waited,
                             "best_params": best_params, "stopped": stop, "average": average,
-                            "pass_rng": epochs_plan.pass_state if epochs_plan.part else None,
-                            "pass_part": epochs_plan.part}
+                            "pass_rng": (epochs_plan.pass_state if epochs_plan.position
+                                         else None),
+                            "pass_batch": epochs_plan.position}
                         try:
                             callback("epoch_end", {**self.history_[-1],
                                                    "best_epoch": self.best_epoch_,
@@ -788,6 +793,7 @@ class RecurrentEstimator(EstimatorBase):
     def _first_partial_fit(self, fit, *args, **kwargs):
         """``partial_fit`` on an unfitted estimator: one whole pass of ``fit`` over the data
         given (whatever ``epoch_size``), without early stopping."""
+        self._check_epoch_size()  # checked here: fit sees None
         saved = self.max_epochs, self.early_stopping, self.__dict__.get("epoch_size")
         self.max_epochs, self.early_stopping = 1, False
         if "epoch_size" in self.__dict__:

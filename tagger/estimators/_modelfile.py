@@ -222,7 +222,7 @@ def check_training_state(state) -> dict:
     if not isinstance(state.get("has_average", False), bool):  # checkpoints before averaging
         _fail("training_state has_average must be true or false")
     # Where in a pass the next epoch starts (epoch_size); checkpoints from before: a new pass.
-    _int(state.get("pass_part", 0), "training_state pass_part", 0, 2**31)
+    _int(state.get("pass_batch", 0), "training_state pass_batch", 0, 2**31)
     if state.get("pass_rng") is not None:
         try:
             np.random.default_rng(0).bit_generator.state = state["pass_rng"]

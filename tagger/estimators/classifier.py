@@ -80,15 +80,16 @@ class SequenceClassifier(RecurrentEstimator):
     batch_size : int
         Sequences per batch (batches group sequences of similar length).
     epoch_size : int or None
-        Sequences per epoch at most. A larger training set is read in shuffled passes, each
-        cut into ``ceil(sequences / epoch_size)`` epochs of as many batches alike, so that a
-        large corpus is scored on the development set, averaged and early-stopped several
-        times a pass; ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count
-        these epochs. None: an epoch is a pass. (:meth:`partial_fit` always makes one whole
-        pass.) Default 20000: SST-2's 67,349 training phrases make four epochs a pass, and
-        with ``patience=10`` its dev accuracy is 86.17 against 85.66 in whole passes with a
-        patience of 5 (mean of seeds 0-4, higher on every seed), in less training (6.4 passes
-        against 8.8; ``benchmarks/bench_regime.py``).
+        About how many sequences an epoch holds. A training set of more is read in shuffled
+        passes, each cut into ``ceil(sequences / epoch_size)`` epochs (empty sequences not
+        counted) of whole batches, as many alike as can be, so that a large corpus is scored
+        on the development set, averaged and early-stopped several times a pass;
+        ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count these epochs.
+        None: an epoch is a pass. (:meth:`partial_fit` always makes one whole pass.) Default
+        20000: SST-2's 67,349 training phrases make four epochs a pass, and with
+        ``patience=10`` its dev accuracy is 86.17 against 85.66 in whole passes with a patience
+        of 5 (mean of seeds 0-4, higher on every seed), in less training (6.4 passes against
+        8.8; ``benchmarks/bench_regime.py``).
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
@@ -146,8 +147,8 @@ class SequenceClassifier(RecurrentEstimator):
                  word_dropout=0.25, embeddings=None, tokenizer="regex", dropout=0.5,
                  optimizer="adam", learning_rate=2e-3, lr_decay=0.05, average_decay=0.5,
                  max_epochs=30, batch_size=32, epoch_size=20000, clip_norm=5.0,
-                 early_stopping=True, patience=10, validation_fraction=0.1, class_weight=None, device="auto", n_jobs=None,
-                 random_state=None, verbose=0):
+                 early_stopping=True, patience=10, validation_fraction=0.1, class_weight=None,
+                 device="auto", n_jobs=None, random_state=None, verbose=0):
         self.cell = cell
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -367,8 +368,8 @@ class SequenceClassifier(RecurrentEstimator):
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One more pass over all of ``X``, ``y`` (whatever ``epoch_size``); on an unfitted
-        classifier, a first pass of training, with ``classes`` (every label the classifier will ever see) when ``y`` does
-        not show them all.
+        classifier, a first pass of training, with ``classes`` (every label the classifier
+        will ever see) when ``y`` does not show them all.
 
         Returns
         -------

@@ -51,15 +51,16 @@ class EpochBatches:
     """The batches of each epoch: shuffled passes over the training set (:func:`length_batches`,
     empty examples left out), each cut into ``parts`` epochs of consecutive batches.
 
-    With ``epoch_size`` None, or at least the number of examples, an epoch is one pass, drawn
-    from the generator exactly as ``length_batches(lengths, batch_size, rng)`` would draw it.
-    Otherwise a pass is cut into ``ceil(examples / epoch_size)`` epochs (at most one a batch)
-    of as many batches as possible alike, so that a large corpus is scored, averaged and
-    early-stopped several times a pass.
+    With ``epoch_size`` None, or at least the number of (non-empty) examples, an epoch is one
+    pass, drawn from the generator exactly as ``length_batches(lengths, batch_size, rng)``
+    would draw it. Otherwise a pass is cut into ``ceil(examples / epoch_size)`` epochs (at most
+    one a batch) of whole batches, as many alike as can be (so about ``epoch_size`` examples
+    each), so that a large corpus is scored, averaged and early-stopped several times a pass.
 
     To go on from a checkpoint in the middle of a pass, :attr:`pass_state` (the generator's
-    state before the pass was shuffled) and :attr:`part` (the next epoch's part) are saved;
-    :meth:`restore` draws the pass again from them.
+    state before the pass was shuffled) and :attr:`position` (the batch of the pass the next
+    epoch starts at) are saved; :meth:`restore` draws the pass again from them and goes on from
+    that batch, even if the pass is now cut differently (another ``epoch_size``).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, epoch_size: int | None):
@@ -70,7 +71,7 @@ class EpochBatches:
         # into batches, so ceil(examples / batch_size) batches hold them.
         self.parts = 1 if epoch_size is None else max(
             1, min(-(-examples // epoch_size), -(-examples // batch_size)))
-        self.part = 0
+        self.position = 0  # 0: the next epoch starts a new pass
         self.pass_state: dict | None = None
         self._batches: list[np.ndarray] | None = None
 
@@ -79,27 +80,33 @@ class EpochBatches:
         return [idx for idx in length_batches(lengths, self.batch_size, rng)
                 if lengths[idx[0]] > 0]  # empty sequences have nothing to teach
 
-    def restore(self, pass_state: dict | None, part: int) -> None:
+    def restore(self, pass_state: dict | None, position: int) -> None:
         """Go on in the middle of the pass that began with ``pass_state`` (a generator state),
-        at ``part``; a part beyond this training set's (other data) starts a new pass."""
-        if pass_state is None or not 0 < part < self.parts:
-            self.part, self.pass_state, self._batches = 0, None, None
+        from its batch ``position``; a position outside this training set's pass (other data)
+        starts a new pass."""
+        self.position, self.pass_state, self._batches = 0, None, None
+        if pass_state is None or position <= 0:
             return
         generator = np.random.default_rng(0)
         generator.bit_generator.state = pass_state
-        self.part, self.pass_state = part, pass_state
-        self._batches = self._draw(generator)
+        batches = self._draw(generator)
+        if position < len(batches):
+            self.position, self.pass_state, self._batches = position, pass_state, batches
 
     def next_epoch(self, rng: np.random.Generator) -> list[np.ndarray]:
         """The batches of the next epoch (a new pass, drawn from ``rng``, when one ends)."""
-        if self.part == 0 or self._batches is None:
-            self.part = 0
+        if self.position == 0 or self._batches is None:
+            self.position = 0
             self.pass_state = rng.bit_generator.state if self.parts > 1 else None
             self._batches = self._draw(rng)
-        batches, k = self._batches, self.part
+        batches, start = self._batches, self.position
         n = len(batches)
-        self.part = (k + 1) % self.parts
-        return batches[k * n // self.parts:(k + 1) * n // self.parts]
+        # The first boundary of the cut after start (boundaries k n / parts rise by one batch
+        # at least, as parts <= n).
+        end = next((b for b in (k * n // self.parts for k in range(1, self.parts + 1))
+                    if b > start), n)
+        self.position = end if end < n else 0
+        return batches[start:end]
 
 
 def pad_sequences(sequences: Sequence[np.ndarray], dtype=None, value=0):
