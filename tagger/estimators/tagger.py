@@ -164,15 +164,13 @@ class SequenceTagger(RecurrentEstimator):
         learning rate of 3e-3 instead of 16 and 2e-3): about 1.25x the training tokens/s, and
         WNUT17 dev F1 33.83 against 32.77 with the weights averaged.
     epoch_size : int or None
-        About how many sentences an epoch holds. A training set of more is read in shuffled
-        passes, each cut into ``ceil(sentences / epoch_size)`` epochs (empty sentences not
-        counted) of whole batches, as many alike as can be, so that a large corpus is scored
-        on the development set, averaged and early-stopped several times a pass;
-        ``max_epochs``, ``patience``, ``lr_decay`` and ``average_decay`` count these epochs.
-        None: an epoch is a pass. (:meth:`partial_fit` always makes one whole pass.) Default
-        20000, the classifier's (measured on SST-2's 67,349 phrases, see
-        :class:`SequenceClassifier`); UD EWT's and WNUT17's training sets (12,544 and 3,394
-        sentences) train in whole passes as before.
+        About how many sentences an epoch holds. A larger training set is read in shuffled
+        passes cut into epochs of whole batches, each scored on the development set, averaged
+        and early-stopped, and the epoch-counting parameters count these (the details under
+        :class:`SequenceClassifier`'s ``epoch_size``; None: an epoch is a pass;
+        :meth:`partial_fit` always makes one whole pass). Default 20000, measured on SST-2 by
+        the classifier; UD EWT's and WNUT17's training sets (12,544 and 3,394 sentences) train
+        in whole passes as before.
     clip_norm : float or None
         Gradients are scaled to this global L2 norm at most.
     early_stopping : bool
