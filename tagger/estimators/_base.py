@@ -489,8 +489,7 @@ class RecurrentEstimator(EstimatorBase):
                             "rng": rng.bit_generator.state, "best_key": list(best_score),
                             "best_progress": list(best_progress), "waited": waited,
                             "best_params": best_params, "stopped": stop, "average": average,
-                            "pass_rng": (epochs_plan.pass_state if epochs_plan.position
-                                         else None),
+                            "pass_rng": epochs_plan.pass_state,
                             "pass_batch": epochs_plan.position}
                         try:
                             callback("epoch_end", {**self.history_[-1],
@@ -794,16 +793,12 @@ class RecurrentEstimator(EstimatorBase):
         """``partial_fit`` on an unfitted estimator: one whole pass of ``fit`` over the data
         given (whatever ``epoch_size``), without early stopping."""
         self._check_epoch_size()  # checked here: fit sees None
-        saved = self.max_epochs, self.early_stopping, self.__dict__.get("epoch_size")
-        self.max_epochs, self.early_stopping = 1, False
-        if "epoch_size" in self.__dict__:
-            self.epoch_size = None
+        saved = self.max_epochs, self.early_stopping, self.epoch_size
+        self.max_epochs, self.early_stopping, self.epoch_size = 1, False, None
         try:
             return fit(*args, **kwargs)
         finally:
-            self.max_epochs, self.early_stopping = saved[:2]
-            if "epoch_size" in self.__dict__:
-                self.epoch_size = saved[2]
+            self.max_epochs, self.early_stopping, self.epoch_size = saved
 
     def _batches(self, X: list, device: str = "cpu"):
         """Prediction batches: indices of non-empty examples, longest first (little padding)."""

@@ -58,9 +58,10 @@ class EpochBatches:
     each), so that a large corpus is scored, averaged and early-stopped several times a pass.
 
     To go on from a checkpoint in the middle of a pass, :attr:`pass_state` (the generator's
-    state before the pass was shuffled) and :attr:`position` (the batch of the pass the next
-    epoch starts at) are saved; :meth:`restore` draws the pass again from them and goes on from
-    that batch, even if the pass is now cut differently (another ``epoch_size``).
+    state before the pass was shuffled; None between passes) and :attr:`position` (the batch
+    of the pass the next epoch starts at) are saved; :meth:`restore` draws the pass again from
+    them and goes on from that batch, even if the pass is now cut differently (another
+    ``epoch_size``).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, epoch_size: int | None):
@@ -106,6 +107,8 @@ class EpochBatches:
         end = next((b for b in (k * n // self.parts for k in range(1, self.parts + 1))
                     if b > start), n)
         self.position = end if end < n else 0
+        if not self.position:  # the pass is over: nothing to draw again
+            self.pass_state = None
         return batches[start:end]
 
 
